@@ -1,0 +1,45 @@
+# Keelson's two commands are `make run` and `make test`; both install what
+# they need first.
+GO        ?= go
+BIN       := bin/keelson
+DATA_DIR  ?= $(CURDIR)/.keelson
+EXAMPLE   ?= examples/guestbook
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all deps build run test bench generate lint fuzz clean
+
+all: build
+
+deps:
+	@hack/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/keelson
+
+# Runs Keelson on its example repository: this checkout is the Git source and
+# $(EXAMPLE) the manifests, so a commit here is applied within a second.
+run: deps build
+	$(BIN) controller --repo $(CURDIR) --path $(EXAMPLE) --data-dir $(DATA_DIR)
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) run ./cmd/keelson validate $(EXAMPLE)
+
+# Prints every benchmark's figures with the targets beside them.
+bench: deps
+	hack/bench.sh
+
+generate:
+	$(GO) generate ./...
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+fuzz:
+	$(GO) test ./manifest -run '^$$' -fuzz FuzzLoad -fuzztime 60s
+
+clean:
+	rm -rf bin

@@ -1,0 +1,19 @@
+// Package store holds Keelson's state in memory: the desired objects of the
+// applied Git revision, the history of revisions, and the observed state that
+// agents report (nodes, pods, endpoints, events).
+//
+// It is a go-memdb database, following the Nomad state-store pattern:
+//
+//   - Every table has a modify index, kept in the "index" table and raised in
+//     the same transaction that changes the table. Every row carries the index
+//     of the transaction that created and last modified it.
+//   - Objects read from the store are immutable: callers copy before changing
+//     and write back through a write transaction.
+//   - Reads take a memdb.WatchSet, so a caller can block until something it
+//     read changes (see Store.Blocking); the API's blocking queries
+//     (?index=N&wait=30s) are built on it.
+//
+// The store does not know where objects come from: the reconciler writes a
+// whole revision in one transaction (ApplyRevision) or records it as failed
+// and changes nothing else.
+package store

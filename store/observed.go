@@ -1,0 +1,143 @@
+package store
+
+import (
+	"fmt"
+	"sort"
+
+	memdb "github.com/hashicorp/go-memdb"
+)
+
+// This file holds the tables of observed state that agents and controllers
+// write: nodes, pods and endpoints.
+
+// UpsertNode inserts or replaces a node, keeping its CreateIndex.
+func (t *Txn) UpsertNode(n *Node) error {
+	raw, err := t.txn.First(TableNodes, "id", n.Name)
+	if err != nil {
+		return fmt.Errorf("store: node %s: %w", n.Name, err)
+	}
+	n.CreateIndex = t.index
+	if raw != nil {
+		n.CreateIndex = raw.(*Node).CreateIndex
+	}
+	n.ModifyIndex = t.index
+	return t.insert(TableNodes, n)
+}
+
+// DeleteNode removes a node; a missing node is not an error.
+func (t *Txn) DeleteNode(name string) error { return t.deleteByID(TableNodes, name) }
+
+// UpsertPod inserts or replaces a pod, keeping its CreateIndex.
+func (t *Txn) UpsertPod(p *Pod) error {
+	raw, err := t.txn.First(TablePods, "id", p.Key)
+	if err != nil {
+		return fmt.Errorf("store: pod %s: %w", p.Key, err)
+	}
+	p.CreateIndex = t.index
+	if raw != nil {
+		p.CreateIndex = raw.(*Pod).CreateIndex
+	}
+	p.ModifyIndex = t.index
+	return t.insert(TablePods, p)
+}
+
+// DeletePod removes a pod by namespace/name; a missing pod is not an error.
+func (t *Txn) DeletePod(key string) error { return t.deleteByID(TablePods, key) }
+
+// UpsertEndpoints inserts or replaces a Service's endpoints.
+func (t *Txn) UpsertEndpoints(e *Endpoints) error {
+	raw, err := t.txn.First(TableEndpoints, "id", e.Key)
+	if err != nil {
+		return fmt.Errorf("store: endpoints %s: %w", e.Key, err)
+	}
+	e.CreateIndex = t.index
+	if raw != nil {
+		e.CreateIndex = raw.(*Endpoints).CreateIndex
+	}
+	e.ModifyIndex = t.index
+	return t.insert(TableEndpoints, e)
+}
+
+func (t *Txn) deleteByID(table, id string) error {
+	raw, err := t.txn.First(table, "id", id)
+	if err != nil {
+		return fmt.Errorf("store: %s %s: %w", table, id, err)
+	}
+	if raw == nil {
+		return nil
+	}
+	if err := t.txn.Delete(table, raw); err != nil {
+		return fmt.Errorf("store: delete %s %s: %w", table, id, err)
+	}
+	t.dirty[table] = true
+	return nil
+}
+
+// Nodes returns every node, sorted by name.
+func (r *Snapshot) Nodes(ws memdb.WatchSet) ([]*Node, error) {
+	it, err := r.txn.Get(TableNodes, "id")
+	if err != nil {
+		return nil, fmt.Errorf("store: nodes: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*Node
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Node))
+	}
+	return out, nil
+}
+
+// PodQuery selects pods by one index; empty fields match everything, and
+// the most selective non-empty field is used (node, then owner, then namespace).
+type PodQuery struct {
+	Namespace string
+	NodeName  string
+	OwnerKey  string
+}
+
+// Pods returns the pods matching q, sorted by key.
+func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
+	var (
+		it  memdb.ResultIterator
+		err error
+	)
+	switch {
+	case q.NodeName != "":
+		it, err = r.txn.Get(TablePods, "node", q.NodeName)
+	case q.OwnerKey != "":
+		it, err = r.txn.Get(TablePods, "owner", q.OwnerKey)
+	case q.Namespace != "":
+		it, err = r.txn.Get(TablePods, "namespace", q.Namespace)
+	default:
+		it, err = r.txn.Get(TablePods, "id")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: pods: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*Pod
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		p := raw.(*Pod)
+		if (q.Namespace != "" && p.Namespace != q.Namespace) ||
+			(q.NodeName != "" && p.NodeName != q.NodeName) ||
+			(q.OwnerKey != "" && p.OwnerKey != q.OwnerKey) {
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// EndpointsOf returns a Service's endpoints (key namespace/name), or ErrNotFound.
+func (r *Snapshot) EndpointsOf(ws memdb.WatchSet, key string) (*Endpoints, error) {
+	ch, raw, err := r.txn.FirstWatch(TableEndpoints, "id", key)
+	if err != nil {
+		return nil, fmt.Errorf("store: endpoints %s: %w", key, err)
+	}
+	ws.Add(ch)
+	if raw == nil {
+		return nil, fmt.Errorf("endpoints %s: %w", key, ErrNotFound)
+	}
+	return raw.(*Endpoints), nil
+}

@@ -1,0 +1,87 @@
+package store
+
+import (
+	"fmt"
+
+	memdb "github.com/hashicorp/go-memdb"
+)
+
+// Table names.
+const (
+	TableIndex     = "index"
+	TableObjects   = "objects"
+	TableRevisions = "revisions"
+	TableSync      = "sync"
+	TableNodes     = "nodes"
+	TablePods      = "pods"
+	TableEndpoints = "endpoints"
+	TableEvents    = "events"
+)
+
+// IndexEntry is a row of the index table: the modify index of one table.
+type IndexEntry struct {
+	Table string
+	Value uint64
+}
+
+func schema() *memdb.DBSchema {
+	id := func(field string) *memdb.IndexSchema {
+		return &memdb.IndexSchema{Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: field}}
+	}
+	str := func(name, field string) *memdb.IndexSchema {
+		return &memdb.IndexSchema{Name: name, AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: field}}
+	}
+	kindNS := &memdb.IndexSchema{
+		Name: "kind_namespace",
+		Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			&memdb.StringFieldIndex{Field: "Kind"},
+			&memdb.StringFieldIndex{Field: "Namespace"},
+		}, AllowMissing: true},
+	}
+	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{
+		TableIndex: {Name: TableIndex, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("Table"),
+		}},
+		TableObjects: {Name: TableObjects, Indexes: map[string]*memdb.IndexSchema{
+			"id":             id("Key"),
+			"kind":           str("kind", "Kind"),
+			"namespace":      str("namespace", "Namespace"),
+			"kind_namespace": kindNS,
+			"owner":          str("owner", "OwnerKey"),
+			"file":           str("file", "File"),
+		}},
+		TableRevisions: {Name: TableRevisions, Indexes: map[string]*memdb.IndexSchema{
+			"id":  {Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "ID"}},
+			"sha": str("sha", "SHA"),
+		}},
+		TableSync: {Name: TableSync, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("Name"),
+		}},
+		TableNodes: {Name: TableNodes, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("Name"),
+		}},
+		TablePods: {Name: TablePods, Indexes: map[string]*memdb.IndexSchema{
+			"id":        id("Key"),
+			"namespace": str("namespace", "Namespace"),
+			"node":      str("node", "NodeName"),
+			"owner":     str("owner", "OwnerKey"),
+			"phase":     str("phase", "Phase"),
+		}},
+		TableEndpoints: {Name: TableEndpoints, Indexes: map[string]*memdb.IndexSchema{
+			"id":        id("Key"),
+			"namespace": str("namespace", "Namespace"),
+		}},
+		TableEvents: {Name: TableEvents, Indexes: map[string]*memdb.IndexSchema{
+			"id":     {Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "ID"}},
+			"object": str("object", "ObjectKey"),
+		}},
+	}}
+}
+
+func mustValidSchema() (*memdb.DBSchema, error) {
+	s := schema()
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("store schema: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,316 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	memdb "github.com/hashicorp/go-memdb"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+func newStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func obj(kind, ns, name string, lbls map[string]string) *Object {
+	key := kind + "/" + name
+	if ns != "" {
+		key = kind + "/" + ns + "/" + name
+	}
+	return &Object{Key: key, Kind: kind, Namespace: ns, Name: name, Labels: lbls}
+}
+
+func keys(objs []*Object) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Key)
+	}
+	return out
+}
+
+func TestObjectsQuery(t *testing.T) {
+	s := newStore(t)
+	txn := s.Write()
+	for _, o := range []*Object{
+		obj("Deployment", "default", "web", map[string]string{"app": "web", "tier": "front"}),
+		obj("Deployment", "shop", "cart", map[string]string{"app": "cart"}),
+		obj("Service", "default", "web", map[string]string{"app": "web"}),
+		obj("Namespace", "", "shop", nil),
+	} {
+		if err := txn.UpsertObject(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	sel := func(s string) labels.Selector {
+		l, err := labels.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	tests := []struct {
+		name string
+		q    ObjectQuery
+		want []string
+	}{
+		{"all", ObjectQuery{}, []string{"Deployment/default/web", "Deployment/shop/cart", "Namespace/shop", "Service/default/web"}},
+		{"kind", ObjectQuery{Kind: "Deployment"}, []string{"Deployment/default/web", "Deployment/shop/cart"}},
+		{"kind and namespace", ObjectQuery{Kind: "Deployment", Namespace: "shop"}, []string{"Deployment/shop/cart"}},
+		{"namespace", ObjectQuery{Namespace: "default"}, []string{"Deployment/default/web", "Service/default/web"}},
+		{"selector", ObjectQuery{Selector: sel("app=web,tier=front")}, []string{"Deployment/default/web"}},
+		{"selector notin", ObjectQuery{Kind: "Deployment", Selector: sel("app notin (web)")}, []string{"Deployment/shop/cart"}},
+		{"nothing", ObjectQuery{Kind: "Pod"}, nil},
+	}
+	snap := s.Snapshot()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := snap.Objects(memdb.NewWatchSet(), tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, keys(got)); diff != "" {
+				t.Errorf("keys (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestIndexesAndCreateIndex(t *testing.T) {
+	s := newStore(t)
+	txn := s.Write()
+	if err := txn.UpsertObject(obj("ConfigMap", "default", "a", nil)); err != nil {
+		t.Fatal(err)
+	}
+	first := txn.Index()
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	txn = s.Write()
+	if err := txn.UpsertObject(obj("ConfigMap", "default", "a", map[string]string{"v": "2"})); err != nil {
+		t.Fatal(err)
+	}
+	second := txn.Index()
+	if err := txn.AddRevision(&Revision{SHA: "abc", Status: RevisionApplied}); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if second <= first {
+		t.Fatalf("second transaction index %d not above first %d", second, first)
+	}
+	snap := s.Snapshot()
+	o, err := snap.Object(memdb.NewWatchSet(), "ConfigMap/default/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.CreateIndex != first || o.ModifyIndex != second {
+		t.Errorf("create/modify index = %d/%d, want %d/%d", o.CreateIndex, o.ModifyIndex, first, second)
+	}
+	ws := memdb.NewWatchSet()
+	if got := snap.Index(ws, TableObjects); got != second {
+		t.Errorf("objects index = %d, want %d", got, second)
+	}
+	if got := snap.Index(ws, TableEvents); got != 0 {
+		t.Errorf("events index = %d, want 0 (never written)", got)
+	}
+	if _, err := snap.Object(ws, "ConfigMap/default/missing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing object: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestAbortChangesNothing(t *testing.T) {
+	s := newStore(t)
+	txn := s.Write()
+	if err := txn.UpsertObject(obj("Pod", "default", "p", nil)); err != nil {
+		t.Fatal(err)
+	}
+	txn.Abort()
+	got, err := s.Snapshot().Objects(memdb.NewWatchSet(), ObjectQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 || s.Snapshot().Index(memdb.NewWatchSet(), TableObjects) != 0 {
+		t.Errorf("aborted transaction left %v", keys(got))
+	}
+}
+
+func TestRevisionsPruneKeepsApplied(t *testing.T) {
+	s := newStore(t)
+	txn := s.Write()
+	add := func(status RevisionStatus, sha string) {
+		if err := txn.AddRevision(&Revision{SHA: sha, Status: status}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(RevisionApplied, "good")
+	for _, sha := range []string{"bad1", "bad2", "bad3"} {
+		add(RevisionFailed, sha)
+	}
+	if err := txn.PruneRevisions(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := s.Snapshot().Revisions(memdb.NewWatchSet(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shas []string
+	for _, r := range revs {
+		shas = append(shas, r.SHA)
+	}
+	if diff := cmp.Diff([]string{"bad3", "bad2", "good"}, shas); diff != "" {
+		t.Errorf("revisions after prune (-want +got):\n%s", diff)
+	}
+	applied, err := s.Snapshot().LastRevision(memdb.NewWatchSet(), RevisionApplied)
+	if err != nil || applied == nil || applied.SHA != "good" {
+		t.Errorf("last applied = %v, %v; want good", applied, err)
+	}
+}
+
+func TestBlockingWakesOnChange(t *testing.T) {
+	s := newStore(t)
+	txn := s.Write()
+	if err := txn.UpsertObject(obj("Pod", "default", "a", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	start := s.Snapshot().Index(memdb.NewWatchSet(), TableObjects)
+
+	got := make(chan []string, 1)
+	go func() {
+		var names []string
+		err := s.Blocking(context.Background(), start, time.Minute, func(ws memdb.WatchSet, snap *Snapshot) (uint64, error) {
+			objs, err := snap.Objects(ws, ObjectQuery{Kind: "Pod"})
+			names = keys(objs)
+			return snap.Index(ws, TableObjects), err
+		})
+		if err != nil {
+			names = []string{"error: " + err.Error()}
+		}
+		got <- names
+	}()
+	txn = s.Write()
+	if err := txn.UpsertObject(obj("Pod", "default", "b", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case names := <-got:
+		if diff := cmp.Diff([]string{"Pod/default/a", "Pod/default/b"}, names); diff != "" {
+			t.Errorf("blocking answer (-want +got):\n%s", diff)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocking query did not wake on a change")
+	}
+}
+
+func TestBlockingTimesOutWithCurrentAnswer(t *testing.T) {
+	s := newStore(t)
+	calls := 0
+	err := s.Blocking(context.Background(), 5, 20*time.Millisecond, func(ws memdb.WatchSet, snap *Snapshot) (uint64, error) {
+		calls++
+		return snap.Index(ws, TableObjects), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 {
+		t.Errorf("query ran %d times, want 2 (first try, then the answer at the deadline)", calls)
+	}
+}
+
+func TestBlockingCancelled(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.Blocking(ctx, 5, time.Minute, func(ws memdb.WatchSet, snap *Snapshot) (uint64, error) {
+		return snap.Index(ws, TableObjects), nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+}
+
+func TestPodsByIndex(t *testing.T) {
+	s := newStore(t)
+	txn := s.Write()
+	for _, p := range []*Pod{
+		{Key: "default/web-1", Namespace: "default", Name: "web-1", NodeName: "n1", OwnerKey: "ReplicaSet/default/web"},
+		{Key: "default/web-2", Namespace: "default", Name: "web-2", NodeName: "n2", OwnerKey: "ReplicaSet/default/web"},
+		{Key: "shop/cart-1", Namespace: "shop", Name: "cart-1", NodeName: "n1"},
+		{Key: "default/pending", Namespace: "default", Name: "pending"},
+	} {
+		if err := txn.UpsertPod(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := txn.UpsertNode(&Node{Name: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		q    PodQuery
+		want []string
+	}{
+		{"all", PodQuery{}, []string{"default/pending", "default/web-1", "default/web-2", "shop/cart-1"}},
+		{"node", PodQuery{NodeName: "n1"}, []string{"default/web-1", "shop/cart-1"}},
+		{"node and namespace", PodQuery{NodeName: "n1", Namespace: "shop"}, []string{"shop/cart-1"}},
+		{"owner", PodQuery{OwnerKey: "ReplicaSet/default/web"}, []string{"default/web-1", "default/web-2"}},
+		{"namespace", PodQuery{Namespace: "default"}, []string{"default/pending", "default/web-1", "default/web-2"}},
+	}
+	snap := s.Snapshot()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pods, err := snap.Pods(memdb.NewWatchSet(), tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range pods {
+				got = append(got, p.Key)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("pods (-want +got):\n%s", diff)
+			}
+		})
+	}
+	txn = s.Write()
+	if err := txn.DeletePod("default/web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.DeleteNode("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := s.Snapshot().Nodes(memdb.NewWatchSet())
+	if err != nil || len(nodes) != 0 {
+		t.Errorf("nodes after delete = %d, %v", len(nodes), err)
+	}
+	pods, err := s.Snapshot().Pods(memdb.NewWatchSet(), PodQuery{NodeName: "n1"})
+	if err != nil || len(pods) != 1 {
+		t.Errorf("pods on n1 after delete = %d, %v; want 1", len(pods), err)
+	}
+}

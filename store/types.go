@@ -1,0 +1,132 @@
+package store
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/keelson/keelson/manifest"
+)
+
+// Object is a desired object of the applied revision. Rows are immutable once
+// inserted: copy, change, and upsert in a new transaction.
+type Object struct {
+	// Key is "Kind/namespace/name" (or "Kind/name" when cluster-scoped).
+	Key        string
+	APIVersion string
+	Kind       string
+	Namespace  string
+	Name       string
+	Labels     map[string]string
+	// OwnerKey is the Key of the owning object for objects that controllers
+	// create; empty for objects that come from Git.
+	OwnerKey string
+	// Obj is the typed Kubernetes object.
+	Obj runtime.Object
+	// File and Line say where the object is declared in the repository.
+	File string
+	Line int
+	// Hash is the digest of the desired state; equal means unchanged.
+	Hash string
+	// Revision is the commit that last changed the object.
+	Revision string
+
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// RevisionStatus is the outcome of applying a revision.
+type RevisionStatus string
+
+const (
+	RevisionApplied RevisionStatus = "Applied"
+	RevisionFailed  RevisionStatus = "Failed"
+)
+
+// Revision records one attempt to apply a commit: the sync history.
+type Revision struct {
+	ID      uint64         `json:"id"`
+	SHA     string         `json:"sha"`
+	Ref     string         `json:"ref,omitempty"`
+	Author  string         `json:"author"`
+	Email   string         `json:"email,omitempty"`
+	Message string         `json:"message"`
+	Time    time.Time      `json:"time"`
+	Status  RevisionStatus `json:"status"`
+	// FetchedAt is when the commit was seen; AppliedAt when the store
+	// holds it (or when it was rejected).
+	FetchedAt time.Time `json:"fetchedAt"`
+	AppliedAt time.Time `json:"appliedAt"`
+	// LoadDuration is the time to decode and validate the revision.
+	LoadDuration time.Duration    `json:"loadDuration"`
+	Objects      int              `json:"objects"`
+	Added        int              `json:"added"`
+	Changed      int              `json:"changed"`
+	Removed      int              `json:"removed"`
+	Errors       []manifest.Issue `json:"errors,omitempty"`
+	Warnings     []manifest.Issue `json:"warnings,omitempty"`
+
+	CreateIndex uint64 `json:"createIndex"`
+}
+
+// SyncState is the state of the Git source: whether the last fetch
+// worked. There is one row, named "source".
+type SyncState struct {
+	Name string `json:"-"`
+	// Source is the URL (never with credentials), ref and path followed.
+	Source string `json:"source"`
+	Ref    string `json:"ref"`
+	Path   string `json:"path,omitempty"`
+	// State is "Synced", "Failed" (the last revision was rejected) or
+	// "Error" (the source could not be fetched); "Pending" before the first sync.
+	State         string    `json:"state"`
+	LastError     string    `json:"lastError,omitempty"`
+	LastAttempt   time.Time `json:"lastAttempt"`
+	LastSuccess   time.Time `json:"lastSuccess"`
+	ObservedSHA   string    `json:"observedSHA,omitempty"`
+	ModifyIndex   uint64    `json:"modifyIndex"`
+	FailingSince  time.Time `json:"failingSince,omitzero"`
+	ConsecutiveKO int       `json:"consecutiveFailures,omitempty"`
+}
+
+// Node is a node as its agent registered it.
+type Node struct {
+	Name        string
+	Node        *corev1.Node
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// Pod is a pod the controllers want and the agents report on.
+type Pod struct {
+	Key         string // namespace/name
+	Namespace   string
+	Name        string
+	NodeName    string
+	OwnerKey    string
+	Phase       string
+	Pod         *corev1.Pod
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// Endpoints are the ready and not-ready addresses of a Service.
+type Endpoints struct {
+	Key         string // namespace/name
+	Namespace   string
+	Name        string
+	Endpoints   *corev1.Endpoints
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+// Event is something that happened to an object, for describe and events.
+type Event struct {
+	ID        uint64    `json:"id"`
+	ObjectKey string    `json:"object"`
+	Type      string    `json:"type"` // Normal or Warning
+	Reason    string    `json:"reason"`
+	Message   string    `json:"message"`
+	Time      time.Time `json:"time"`
+}
