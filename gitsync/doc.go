@@ -1,0 +1,40 @@
+// Package gitsync turns a Git source (a URL, a branch, tag or commit, a
+// sub-path and credentials) into Revisions: a commit and the files under the
+// sub-path, read lazily from a local clone. It is the first step of Keelson's
+// data flow (git push → gitsync → manifest → reconciler → store).
+//
+// A Repo keeps a bare clone in a cache directory it owns, and reuses it
+// across restarts. Repo.Sync first lists the remote's refs (as git ls-remote
+// and Flux do) and fetches, incrementally and with a force refspec, only when
+// the followed ref has moved; Resolve and Log answer history questions (the
+// files of any commit, the commits that touched a path) from the clone, for
+// `keelson diff` and `rollout history`. A Watcher calls Sync at start, every
+// poll interval, within milliseconds of a commit in a local repository
+// (fsnotify on its refs) and on Trigger, which WebhookHandler calls for
+// GitHub, GitLab and generic push notifications.
+//
+// Invariants:
+//
+//   - A failed sync changes nothing. Server down, authentication refused, a
+//     deleted branch or tag: Sync returns an error naming the source and the
+//     ref, Repo.Last keeps the last good revision, and a later Sync recovers
+//     by itself. The Watcher retries with back-off (1 s doubling up to the
+//     poll interval); a Trigger always syncs at once.
+//   - History rewrites are followed: the followed ref is whatever the remote
+//     says now (force-push), never merged.
+//   - A damaged clone (broken HEAD or config, missing or truncated objects,
+//     garbage) is logged, removed and cloned again; it is never fatal.
+//   - Secrets are never logged nor shown: passwords and tokens are read from
+//     a file or an environment variable at each connection, Source.String
+//     and every error strip passwords from URLs, and SSH host keys are always
+//     checked against known_hosts.
+//   - A Revision lists every file under the sub-path (symlinks with their
+//     target, no submodules, no filtering: that is the manifest package's
+//     job), sorted by path. A Revision is immutable; its Read functions stay
+//     valid while the clone holds the objects, which it always does for
+//     commits it has synced.
+//
+// Repo and Watcher are safe for concurrent use; all Watcher callbacks run on
+// the goroutine of Watcher.Run, which returns only when every goroutine it
+// started has exited.
+package gitsync
