@@ -1,0 +1,61 @@
+// Package api holds the wire types of Keelson's HTTP API, shared by the
+// server and its clients. It has no behaviour.
+package api
+
+import (
+	"encoding/json"
+
+	"github.com/keelson/keelson/store"
+)
+
+// IndexHeader carries the store index an answer reflects; pass it back as
+// ?index=N&wait=30s to block until something newer exists.
+const IndexHeader = "X-Keelson-Index"
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Sync *store.SyncState `json:"sync,omitempty"`
+	// Applied is the revision the store holds.
+	Applied *store.Revision `json:"applied,omitempty"`
+	// LastFailed is the newest rejected revision, if it is newer than Applied.
+	LastFailed *store.Revision `json:"lastFailed,omitempty"`
+	Objects    int             `json:"objects"`
+	Index      uint64          `json:"index"`
+}
+
+// Object is one desired object with where it came from.
+type Object struct {
+	Key         string          `json:"key"`
+	Kind        string          `json:"kind"`
+	Namespace   string          `json:"namespace,omitempty"`
+	Name        string          `json:"name"`
+	File        string          `json:"file"`
+	Line        int             `json:"line"`
+	Revision    string          `json:"revision"`
+	CreateIndex uint64          `json:"createIndex"`
+	ModifyIndex uint64          `json:"modifyIndex"`
+	Object      json.RawMessage `json:"object"`
+}
+
+// ObjectList is the answer of GET /v1/objects.
+type ObjectList struct {
+	Index uint64   `json:"index"`
+	Items []Object `json:"items"`
+}
+
+// RevisionList is the answer of GET /v1/revisions.
+type RevisionList struct {
+	Index uint64            `json:"index"`
+	Items []*store.Revision `json:"items"`
+}
+
+// EventList is the answer of GET /v1/events.
+type EventList struct {
+	Index uint64         `json:"index"`
+	Items []*store.Event `json:"items"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

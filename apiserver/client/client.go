@@ -1,0 +1,142 @@
+// Package client talks to a Keelson API server (the controller, or later a
+// standalone agent). It is used by the CLI and by agents.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keelson/keelson/apiserver/api"
+)
+
+// ErrNotFound is returned for a 404 answer.
+var ErrNotFound = errors.New("not found")
+
+// Client is an API client. It is safe for concurrent use.
+type Client struct {
+	base string
+	http *http.Client
+}
+
+// New returns a client for the server at base (for example http://127.0.0.1:7676).
+func New(base string) (*Client, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server address %q: want http://HOST:PORT", base)
+	}
+	return &Client{base: strings.TrimRight(base, "/"), http: &http.Client{}}, nil
+}
+
+// Query narrows a list. Index and Wait make it a blocking query.
+type Query struct {
+	Kind      string
+	Namespace string
+	Selector  string
+	Index     uint64
+	Wait      time.Duration
+}
+
+func (q Query) values() url.Values {
+	v := url.Values{}
+	set := func(k, s string) {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	set("kind", q.Kind)
+	set("namespace", q.Namespace)
+	set("selector", q.Selector)
+	if q.Index > 0 {
+		v.Set("index", strconv.FormatUint(q.Index, 10))
+	}
+	if q.Wait > 0 {
+		v.Set("wait", q.Wait.String())
+	}
+	return v
+}
+
+// Status returns the sync status.
+func (c *Client) Status(ctx context.Context, q Query) (*api.Status, error) {
+	var out api.Status
+	return &out, c.get(ctx, "/v1/status", q.values(), &out)
+}
+
+// Objects lists desired objects.
+func (c *Client) Objects(ctx context.Context, q Query) (*api.ObjectList, error) {
+	var out api.ObjectList
+	return &out, c.get(ctx, "/v1/objects", q.values(), &out)
+}
+
+// Object returns one object; namespace is empty for cluster-scoped kinds.
+func (c *Client) Object(ctx context.Context, kind, namespace, name string) (*api.Object, error) {
+	p := "/v1/objects/" + url.PathEscape(kind) + "/"
+	if namespace != "" {
+		p += url.PathEscape(namespace) + "/"
+	}
+	p += url.PathEscape(name)
+	var out api.Object
+	return &out, c.get(ctx, p, nil, &out)
+}
+
+// Revisions lists the sync history, newest first.
+func (c *Client) Revisions(ctx context.Context, limit int, q Query) (*api.RevisionList, error) {
+	v := q.values()
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var out api.RevisionList
+	return &out, c.get(ctx, "/v1/revisions", v, &out)
+}
+
+// Events lists events, of one object when key is set.
+func (c *Client) Events(ctx context.Context, key string, q Query) (*api.EventList, error) {
+	v := q.values()
+	if key != "" {
+		v.Set("object", key)
+	}
+	var out api.EventList
+	return &out, c.get(ctx, "/v1/events", v, &out)
+}
+
+func (c *Client) get(ctx context.Context, path string, v url.Values, out any) error {
+	u := c.base + path
+	if len(v) > 0 {
+		u += "?" + v.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("keelson API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("keelson API at %s: read %s: %w", c.base, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		msg := strings.TrimSpace(string(body))
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("%s: %w", msg, ErrNotFound)
+		}
+		return fmt.Errorf("keelson API at %s: %s: %s", c.base, resp.Status, msg)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("keelson API at %s: decode %s: %w", c.base, path, err)
+	}
+	return nil
+}

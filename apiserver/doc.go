@@ -1,0 +1,8 @@
+// Package apiserver serves the store over HTTP/JSON.
+//
+// It is read-only for people: desired state changes only through Git. Reads
+// are blocking queries: a client passes the index of its last answer
+// (?index=N&wait=30s) and the server holds the request until the store has
+// something newer or the wait passes. Every answer carries the index in the
+// X-Keelson-Index header and body. Secret values are never served.
+package apiserver

@@ -1,0 +1,295 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/store"
+)
+
+// maxWait caps a blocking query's wait.
+const maxWait = 5 * time.Minute
+
+// Options configure a Server.
+type Options struct {
+	// Webhook, when set, serves POST /v1/hooks/git.
+	Webhook http.Handler
+	// Gatherer serves /metrics; nil serves the default registry.
+	Gatherer prometheus.Gatherer
+	Log      *slog.Logger
+}
+
+// Server is the HTTP API. It holds no state of its own.
+type Server struct {
+	store *store.Store
+	opts  Options
+	mux   *http.ServeMux
+}
+
+// New returns the API over st.
+func New(st *store.Store, opts Options) *Server {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{store: st, opts: opts, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	g := opts.Gatherer
+	if g == nil {
+		g = prometheus.DefaultGatherer
+	}
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET /v1/status", s.status)
+	s.mux.HandleFunc("GET /v1/revisions", s.revisions)
+	s.mux.HandleFunc("GET /v1/objects", s.objects)
+	s.mux.HandleFunc("GET /v1/objects/{kind}/{name}", s.object)
+	s.mux.HandleFunc("GET /v1/objects/{kind}/{namespace}/{name}", s.object)
+	s.mux.HandleFunc("GET /v1/events", s.events)
+	if opts.Webhook != nil {
+		s.mux.Handle("/v1/hooks/git", opts.Webhook)
+	}
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// blocking parses ?index=N&wait=D.
+func blocking(r *http.Request) (uint64, time.Duration, error) {
+	var (
+		idx  uint64
+		wait time.Duration
+		err  error
+	)
+	if v := r.URL.Query().Get("index"); v != "" {
+		if idx, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("query parameter index: %q is not a number", v)
+		}
+	}
+	if v := r.URL.Query().Get("wait"); v != "" {
+		if wait, err = time.ParseDuration(v); err != nil {
+			return 0, 0, fmt.Errorf("query parameter wait: %q is not a duration (for example 30s)", v)
+		}
+	} else if idx > 0 {
+		wait = 30 * time.Second
+	}
+	return idx, min(wait, maxWait), nil
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	idx, wait, err := blocking(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	var out api.Status
+	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
+		out = api.Status{}
+		var err error
+		if out.Sync, err = snap.Sync(ws); err != nil {
+			return 0, err
+		}
+		if out.Applied, err = snap.LastRevision(ws, store.RevisionApplied); err != nil {
+			return 0, err
+		}
+		failed, err := snap.LastRevision(ws, store.RevisionFailed)
+		if err != nil {
+			return 0, err
+		}
+		if failed != nil && (out.Applied == nil || failed.ID > out.Applied.ID) {
+			out.LastFailed = failed
+		}
+		objs, err := snap.Objects(ws, store.ObjectQuery{})
+		if err != nil {
+			return 0, err
+		}
+		out.Objects = len(objs)
+		out.Index = snap.MaxIndex(ws, store.TableSync, store.TableRevisions, store.TableObjects)
+		return out.Index, nil
+	})
+	s.answer(w, r, out.Index, out, err)
+}
+
+func (s *Server) revisions(w http.ResponseWriter, r *http.Request) {
+	idx, wait, err := blocking(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter limit: %q is not a count", v))
+			return
+		}
+	}
+	var out api.RevisionList
+	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
+		var err error
+		out.Items, err = snap.Revisions(ws, limit)
+		out.Index = snap.Index(ws, store.TableRevisions)
+		return out.Index, err
+	})
+	if out.Items == nil {
+		out.Items = []*store.Revision{}
+	}
+	s.answer(w, r, out.Index, out, err)
+}
+
+func (s *Server) objects(w http.ResponseWriter, r *http.Request) {
+	idx, wait, err := blocking(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	q := store.ObjectQuery{Kind: r.URL.Query().Get("kind"), Namespace: r.URL.Query().Get("namespace")}
+	if v := r.URL.Query().Get("selector"); v != "" {
+		sel, err := labels.Parse(v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter selector: %w", err))
+			return
+		}
+		q.Selector = sel
+	}
+	var out api.ObjectList
+	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
+		objs, err := snap.Objects(ws, q)
+		if err != nil {
+			return 0, err
+		}
+		out.Index = snap.Index(ws, store.TableObjects)
+		out.Items = make([]api.Object, 0, len(objs))
+		for _, o := range objs {
+			item, err := wire(o)
+			if err != nil {
+				return 0, err
+			}
+			out.Items = append(out.Items, item)
+		}
+		return out.Index, nil
+	})
+	s.answer(w, r, out.Index, out, err)
+}
+
+func (s *Server) object(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("kind") + "/"
+	if ns := r.PathValue("namespace"); ns != "" {
+		key += ns + "/"
+	}
+	key += r.PathValue("name")
+	idx, wait, err := blocking(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	var (
+		out   api.Object
+		index uint64
+	)
+	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
+		index = snap.Index(ws, store.TableObjects)
+		o, err := snap.Object(ws, key)
+		if err != nil {
+			return index, err
+		}
+		out, err = wire(o)
+		return index, err
+	})
+	s.answer(w, r, index, out, err)
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	idx, wait, err := blocking(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	var out api.EventList
+	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
+		var err error
+		out.Items, err = snap.Events(ws, r.URL.Query().Get("object"))
+		out.Index = snap.Index(ws, store.TableEvents)
+		return out.Index, err
+	})
+	if out.Items == nil {
+		out.Items = []*store.Event{}
+	}
+	s.answer(w, r, out.Index, out, err)
+}
+
+// wire turns a stored object into its wire form, with Secret values removed.
+func wire(o *store.Object) (api.Object, error) {
+	obj := o.Obj
+	if sec, ok := obj.(*corev1.Secret); ok {
+		obj = redactSecret(sec)
+	}
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return api.Object{}, fmt.Errorf("encode %s: %w", o.Key, err)
+	}
+	return api.Object{
+		Key: o.Key, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name,
+		File: o.File, Line: o.Line, Revision: o.Revision,
+		CreateIndex: o.CreateIndex, ModifyIndex: o.ModifyIndex,
+		Object: raw,
+	}, nil
+}
+
+// redactSecret keeps a Secret's keys and drops its values.
+func redactSecret(sec *corev1.Secret) runtime.Object {
+	c := sec.DeepCopy()
+	for k := range c.Data {
+		c.Data[k] = nil
+	}
+	for k := range c.StringData {
+		c.StringData[k] = ""
+	}
+	if c.Annotations != nil {
+		delete(c.Annotations, corev1.LastAppliedConfigAnnotation)
+	}
+	return c
+}
+
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, index uint64, body any, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+		return
+	case errors.Is(err, context.Canceled):
+		return // the client went away
+	case err != nil:
+		s.opts.Log.Error("api request failed", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	w.Header().Set(api.IndexHeader, strconv.FormatUint(index, 10))
+	writeJSON(w, http.StatusOK, body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(body) // the client is gone if this fails
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, api.Error{Error: err.Error()})
+}
