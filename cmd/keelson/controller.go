@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/keelson/keelson/apiserver"
+	"github.com/keelson/keelson/gitsync"
+	"github.com/keelson/keelson/manifest"
+	"github.com/keelson/keelson/reconciler"
+	"github.com/keelson/keelson/store"
+)
+
+type controllerOptions struct {
+	src               gitsync.Source
+	dataDir           string
+	listen            string
+	interval          time.Duration
+	webhookSecretFile string
+	logLevel          string
+}
+
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/keelson"
+	}
+	if d, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(d, ".local", "share", "keelson")
+	}
+	return ".keelson"
+}
+
+func newControllerCmd() *cobra.Command {
+	var o controllerOptions
+	cmd := &cobra.Command{
+		Use:   "controller --repo URL [--branch B] [--path P] [--data-dir D] [--listen ADDR]",
+		Short: "Follow a Git repository and serve its desired state",
+		Long: `The controller follows a Git source (a local path, file://, git://, http(s)://,
+ssh:// or user@host:path), applies every new commit's manifests to its store
+as one transaction, and serves the API. A commit with any error is rejected
+whole and the last good one stays applied.
+
+Credentials never come from flags: HTTPS passwords and tokens are read from
+--password-file or the environment variable named by --password-env; SSH uses
+--ssh-key with host keys checked against --known-hosts.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runController(cmd.Context(), o, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.src.URL, "repo", "", "Git repository URL or local path (required)")
+	f.StringVar(&o.src.Branch, "branch", "", "branch to follow (default: the remote's HEAD)")
+	f.StringVar(&o.src.Tag, "tag", "", "tag to follow instead of a branch")
+	f.StringVar(&o.src.Commit, "commit", "", "commit to pin instead of a branch")
+	f.StringVar(&o.src.Path, "path", "", "sub-directory of the repository holding the manifests")
+	f.StringVar(&o.src.Auth.SSHKeyFile, "ssh-key", "", "SSH private key file for ssh:// and user@host:path sources")
+	f.StringVar(&o.src.Auth.KnownHostsFile, "known-hosts", "", "known_hosts file to check the SSH server's key (default ~/.ssh/known_hosts)")
+	f.StringVar(&o.src.Auth.SSHUser, "ssh-user", "", "SSH user when the URL names none (default git)")
+	f.StringVar(&o.src.Auth.Username, "username", "", "HTTPS user name")
+	f.StringVar(&o.src.Auth.PasswordFile, "password-file", "", "file holding the HTTPS password or token")
+	f.StringVar(&o.src.Auth.PasswordEnv, "password-env", "", "environment variable holding the HTTPS password or token")
+	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "where the controller keeps its Git cache")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:7676", "address of the API")
+	f.DurationVar(&o.interval, "interval", 30*time.Second, "how often to poll the repository")
+	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the HMAC secret that webhook calls must be signed with")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("repo")
+	return cmd
+}
+
+func newLogger(w interface{ Write([]byte) (int, error) }, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runController(ctx context.Context, o controllerOptions, stderr interface{ Write([]byte) (int, error) }) error {
+	log, err := newLogger(stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	if err := o.src.Validate(); err != nil {
+		return err
+	}
+	var secret []byte
+	if o.webhookSecretFile != "" {
+		b, err := os.ReadFile(o.webhookSecretFile)
+		if err != nil {
+			return fmt.Errorf("--webhook-secret-file: %w", err)
+		}
+		secret = []byte(strings.TrimSpace(string(b)))
+	} else if v := os.Getenv("KEELSON_WEBHOOK_SECRET"); v != "" {
+		secret = []byte(v)
+	}
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+
+	st, err := store.New()
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	applier := reconciler.NewApplier(st, manifest.NewLoader(manifest.Options{}), reconciler.NewMetrics(reg), log.With("component", "reconciler"), nil)
+	if err := applier.SetSource(o.src.String(), refLabel(o.src), o.src.Path); err != nil {
+		return err
+	}
+
+	repo, err := gitsync.Open(o.src, filepath.Join(o.dataDir, "git"), log.With("component", "gitsync"))
+	if err != nil {
+		return err
+	}
+	w := &gitsync.Watcher{
+		Repo:     repo,
+		Interval: o.interval,
+		Log:      log.With("component", "gitsync"),
+		OnRevision: func(_ context.Context, rev *gitsync.Revision) {
+			if _, err := applier.Apply(rev, time.Now()); err != nil {
+				log.Error("apply revision", "sha", rev.Commit.SHA, "err", err)
+			}
+		},
+		OnError: func(err error) {
+			log.Warn("sync failed; the last good revision keeps running", "err", err)
+			if err := applier.SourceError(err); err != nil {
+				log.Error("record sync error", "err", err)
+			}
+		},
+	}
+
+	srv := apiserver.New(st, apiserver.Options{
+		Webhook:  gitsync.WebhookHandler(secret, w.Trigger, log.With("component", "webhook")),
+		Gatherer: reg,
+		Log:      log.With("component", "api"),
+	})
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("keelson controller started", "api", "http://"+ln.Addr().String(), "repo", o.src.String(), "ref", refLabel(o.src), "path", o.src.Path)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("API server: %w", err)
+		}
+		cancel()
+	})
+	wg.Go(func() {
+		if err := w.Run(ctx); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("git sync: %w", err)
+		}
+		cancel()
+	})
+	<-ctx.Done()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = hs.Shutdown(sctx)
+	wg.Wait()
+	log.Info("keelson controller stopped")
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// refLabel names what the source follows, for status and logs.
+func refLabel(s gitsync.Source) string {
+	switch {
+	case s.Commit != "":
+		return "commit " + s.Commit
+	case s.Tag != "":
+		return "tag " + s.Tag
+	case s.Branch != "":
+		return "branch " + s.Branch
+	default:
+		return "remote HEAD"
+	}
+}
