@@ -31,6 +31,8 @@ type controllerOptions struct {
 	interval          time.Duration
 	webhookSecretFile string
 	logLevel          string
+	// onListen, when set, is told the API's address once it listens (tests).
+	onListen func(addr string)
 }
 
 func defaultDataDir() string {
@@ -154,6 +156,9 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		return fmt.Errorf("--listen: %w", err)
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	if o.onListen != nil {
+		o.onListen(ln.Addr().String())
+	}
 	log.Info("keelson controller started", "api", "http://"+ln.Addr().String(), "repo", o.src.String(), "ref", refLabel(o.src), "path", o.src.Path)
 
 	ctx, cancel := context.WithCancel(ctx)

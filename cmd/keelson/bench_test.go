@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keelson/keelson/apiserver/client"
+	"github.com/keelson/keelson/internal/gittest"
+)
+
+// These benchmarks measure the whole controller as users run it: a commit
+// lands in a real repository, and the clock stops when the API reports the
+// commit applied (a blocking query on /v1/status). Each runs a fixed number
+// of commits and reports percentiles; hack/bench.sh prints them beside the
+// targets.
+
+// benchController starts the controller in-process for a benchmark.
+func benchController(b *testing.B, o controllerOptions) (*client.Client, func()) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	o.listen, o.logLevel = "127.0.0.1:0", "error"
+	if o.interval == 0 {
+		o.interval = time.Hour
+	}
+	o.onListen = func(a string) { addr <- a }
+	if o.dataDir == "" {
+		o.dataDir = b.TempDir()
+	}
+	var wg sync.WaitGroup
+	var logs syncBuffer
+	wg.Go(func() {
+		if err := runController(ctx, o, &logs); err != nil {
+			b.Errorf("controller: %v\n%s", err, logs.String())
+		}
+	})
+	c, err := client.New("http://" + <-addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c, func() { cancel(); wg.Wait() }
+}
+
+// waitApplied blocks until the controller reports sha applied.
+func waitApplied(b *testing.B, c *client.Client, sha string) {
+	b.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var idx uint64
+	for time.Now().Before(deadline) {
+		st, err := c.Status(context.Background(), client.Query{Index: idx, Wait: 10 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Applied != nil && st.Applied.SHA == sha {
+			return
+		}
+		if st.LastFailed != nil && st.LastFailed.SHA == sha {
+			b.Fatalf("commit %s rejected: %v", sha, st.LastFailed.Errors)
+		}
+		idx = st.Index
+	}
+	b.Fatalf("commit %s not applied within 60s", sha)
+}
+
+func report(b *testing.B, samples []time.Duration) {
+	slices.Sort(samples)
+	pct := func(p float64) float64 {
+		return float64(samples[int(p*float64(len(samples)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.5), "p50-ms")
+	b.ReportMetric(pct(0.9), "p90-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+func configMap(i int) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bench\ndata:\n  n: %q\n", strconv.Itoa(i))
+}
+
+const benchCommits = 20
+
+// BenchmarkCommitToApplied/fsnotify: a commit in a local repository the
+// controller follows; target p50 ≤ 200 ms.
+// BenchmarkCommitToApplied/git-daemon-webhook: a push to a git:// server
+// followed by a signed webhook call; target p50 ≤ 500 ms.
+func BenchmarkCommitToApplied(b *testing.B) {
+	b.Run("fsnotify", func(b *testing.B) {
+		repo := gittest.NewRepo(b, "", "local")
+		repo.CommitFiles("start", map[string]string{"cm.yaml": configMap(0)})
+		var o controllerOptions
+		o.src.URL = repo.Dir
+		c, stop := benchController(b, o)
+		defer stop()
+		waitApplied(b, c, repo.Head())
+		b.ResetTimer()
+		for range b.N {
+			var samples []time.Duration
+			for i := 1; i <= benchCommits; i++ {
+				repo.WriteFile("cm.yaml", configMap(i))
+				repo.Git("add", "-A")
+				start := time.Now()
+				repo.Git("commit", "-q", "-m", "change "+strconv.Itoa(i))
+				waitApplied(b, c, repo.Head())
+				samples = append(samples, time.Since(start))
+			}
+			report(b, samples)
+		}
+	})
+	b.Run("git-daemon-webhook", func(b *testing.B) {
+		daemon := gittest.StartGitDaemon(b, "")
+		bare := daemon.Root + "/repo.git"
+		work := gittest.NewRepo(b, "", "work")
+		work.CommitFiles("start", map[string]string{"cm.yaml": configMap(0)})
+		work.Git("clone", "-q", "--bare", work.Dir, bare)
+		work.Git("remote", "add", "origin", bare)
+		secretFile := b.TempDir() + "/secret"
+		if err := os.WriteFile(secretFile, []byte("s3cret\n"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		var o controllerOptions
+		o.src.URL, o.src.Branch, o.webhookSecretFile = daemon.URL("repo.git"), "main", secretFile
+		ctx, cancel := context.WithCancel(context.Background())
+		addr := make(chan string, 1)
+		o.listen, o.logLevel, o.interval, o.dataDir = "127.0.0.1:0", "error", time.Hour, b.TempDir()
+		o.onListen = func(a string) { addr <- a }
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = runController(ctx, o, &syncBuffer{}) })
+		defer func() { cancel(); wg.Wait() }()
+		base := "http://" + <-addr
+		c, _ := client.New(base)
+		waitApplied(b, c, work.Head())
+		hook := func() {
+			body := []byte(`{"ref":"refs/heads/main"}`)
+			mac := hmac.New(sha256.New, []byte("s3cret"))
+			mac.Write(body)
+			req, _ := http.NewRequest(http.MethodPost, base+"/v1/hooks/git", bytes.NewReader(body))
+			req.Header.Set("X-Keelson-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				b.Fatalf("webhook answered %s", resp.Status)
+			}
+		}
+		b.ResetTimer()
+		for range b.N {
+			var samples []time.Duration
+			for i := 1; i <= benchCommits; i++ {
+				sha := work.CommitFiles("change "+strconv.Itoa(i), map[string]string{"cm.yaml": configMap(i)})
+				start := time.Now()
+				work.Git("push", "-q", "origin", "main")
+				hook()
+				waitApplied(b, c, sha)
+				samples = append(samples, time.Since(start))
+			}
+			report(b, samples)
+		}
+	})
+}
+
+// BenchmarkLargeRepository: 5,000 manifest files holding 10,000 objects.
+// Targets: first load ≤ 3 s; a commit changing one file ≤ 200 ms; RSS ≤ 150 MB.
+func BenchmarkLargeRepository(b *testing.B) {
+	repo := gittest.NewRepo(b, "", "large")
+	var ns strings.Builder
+	ns.WriteString("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: big\n")
+	repo.WriteFile("ns.yaml", ns.String())
+	for i := range 5000 {
+		repo.WriteFile(fmt.Sprintf("apps/app-%04d.yaml", i), largeApp(i, "v1"))
+	}
+	repo.Commit("5,000 files")
+	for range b.N {
+		port := freeAddr(b)
+		cmd := exec.Command(os.Args[0], "controller", "--repo", repo.Dir, "--data-dir", b.TempDir(),
+			"--listen", port, "--interval", "1h", "--log-level", "error")
+		cmd.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
+		cmd.Stderr = os.Stderr
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		c, _ := client.New("http://" + port)
+		for {
+			if _, err := c.Status(context.Background(), client.Query{}); err == nil {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		waitApplied(b, c, repo.Head())
+		first := time.Since(start)
+
+		var samples []time.Duration
+		for i := 1; i <= 10; i++ {
+			repo.WriteFile("apps/app-0042.yaml", largeApp(42, "v"+strconv.Itoa(i+1)))
+			repo.Git("add", "-A")
+			t0 := time.Now()
+			repo.Git("commit", "-q", "-m", "one file")
+			waitApplied(b, c, repo.Head())
+			samples = append(samples, time.Since(t0))
+		}
+		rss := rssMB(cmd.Process.Pid)
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		b.ReportMetric(float64(first.Milliseconds()), "first-load-ms")
+		slices.Sort(samples)
+		b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "one-file-p50-ms")
+		b.ReportMetric(rss, "rss-MB")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+func freeAddr(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func largeApp(i int, version string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app-%04d
+  namespace: big
+  labels: {app: app-%04d}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: app-%04d}
+  template:
+    metadata:
+      labels: {app: app-%04d}
+    spec:
+      containers:
+      - name: app
+        image: registry.local/app:%s
+        ports:
+        - {name: http, containerPort: 8080}
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: app-%04d
+  namespace: big
+spec:
+  selector: {app: app-%04d}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+`, i, i, i, i, version, i, i)
+}
+
+// rssMB is the resident set of a process, from /proc.
+func rssMB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keelson/keelson/internal/gittest"
+)
+
+const webDeploy = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {app: web}
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: web:v1
+        ports:
+        - {name: http, containerPort: 8080}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports:
+  - {port: 80, targetPort: http}
+`
+
+const shopNS = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n"
+
+// cli runs the keelson CLI in-process and returns its exit code and output.
+func cli(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// startController runs the controller on repo until the test ends and returns its API URL.
+func startController(t *testing.T, repoURL, path string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	var wg sync.WaitGroup
+	var logs syncBuffer
+	o := controllerOptions{
+		dataDir:  t.TempDir(),
+		listen:   "127.0.0.1:0",
+		interval: time.Hour, // local sources are followed with fsnotify, not polling
+		logLevel: "debug",
+		onListen: func(a string) { addr <- a },
+	}
+	o.src.URL, o.src.Path = repoURL, path
+	wg.Go(func() {
+		if err := runController(ctx, o, &logs); err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		if t.Failed() {
+			t.Logf("controller log:\n%s", logs.String())
+		}
+	})
+	select {
+	case a := <-addr:
+		return "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatal("controller did not start listening")
+		return ""
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var _ io.Writer = (*syncBuffer)(nil)
+
+// eventually retries f until it returns "" or the deadline passes.
+func eventually(t *testing.T, what string, f func() string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		msg := f()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s", what, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestControllerFollowsCommitsAndRejectsBadOnes(t *testing.T) {
+	repo := gittest.NewRepo(t, "", "deploy")
+	good := repo.CommitFiles("add web", map[string]string{
+		"apps/ns.yaml":  shopNS,
+		"apps/web.yaml": webDeploy,
+		"README.md":     "not a manifest, outside the path",
+	})
+	server := startController(t, repo.Dir, "apps")
+
+	statusHas := func(subs ...string) func() string {
+		return func() string {
+			code, out, errOut := cli(t, "status", "--server", server)
+			if code != 0 {
+				return "status failed: " + errOut
+			}
+			for _, s := range subs {
+				if !strings.Contains(out, s) {
+					return "status lacks " + s + ":\n" + out
+				}
+			}
+			return ""
+		}
+	}
+	eventually(t, "first commit applied", statusHas("Applied:  "+good[:12], "Synced", "3 object(s)"))
+
+	code, out, _ := cli(t, "get", "deploy", "-n", "shop", "--server", server)
+	if code != 0 || !strings.Contains(out, "web") || !strings.Contains(out, "3") || !strings.Contains(out, good[:12]) {
+		t.Fatalf("get deploy: %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, "get", "svc", "-A", "-o", "json", "--server", server)
+	if code != 0 || !strings.Contains(out, `"kind": "List"`) || !strings.Contains(out, `"kind": "Service"`) {
+		t.Fatalf("get svc -o json: %d\n%s", code, out)
+	}
+
+	// A bad commit is rejected whole: the image change in the same commit does not land.
+	bad := repo.CommitFiles("break it", map[string]string{
+		"apps/web.yaml": strings.Replace(webDeploy, "web:v1", "web:v2", 1),
+		"apps/bad.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: shop\ndata:\n  a: b\nspec: {}\n",
+	})
+	eventually(t, "bad commit rejected", statusHas("Rejected: "+bad[:12], "Applied:  "+good[:12], "bad.yaml:8: ConfigMap/shop/cfg: spec"))
+	code, out, _ = cli(t, "get", "deploy", "web", "-n", "shop", "-o", "yaml", "--server", server)
+	if code != 0 || !strings.Contains(out, "image: web:v1") {
+		t.Fatalf("after a rejected commit the applied image changed: %d\n%s", code, out)
+	}
+
+	// The next good commit recovers by itself and prunes what it no longer has.
+	repo.Remove("apps/bad.yaml")
+	repo.WriteFile("apps/web.yaml", strings.SplitN(strings.Replace(webDeploy, "web:v1", "web:v2", 1), "---", 2)[0])
+	fixed := repo.Commit("fix it, drop the service")
+	eventually(t, "fix applied", statusHas("Applied:  "+fixed[:12], "Synced"))
+	if _, st, _ := cli(t, "status", "--server", server); strings.Contains(st, "Rejected") {
+		t.Errorf("status still shows a rejection after a fix:\n%s", st)
+	}
+	code, _, errOut := cli(t, "get", "svc", "-n", "shop", "--server", server)
+	if code != 0 || !strings.Contains(errOut, "No services found") {
+		t.Errorf("service not pruned: %d %s", code, errOut)
+	}
+
+	// diff between the two good commits, and HEAD vs the working tree.
+	code, out, errOut = cli(t, "diff", "--from", good, "--to", fixed, filepath.Join(repo.Dir, "apps"))
+	if code != 0 {
+		t.Fatalf("diff: %d %s", code, errOut)
+	}
+	for _, want := range []string{
+		"~ Deployment/shop/web",
+		`spec.template.spec.containers[0].image: "web:v1" -> "web:v2"`,
+		"- Service/shop/web",
+		"1 changed, 1 removed",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("diff output lacks %q:\n%s", want, out)
+		}
+	}
+	repo.WriteFile("apps/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n  namespace: shop\n")
+	code, out, _ = cli(t, "diff", "--exit-code", filepath.Join(repo.Dir, "apps"))
+	if code != 2 || !strings.Contains(out, "+ ConfigMap/shop/extra") {
+		t.Errorf("diff against the working tree: %d\n%s", code, out)
+	}
+}
+
+func TestValidateCommand(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(webDeploy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ns.yaml"), []byte(shopNS), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := cli(t, "validate", dir)
+	if code != 0 || !strings.Contains(out, "3 object(s) valid") {
+		t.Fatalf("validate good: %d %s", code, out)
+	}
+	bad := strings.Replace(webDeploy, "replicas: 3", "replicas: three", 1)
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := cli(t, "validate", dir)
+	if code != 1 || !strings.Contains(errOut, "error: web.yaml:8: Deployment/shop/web: spec.replicas:") {
+		t.Fatalf("validate bad: %d %s", code, errOut)
+	}
+	code, _, errOut = cli(t, "validate", "../../../shared/testdata/seed-manifests-bad")
+	if _, err := os.Stat("../../../shared/testdata"); err == nil {
+		if code != 1 || !strings.Contains(errOut, "service-lb-placeholder-ip.yaml:") || !strings.Contains(errOut, "spec.loadBalancerIP") {
+			t.Errorf("seed-manifests-bad: %d %s", code, errOut)
+		}
+	}
+}
+
+func TestCLIErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "widgets", "--server", "http://127.0.0.1:1"}, `unknown resource type "widgets"`},
+		{[]string{"get", "pods", "-o", "toml", "--server", "http://127.0.0.1:1"}, `-o "toml"`},
+		{[]string{"get", "pods", "-l", "a in ((", "--server", "http://127.0.0.1:1"}, `-l "a in (("`},
+		{[]string{"status", "--server", "127.0.0.1:7676"}, "want http://HOST:PORT"},
+		{[]string{"status", "--server", "http://127.0.0.1:1"}, "connection refused"},
+		{[]string{"controller"}, `"repo" not set`},
+		{[]string{"controller", "--repo", "/x", "--branch", "a", "--tag", "b"}, "branch"},
+	}
+	for _, tt := range tests {
+		code, _, errOut := cli(t, tt.args...)
+		if code == 0 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", tt.args, code, errOut, tt.want)
+		}
+	}
+}
