@@ -14,12 +14,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/keelson/keelson/manifest"
@@ -120,15 +123,56 @@ func (r *Repo) openCache() error {
 	if err != nil {
 		return err
 	}
-	repo, err := git.PlainOpen(r.dir)
+	repo, err := openBare(r.dir)
 	if err != nil {
 		return err
 	}
 	if err := r.verifyCache(repo); err != nil {
+		closeRepo(repo)
 		return err
 	}
-	r.git = repo
+	r.setGit(repo)
 	return nil
+}
+
+// objectCacheSize bounds go-git's cache of decoded objects. Blobs are read
+// once per new revision (the manifest loader caches what it decodes), so a
+// small cache is enough and keeps the controller's memory low.
+const objectCacheSize = 4 * cache.MiByte
+
+// openBare opens the clone keeping its pack files open, so that reading the
+// thousands of blobs of a revision does not open a pack file for each one.
+// Such a repository must be released with closeRepo.
+func openBare(dir string) (*git.Repository, error) {
+	fsys := osfs.New(dir, osfs.WithBoundOS())
+	if _, err := fsys.Stat("config"); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, git.ErrRepositoryNotExists)
+	}
+	st := filesystem.NewStorageWithOptions(fsys, cache.NewObjectLRU(objectCacheSize), filesystem.Options{KeepDescriptors: true})
+	repo, err := git.Open(st, nil)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return repo, nil
+}
+
+// closeRepo releases the pack files a repository from openBare holds.
+func closeRepo(repo *git.Repository) {
+	if repo == nil {
+		return
+	}
+	if c, ok := repo.Storer.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// setGit replaces the open clone, releasing the one it replaces. r.mu is held.
+func (r *Repo) setGit(repo *git.Repository) {
+	if r.git != nil && r.git != repo {
+		closeRepo(r.git)
+	}
+	r.git = repo
 }
 
 // ensureCache recreates the clone when an earlier attempt to do so failed.
@@ -147,23 +191,25 @@ func (r *Repo) ensureCache() error {
 // files since (the update then fails and the clone is repaired). After a
 // failed Read it also verifies the clone, and replaces it when damaged.
 func (r *Repo) reopen() error {
-	repo, err := git.PlainOpen(r.dir)
+	repo, err := openBare(r.dir)
 	if err == nil && r.suspect {
-		err = r.verifyCache(repo)
+		if err = r.verifyCache(repo); err != nil {
+			closeRepo(repo)
+		}
 	}
 	if err != nil {
 		r.log.Warn("git cache corrupt; removing it and cloning again",
 			"source", r.src.String(), "dir", r.dir, "err", err)
 		return r.ensureCache()
 	}
-	r.git = repo
+	r.setGit(repo)
 	return nil
 }
 
 // initCache replaces whatever is in the cache directory by an empty bare
 // repository whose origin is the source.
 func (r *Repo) initCache() error {
-	r.git = nil
+	r.setGit(nil)
 	r.updateFailures = 0
 	clear(r.sizes)
 	if err := os.RemoveAll(r.dir); err != nil {
@@ -179,7 +225,7 @@ func (r *Repo) initCache() error {
 	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{r.url}}); err != nil {
 		return err
 	}
-	r.git = repo
+	r.setGit(repo)
 	return nil
 }
 
@@ -291,9 +337,10 @@ func (r *Repo) Sync(ctx context.Context) (rev *Revision, changed bool, err error
 	}
 	rev, err = r.update(ctx, ref, remote)
 	if err != nil && ctx.Err() == nil {
-		repo, verr := git.PlainOpen(r.dir)
+		repo, verr := openBare(r.dir)
 		if verr == nil {
 			verr = r.verifyCache(repo)
+			closeRepo(repo)
 		}
 		if verr == nil && r.updateFailures >= maxUpdateFailures {
 			verr = fmt.Errorf("%d updates in a row failed although the remote answered", r.updateFailures)
@@ -771,4 +818,14 @@ func toCommit(c *object.Commit) Commit {
 		Message: strings.TrimRight(c.Message, "\n"),
 		Time:    c.Author.When,
 	}
+}
+
+// Close releases the clone's open files. The Repo must not be used after.
+func (r *Repo) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.local {
+		r.setGit(nil)
+	}
+	return nil
 }

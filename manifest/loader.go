@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"path"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -306,7 +307,9 @@ func (l *Loader) Load(files []File) (res *Result) {
 	}
 	l.kusts = nextKusts
 
-	return l.assemble(perFile)
+	out := l.assemble(perFile)
+	out.Decoded = len(jobs)
+	return out
 }
 
 func tooLarge(file string, size, limit int64) Issue {
@@ -412,11 +415,24 @@ func (l *Loader) assemble(perFile []*fileResult) *Result {
 		res.Errors = append(res.Errors, Issue{Severity: SeverityError, File: o.File, Line: o.Line, Object: o.Key(),
 			Message: fmt.Sprintf("too many objects: the revision has %d, the limit is %d", len(objs), l.opts.MaxObjects)})
 	}
-	sort.Slice(objs, func(i, j int) bool { return objs[i].Key() < objs[j].Key() })
+	// Sort by Key, computing each key once: this runs on every revision.
+	keyed := make([]keyedObject, len(objs))
+	for i, o := range objs {
+		keyed[i] = keyedObject{o.Key(), o}
+	}
+	slices.SortFunc(keyed, func(a, b keyedObject) int { return strings.Compare(a.key, b.key) })
+	for i := range keyed {
+		objs[i] = keyed[i].obj
+	}
 	res.Objects = objs
 	sortIssues(res.Errors)
 	sortIssues(res.Warnings)
 	return res
+}
+
+type keyedObject struct {
+	key string
+	obj *Object
 }
 
 func sortIssues(is []Issue) {

@@ -99,6 +99,9 @@ type Result struct {
 	Objects  []*Object // sorted by Key
 	Errors   []Issue   // any error rejects the whole revision
 	Warnings []Issue
+	// Decoded is how many files were decoded by this Load; the others came
+	// from the cache.
+	Decoded int
 }
 
 // OK reports whether the revision may be applied.

@@ -52,6 +52,7 @@ func (a *Applier) Apply(rev *gitsync.Revision, fetchedAt time.Time) (*store.Revi
 		Time:         rev.Commit.Time,
 		FetchedAt:    fetchedAt,
 		LoadDuration: loadDur,
+		FilesDecoded: res.Decoded,
 		Objects:      len(res.Objects),
 		Errors:       res.Errors,
 		Warnings:     res.Warnings,

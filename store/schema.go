@@ -44,11 +44,9 @@ func schema() *memdb.DBSchema {
 		}},
 		TableObjects: {Name: TableObjects, Indexes: map[string]*memdb.IndexSchema{
 			"id":             id("Key"),
-			"kind":           str("kind", "Kind"),
 			"namespace":      str("namespace", "Namespace"),
 			"kind_namespace": kindNS,
 			"owner":          str("owner", "OwnerKey"),
-			"file":           str("file", "File"),
 		}},
 		TableRevisions: {Name: TableRevisions, Indexes: map[string]*memdb.IndexSchema{
 			"id":  {Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "ID"}},

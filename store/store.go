@@ -80,7 +80,8 @@ func (r *Snapshot) Objects(ws memdb.WatchSet, q ObjectQuery) ([]*Object, error) 
 	case q.Kind != "" && q.Namespace != "":
 		it, err = r.txn.Get(TableObjects, "kind_namespace", q.Kind, q.Namespace)
 	case q.Kind != "":
-		it, err = r.txn.Get(TableObjects, "kind", q.Kind)
+		// A prefix of the compound index: every namespace of the kind.
+		it, err = r.txn.Get(TableObjects, "kind_namespace_prefix", q.Kind, "")
 	case q.Namespace != "":
 		it, err = r.txn.Get(TableObjects, "namespace", q.Namespace)
 	default:

@@ -44,6 +44,8 @@ func TestObjectsQuery(t *testing.T) {
 		obj("Deployment", "shop", "cart", map[string]string{"app": "cart"}),
 		obj("Service", "default", "web", map[string]string{"app": "web"}),
 		obj("Namespace", "", "shop", nil),
+		obj("NamespaceExtra", "", "x", nil),
+		obj("ServiceAccount", "default", "web", nil),
 	} {
 		if err := txn.UpsertObject(o); err != nil {
 			t.Fatal(err)
@@ -64,10 +66,12 @@ func TestObjectsQuery(t *testing.T) {
 		q    ObjectQuery
 		want []string
 	}{
-		{"all", ObjectQuery{}, []string{"Deployment/default/web", "Deployment/shop/cart", "Namespace/shop", "Service/default/web"}},
+		{"all", ObjectQuery{}, []string{"Deployment/default/web", "Deployment/shop/cart", "Namespace/shop", "NamespaceExtra/x", "Service/default/web", "ServiceAccount/default/web"}},
+		{"kind is not a prefix of another", ObjectQuery{Kind: "Service"}, []string{"Service/default/web"}},
+		{"cluster-scoped kind", ObjectQuery{Kind: "Namespace"}, []string{"Namespace/shop"}},
 		{"kind", ObjectQuery{Kind: "Deployment"}, []string{"Deployment/default/web", "Deployment/shop/cart"}},
 		{"kind and namespace", ObjectQuery{Kind: "Deployment", Namespace: "shop"}, []string{"Deployment/shop/cart"}},
-		{"namespace", ObjectQuery{Namespace: "default"}, []string{"Deployment/default/web", "Service/default/web"}},
+		{"namespace", ObjectQuery{Namespace: "default"}, []string{"Deployment/default/web", "Service/default/web", "ServiceAccount/default/web"}},
 		{"selector", ObjectQuery{Selector: sel("app=web,tier=front")}, []string{"Deployment/default/web"}},
 		{"selector notin", ObjectQuery{Kind: "Deployment", Selector: sel("app notin (web)")}, []string{"Deployment/shop/cart"}},
 		{"nothing", ObjectQuery{Kind: "Pod"}, nil},

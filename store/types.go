@@ -59,7 +59,9 @@ type Revision struct {
 	FetchedAt time.Time `json:"fetchedAt"`
 	AppliedAt time.Time `json:"appliedAt"`
 	// LoadDuration is the time to decode and validate the revision.
-	LoadDuration time.Duration    `json:"loadDuration"`
+	LoadDuration time.Duration `json:"loadDuration"`
+	// FilesDecoded is how many files were decoded; unchanged ones are not.
+	FilesDecoded int              `json:"filesDecoded"`
 	Objects      int              `json:"objects"`
 	Added        int              `json:"added"`
 	Changed      int              `json:"changed"`
