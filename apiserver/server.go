@@ -30,7 +30,9 @@ type Options struct {
 	Webhook http.Handler
 	// Gatherer serves /metrics; nil serves the default registry.
 	Gatherer prometheus.Gatherer
-	Log      *slog.Logger
+	// Logs, when set, serves GET /v1/pods/{namespace}/{name}/log.
+	Logs LogsFunc
+	Log  *slog.Logger
 }
 
 // Server is the HTTP API. It holds no state of its own.
@@ -61,6 +63,9 @@ func New(st *store.Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/objects/{kind}/{name}", s.object)
 	s.mux.HandleFunc("GET /v1/objects/{kind}/{namespace}/{name}", s.object)
 	s.mux.HandleFunc("GET /v1/events", s.events)
+	s.mux.HandleFunc("GET /v1/pods", s.pods)
+	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}", s.pod)
+	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/log", s.podLog)
 	if opts.Webhook != nil {
 		s.mux.Handle("/v1/hooks/git", opts.Webhook)
 	}

@@ -141,3 +141,16 @@ func (r *Snapshot) EndpointsOf(ws memdb.WatchSet, key string) (*Endpoints, error
 	}
 	return raw.(*Endpoints), nil
 }
+
+// Pod returns one pod by namespace/name, or ErrNotFound.
+func (r *Snapshot) Pod(ws memdb.WatchSet, key string) (*Pod, error) {
+	ch, raw, err := r.txn.FirstWatch(TablePods, "id", key)
+	if err != nil {
+		return nil, fmt.Errorf("store: pod %s: %w", key, err)
+	}
+	ws.Add(ch)
+	if raw == nil {
+		return nil, fmt.Errorf("pod %s: %w", key, ErrNotFound)
+	}
+	return raw.(*Pod), nil
+}

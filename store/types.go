@@ -4,6 +4,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/keelson/keelson/manifest"
@@ -113,12 +114,13 @@ type Pod struct {
 	ModifyIndex uint64
 }
 
-// Endpoints are the ready and not-ready addresses of a Service.
+// Endpoints are the ready and not-ready addresses of a Service, in the
+// EndpointSlice form (the Endpoints kind is deprecated upstream).
 type Endpoints struct {
 	Key         string // namespace/name
 	Namespace   string
 	Name        string
-	Endpoints   *corev1.Endpoints
+	Slice       *discoveryv1.EndpointSlice
 	CreateIndex uint64
 	ModifyIndex uint64
 }

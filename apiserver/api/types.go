@@ -5,6 +5,8 @@ package api
 import (
 	"encoding/json"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/keelson/keelson/store"
 )
 
@@ -58,4 +60,10 @@ type EventList struct {
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// PodList is the answer of GET /v1/pods: pods as nodes report them, with status.
+type PodList struct {
+	Index uint64       `json:"index"`
+	Items []corev1.Pod `json:"items"`
 }

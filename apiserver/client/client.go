@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/keelson/keelson/apiserver/api"
 )
 
@@ -139,4 +141,79 @@ func (c *Client) get(ctx context.Context, path string, v url.Values, out any) er
 		return fmt.Errorf("keelson API at %s: decode %s: %w", c.base, path, err)
 	}
 	return nil
+}
+
+// PodQuery narrows a pod list.
+type PodQuery struct {
+	Namespace string
+	Node      string
+	Selector  string
+	Index     uint64
+	Wait      time.Duration
+}
+
+// Pods lists pods with their status.
+func (c *Client) Pods(ctx context.Context, q PodQuery) (*api.PodList, error) {
+	v := Query{Namespace: q.Namespace, Selector: q.Selector, Index: q.Index, Wait: q.Wait}.values()
+	if q.Node != "" {
+		v.Set("node", q.Node)
+	}
+	var out api.PodList
+	return &out, c.get(ctx, "/v1/pods", v, &out)
+}
+
+// Pod returns one pod with its status.
+func (c *Client) Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	var out corev1.Pod
+	return &out, c.get(ctx, "/v1/pods/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, &out)
+}
+
+// LogOptions select a log.
+type LogOptions struct {
+	Container string
+	Previous  bool
+	Tail      int // negative: all
+	Follow    bool
+}
+
+// Logs copies a container's log to w; with Follow, until ctx ends.
+func (c *Client) Logs(ctx context.Context, namespace, name string, o LogOptions, w io.Writer) error {
+	v := url.Values{}
+	if o.Container != "" {
+		v.Set("container", o.Container)
+	}
+	if o.Previous {
+		v.Set("previous", "true")
+	}
+	if o.Follow {
+		v.Set("follow", "true")
+	}
+	v.Set("tail", strconv.Itoa(o.Tail))
+	u := c.base + "/v1/pods/" + url.PathEscape(namespace) + "/" + url.PathEscape(name) + "/log?" + v.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("keelson API at %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		var e api.Error
+		msg := strings.TrimSpace(string(body))
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("%s: %w", msg, ErrNotFound)
+		}
+		return fmt.Errorf("%s", msg)
+	}
+	_, err = io.Copy(w, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }

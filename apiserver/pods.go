@@ -1,0 +1,86 @@
+package apiserver
+
+import (
+	"fmt"
+	"net/http"
+
+	memdb "github.com/hashicorp/go-memdb"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/store"
+)
+
+// LogsFunc streams a pod's container log to w; see GET /v1/pods/{ns}/{name}/log.
+type LogsFunc func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod)
+
+func (s *Server) pods(w http.ResponseWriter, r *http.Request) {
+	idx, wait, err := blocking(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	q := store.PodQuery{Namespace: r.URL.Query().Get("namespace"), NodeName: r.URL.Query().Get("node")}
+	var sel labels.Selector
+	if v := r.URL.Query().Get("selector"); v != "" {
+		if sel, err = labels.Parse(v); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter selector: %w", err))
+			return
+		}
+	}
+	var out api.PodList
+	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
+		pods, err := snap.Pods(ws, q)
+		if err != nil {
+			return 0, err
+		}
+		out.Index = snap.Index(ws, store.TablePods)
+		out.Items = make([]corev1.Pod, 0, len(pods))
+		for _, p := range pods {
+			if sel != nil && !sel.Matches(labels.Set(p.Pod.Labels)) {
+				continue
+			}
+			out.Items = append(out.Items, *p.Pod)
+		}
+		return out.Index, nil
+	})
+	s.answer(w, r, out.Index, out, err)
+}
+
+func (s *Server) pod(w http.ResponseWriter, r *http.Request) {
+	idx, wait, err := blocking(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	key := r.PathValue("namespace") + "/" + r.PathValue("name")
+	var (
+		out   *corev1.Pod
+		index uint64
+	)
+	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
+		index = snap.Index(ws, store.TablePods)
+		p, err := snap.Pod(ws, key)
+		if err != nil {
+			return index, err
+		}
+		out = p.Pod
+		return index, nil
+	})
+	s.answer(w, r, index, out, err)
+}
+
+func (s *Server) podLog(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Logs == nil {
+		writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not serve logs"))
+		return
+	}
+	key := r.PathValue("namespace") + "/" + r.PathValue("name")
+	p, err := s.store.Snapshot().Pod(memdb.NewWatchSet(), key)
+	if err != nil {
+		s.answer(w, r, 0, nil, err)
+		return
+	}
+	s.opts.Logs(w, r, p.Pod)
+}
