@@ -1,0 +1,32 @@
+// Package runtime runs a node's containers on the real containerd (1.6 or later, with
+// runc), through the containerd v1.7 Go client.
+//
+// Its job, for the node agent: start and supervise a private containerd (StartDaemon),
+// bring images onto the node (ImportArchive, ImportDir for <data-dir>/images, EnsureImage
+// with Kubernetes pull policies and registry credentials), and run, watch, stop, list and
+// remove the containers of pods (Start, Wait, Stop, Remove, List, Exec, Stats), with their
+// logs written by containerd's shim straight to files (RotateLog rotates them).
+//
+// Invariants:
+//
+//   - containerd is the only record of what runs. Every container Start creates carries
+//     labels (LabelPodUID, LabelPodName, LabelPodNamespace, LabelContainerName,
+//     LabelRestartCount, LabelLogPath) so that an agent that restarted finds its containers
+//     with List and adopts them; the Runtime itself keeps no state that matters across
+//     restarts (only caches of exit watchers and OOM events).
+//   - Containers outlive the agent and containerd: shims keep running and keep appending to
+//     the log files; a restarted containerd reconnects to them, and Wait re-subscribes.
+//   - One container per start: the ID is podUID-name-restartCount (ContainerID), with its
+//     own snapshot; Remove deletes task, container and snapshot and is idempotent.
+//   - The caller owns the pod: its network namespace, volumes and log directory are made
+//     before Start and removed after Remove by the caller.
+//   - Errors name the container or image and wrap a kind: ErrUnavailable (containerd not
+//     reachable; retry), ErrNotFound, ErrCommandNotFound, ErrImageNeverPull,
+//     ErrImageNotFound, ErrRegistryUnavailable, ErrRegistryUnauthorized, or a containerd
+//     errdefs kind.
+//
+// Concurrency: a Daemon and a Runtime are safe for concurrent use. A Runtime owns its
+// goroutines (an OOM event subscriber and one exit watcher per waited container); Close
+// stops them and waits. Operations on one container should be serialized by the caller
+// (the agent's per-pod worker).
+package runtime
