@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -377,7 +378,7 @@ func (m *Manager) teardownLocked(ctx context.Context, uid string) error {
 
 	loErr := make(chan error, 1)
 	go func() { loErr <- m.cni.DelNetwork(ctx, m.lo, m.loRuntimeConf(rt)) }()
-	err = m.cni.DelNetworkList(ctx, list, rt)
+	err = m.delWithRetry(ctx, list, rt)
 	if lerr := <-loErr; lerr != nil && err == nil {
 		return fmt.Errorf("CNI DEL of loopback: %w", lerr)
 	}
@@ -394,6 +395,26 @@ func (m *Manager) teardownLocked(ctx context.Context, uid string) error {
 	}
 	m.releasePorts(uid)
 	return nil
+}
+
+// delWithRetry runs CNI DEL, again after a pause when it fails: iptables
+// with the nf_tables backend refuses to delete a chain (EBUSY) while another
+// process changes the ruleset at the same moment, and DEL is idempotent.
+func (m *Manager) delWithRetry(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	delay := 50 * time.Millisecond
+	var err error
+	for attempt := 1; ; attempt++ {
+		if err = m.cni.DelNetworkList(ctx, list, rt); err == nil || attempt == 5 || ctx.Err() != nil {
+			return err
+		}
+		m.log.Debug("CNI DEL failed; retrying", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
 }
 
 // Sandboxes lists the pod sandboxes on the node: every network namespace file
