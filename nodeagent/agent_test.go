@@ -1,0 +1,493 @@
+package nodeagent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/keelson/keelson/internal/gittest"
+	"github.com/keelson/keelson/internal/testimages"
+	"github.com/keelson/keelson/nodeagent/network"
+	"github.com/keelson/keelson/nodeagent/runtime"
+	"github.com/keelson/keelson/store"
+)
+
+// node is a real agent for a test: its own containerd, network (bridge,
+// CIDR), data directory and pod manifests directory.
+type node struct {
+	t         testing.TB
+	name      string
+	dataDir   string
+	manifests string
+	cidr      string
+	daemon    *runtime.Daemon
+	rt        *runtime.Runtime
+	net       *network.Manager
+	st        *store.Store
+	agent     *Agent
+	cancel    context.CancelFunc
+	done      chan struct{}
+	onStart   func(pod string, d time.Duration)
+}
+
+var cidrs = struct {
+	sync.Mutex
+	n int
+}{}
+
+// newNode starts a containerd and an agent; stop() stops the agent only.
+func newNode(t testing.TB) *node {
+	t.Helper()
+	t.Helper()
+	gittest.RequireRoot(t, "runs containers with containerd and wires network namespaces")
+	cidrs.Lock()
+	cidrs.n++
+	n := cidrs.n
+	cidrs.Unlock()
+	nd := &node{
+		t:         t,
+		name:      fmt.Sprintf("agent-test-%d-%d", os.Getpid()%1000, n),
+		dataDir:   t.TempDir(),
+		manifests: t.TempDir(),
+		cidr:      fmt.Sprintf("10.202.%d.0/24", (os.Getpid()+n)%250),
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d, err := runtime.StartDaemon(context.Background(), filepath.Join(nd.dataDir, "containerd"), log.With("component", "containerd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.daemon = d
+	t.Cleanup(func() { nd.teardown() })
+	nd.rt, err = runtime.Connect(context.Background(), d.Socket(), "keelson", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{testimages.Busybox(t), testimages.Testapp(t)} {
+		if _, err := nd.rt.ImportArchive(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nd
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// start runs an agent (again) on the node's data directory.
+func (nd *node) start() {
+	t := nd.t
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var err error
+	nd.net, err = network.New(network.Config{Node: nd.name, DataDir: filepath.Join(nd.dataDir, "network"), PodCIDR: nd.cidr, RunDir: filepath.Join(nd.dataDir, "netns")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.st, err = store.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.agent, err = New(Config{Node: nd.name, DataDir: nd.dataDir, HostIP: "127.0.0.1", Runtime: nd.rt, Network: nd.net, Store: nd.st, Log: log, OnStart: nd.onStart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	nd.cancel, nd.done = cancel, make(chan struct{})
+	go func() {
+		defer close(nd.done)
+		if err := nd.agent.Run(ctx, &DirSource{Dir: nd.manifests, Debounce: 20 * time.Millisecond}); err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	}()
+}
+
+// stop stops the agent, leaving its containers running.
+func (nd *node) stop() {
+	nd.cancel()
+	<-nd.done
+	_ = nd.net.Close()
+}
+
+// teardown removes every pod, then stops everything and checks nothing leaked.
+func (nd *node) teardown() {
+	t := nd.t
+	if nd.done != nil {
+		select {
+		case <-nd.done:
+		default:
+			entries, _ := os.ReadDir(nd.manifests)
+			for _, e := range entries {
+				_ = os.Remove(filepath.Join(nd.manifests, e.Name()))
+			}
+			nd.waitFor("all pods removed", func() string {
+				pods, _ := nd.st.Snapshot().Pods(memdb.NewWatchSet(), store.PodQuery{})
+				if len(pods) > 0 {
+					return fmt.Sprintf("%d pods left", len(pods))
+				}
+				return ""
+			}, 90*time.Second)
+			nd.stop()
+		}
+	}
+	ctx := context.Background()
+	if infos, err := nd.rt.List(ctx); err == nil {
+		for _, in := range infos {
+			t.Errorf("leaked container %s (%s)", in.ID, in.State)
+			_ = nd.rt.Stop(ctx, in.ID, time.Second)
+			_ = nd.rt.Remove(ctx, in.ID)
+		}
+	}
+	if m, err := network.New(network.Config{Node: nd.name, DataDir: filepath.Join(nd.dataDir, "network"), PodCIDR: nd.cidr, RunDir: filepath.Join(nd.dataDir, "netns")}, nil); err == nil {
+		sbs, _ := m.Sandboxes()
+		for _, sb := range sbs {
+			t.Errorf("leaked sandbox of %s", sb.Pod)
+			_ = m.Teardown(ctx, sb.Pod)
+		}
+		_ = m.Close()
+	}
+	_ = nd.rt.Close()
+	_ = nd.daemon.Stop()
+	_ = deleteLink(network.DefaultBridgeName(nd.name))
+}
+
+func (nd *node) write(name, manifest string) {
+	if err := os.WriteFile(filepath.Join(nd.manifests, name), []byte(manifest), 0o644); err != nil {
+		nd.t.Fatal(err)
+	}
+}
+
+func (nd *node) pod(name string) *corev1.Pod {
+	p, err := nd.st.Snapshot().Pod(memdb.NewWatchSet(), "default/"+name)
+	if err != nil {
+		return nil
+	}
+	return p.Pod
+}
+
+func (nd *node) waitFor(what string, f func() string, timeout time.Duration) {
+	nd.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		msg := f()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			nd.t.Fatalf("%s: %s", what, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitState waits until a container of a pod is in the state check accepts.
+func (nd *node) waitState(pod, container string, timeout time.Duration, check func(corev1.ContainerStatus) bool) corev1.ContainerStatus {
+	nd.t.Helper()
+	var last corev1.ContainerStatus
+	nd.waitFor(pod+"/"+container, func() string {
+		p := nd.pod(pod)
+		if p == nil {
+			return "no pod"
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.Name == container {
+				last = cs
+				if check(cs) {
+					return ""
+				}
+				return fmt.Sprintf("state %+v restarts %d", cs.State, cs.RestartCount)
+			}
+		}
+		return "no status"
+	}, timeout)
+	return last
+}
+
+func running(cs corev1.ContainerStatus) bool { return cs.State.Running != nil }
+
+func (nd *node) logs(pod, container string, previous bool) string {
+	p := nd.pod(pod)
+	if p == nil {
+		return ""
+	}
+	var b strings.Builder
+	_ = nd.agent.Logs(context.Background(), p, LogOptions{Container: container, Previous: previous, Tail: -1}, &b)
+	return b.String()
+}
+
+func httpGet(url string) (string, error) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+const twoContainers = `apiVersion: v1
+kind: Pod
+metadata:
+  name: duo
+  labels: {app: duo}
+spec:
+  containers:
+  - name: app
+    image: keelson.test/testapp:1
+    imagePullPolicy: Never
+    env: [{name: GREETING, value: hi}]
+    ports: [{containerPort: 8080}]
+  - name: probe
+    image: keelson.test/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "until wget -q -O- http://127.0.0.1:8080/hostname; do sleep 0.1; done; echo; echo done; sleep 3600"]
+`
+
+func TestPodContainersShareLocalhostAndNodeReachesPod(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.start()
+	nd.write("duo.yaml", twoContainers)
+	nd.waitState("duo", "app", 30*time.Second, running)
+	nd.waitState("duo", "probe", 30*time.Second, running)
+	nd.waitFor("probe reached app over localhost", func() string {
+		if l := nd.logs("duo", "probe", false); !strings.Contains(l, "duo") || !strings.Contains(l, "done") {
+			return "probe log: " + l
+		}
+		return ""
+	}, 20*time.Second)
+	p := nd.pod("duo")
+	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+		t.Fatalf("pod status: %+v", p.Status)
+	}
+	_, ipnet, _ := net.ParseCIDR(nd.cidr)
+	if !ipnet.Contains(net.ParseIP(p.Status.PodIP)) {
+		t.Errorf("pod IP %s not in the node's CIDR %s", p.Status.PodIP, nd.cidr)
+	}
+	body, err := httpGet("http://" + p.Status.PodIP + ":8080/hostname")
+	if err != nil || strings.TrimSpace(body) != "duo" {
+		t.Errorf("node -> pod IP: %q %v", body, err)
+	}
+}
+
+func TestCrashLoopBackOffAndPreviousLogs(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.start()
+	nd.write("crash.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  containers:
+  - name: c
+    image: keelson.test/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo run at $(date +%s); exit 3"]
+`)
+	first := nd.waitState("crash", "c", 30*time.Second, func(cs corev1.ContainerStatus) bool {
+		return cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff"
+	})
+	if first.LastTerminationState.Terminated == nil || first.LastTerminationState.Terminated.ExitCode != 3 {
+		t.Errorf("last state after a crash: %+v", first.LastTerminationState)
+	}
+	exitedAt := first.LastTerminationState.Terminated.FinishedAt.Time
+	second := nd.waitState("crash", "c", 30*time.Second, func(cs corev1.ContainerStatus) bool { return cs.RestartCount >= 1 })
+	restartedAt := time.Now()
+	if second.State.Running != nil {
+		restartedAt = second.State.Running.StartedAt.Time
+	} else if second.LastTerminationState.Terminated != nil {
+		restartedAt = second.LastTerminationState.Terminated.StartedAt.Time
+	}
+	if d := restartedAt.Sub(exitedAt); d < 9*time.Second || d > 15*time.Second {
+		t.Errorf("first restart %s after the crash, want the 10 s back-off", d)
+	}
+	nd.waitFor("previous log", func() string {
+		if l := nd.logs("crash", "c", true); !strings.Contains(l, "run at") {
+			return "previous log: " + l
+		}
+		return ""
+	}, 10*time.Second)
+}
+
+func TestOOMKilledAndCompleted(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.start()
+	nd.write("oom.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: oom}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: keelson.test/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "head -c 200000000 /dev/zero | tail"]
+    resources:
+      limits: {memory: 32Mi}
+  - name: ok
+    image: keelson.test/busybox:1
+    imagePullPolicy: Never
+    command: ["true"]
+`)
+	hog := nd.waitState("oom", "hog", 60*time.Second, func(cs corev1.ContainerStatus) bool { return cs.State.Terminated != nil })
+	if hog.State.Terminated.Reason != "OOMKilled" {
+		t.Errorf("hog terminated with %+v, want OOMKilled", hog.State.Terminated)
+	}
+	ok := nd.waitState("oom", "ok", 30*time.Second, func(cs corev1.ContainerStatus) bool { return cs.State.Terminated != nil })
+	if ok.State.Terminated.Reason != "Completed" || ok.State.Terminated.ExitCode != 0 {
+		t.Errorf("ok terminated with %+v, want Completed", ok.State.Terminated)
+	}
+	nd.waitFor("phase Failed", func() string {
+		if p := nd.pod("oom"); p.Status.Phase != corev1.PodFailed {
+			return string(p.Status.Phase)
+		}
+		return ""
+	}, 10*time.Second)
+}
+
+func TestGracefulAndForcedStop(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.start()
+	nd.write("stop.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: ignores-term
+    image: keelson.test/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "trap 'echo got TERM' TERM; while true; do sleep 0.1; done"]
+  - name: app
+    image: keelson.test/testapp:1
+    imagePullPolicy: Never
+`)
+	nd.waitState("stubborn", "ignores-term", 30*time.Second, running)
+	nd.waitState("stubborn", "app", 30*time.Second, running)
+	start := time.Now()
+	if err := os.Remove(filepath.Join(nd.manifests, "stop.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	nd.waitFor("pod removed", func() string {
+		if nd.pod("stubborn") != nil {
+			return "still there"
+		}
+		return ""
+	}, 30*time.Second)
+	if d := time.Since(start); d < 2*time.Second || d > 10*time.Second {
+		t.Errorf("stopping took %s; want the 2 s grace period, then SIGKILL", d)
+	}
+	if _, err := os.Stat(filepath.Join(nd.dataDir, "pods")); err == nil {
+		if entries, _ := os.ReadDir(filepath.Join(nd.dataDir, "pods")); len(entries) > 0 {
+			t.Errorf("pod directories left: %v", entries)
+		}
+	}
+}
+
+func TestHostPort(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.start()
+	port := freePort(t)
+	nd.write("hp.yaml", fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: hp}
+spec:
+  containers:
+  - name: app
+    image: keelson.test/testapp:1
+    imagePullPolicy: Never
+    ports: [{containerPort: 8080, hostPort: %d}]
+`, port))
+	nd.waitState("hp", "app", 30*time.Second, running)
+	nd.waitFor("hostPort answers", func() string {
+		body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/hostname", port))
+		if err != nil || strings.TrimSpace(body) != "hp" {
+			return fmt.Sprintf("%q %v", body, err)
+		}
+		return ""
+	}, 10*time.Second)
+}
+
+func TestAgentRestartAdoptsContainers(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.start()
+	nd.write("duo.yaml", twoContainers)
+	nd.waitState("duo", "app", 30*time.Second, running)
+	nd.waitState("duo", "probe", 30*time.Second, running)
+	before := nd.pod("duo")
+	infos, err := nd.rt.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := map[string]uint32{}
+	for _, in := range infos {
+		pids[in.ID] = in.PID
+	}
+
+	nd.stop()
+	// A pod removed while the agent is down is cleaned up when it returns.
+	nd.write("gone.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: gone}\nspec:\n  containers: [{name: c, image: 'keelson.test/busybox:1', imagePullPolicy: Never, command: [sleep, '3600']}]\n")
+	nd.start()
+	nd.waitState("gone", "c", 30*time.Second, running)
+	nd.stop()
+	if err := os.Remove(filepath.Join(nd.manifests, "gone.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	nd.start()
+
+	after := nd.waitState("duo", "app", 30*time.Second, running)
+	if after.RestartCount != 0 {
+		t.Errorf("adopted container restarted: %d", after.RestartCount)
+	}
+	if p := nd.pod("duo"); p.Status.PodIP != before.Status.PodIP {
+		t.Errorf("pod IP changed from %s to %s", before.Status.PodIP, p.Status.PodIP)
+	}
+	nd.waitFor("orphan pod cleaned up", func() string {
+		infos, err := nd.rt.List(context.Background())
+		if err != nil {
+			return err.Error()
+		}
+		var ids []string
+		for _, in := range infos {
+			ids = append(ids, in.ID)
+			if in.PodName() == "gone" {
+				return "container of the removed pod still there: " + in.ID
+			}
+			if want, ok := pids[in.ID]; !ok || want != in.PID {
+				return fmt.Sprintf("container %s: pid %d, before %d (restarted?)", in.ID, in.PID, want)
+			}
+		}
+		if len(ids) != len(pids) {
+			return fmt.Sprintf("containers now %v, before %v", ids, pids)
+		}
+		return ""
+	}, 40*time.Second)
+}

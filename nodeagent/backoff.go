@@ -1,0 +1,48 @@
+package nodeagent
+
+import "time"
+
+// Restart back-off, as kubelet does it: 10 s after the first failure,
+// doubling up to 5 minutes, forgotten once a container has run for 10
+// minutes.
+const (
+	backoffInitial = 10 * time.Second
+	backoffMax     = 5 * time.Minute
+	backoffReset   = 10 * time.Minute
+)
+
+// backoff is the restart back-off state of one container. It is a value:
+// the worker that owns the container keeps it.
+type backoff struct {
+	// failures counts restarts since the back-off was last reset.
+	failures int
+	// until is when the next start may happen.
+	until time.Time
+}
+
+// exited records that a container ended at exitedAt after running since
+// startedAt, and returns the new state: the delay doubles with each
+// restart, and starts over when the container had run for backoffReset.
+func (b backoff) exited(startedAt, exitedAt time.Time) backoff {
+	if !startedAt.IsZero() && exitedAt.Sub(startedAt) >= backoffReset {
+		b.failures = 0
+	}
+	d := backoffInitial
+	for i := 0; i < b.failures && d < backoffMax; i++ {
+		d *= 2
+	}
+	b.failures++
+	b.until = exitedAt.Add(min(d, backoffMax))
+	return b
+}
+
+// failed records a failure to start (an image pull or a create error) at now.
+func (b backoff) failed(now time.Time) backoff { return b.exited(time.Time{}, now) }
+
+// wait is how long to wait at now before the next start (0: go).
+func (b backoff) wait(now time.Time) time.Duration {
+	if now.Before(b.until) {
+		return b.until.Sub(now)
+	}
+	return 0
+}

@@ -1,0 +1,21 @@
+// Package nodeagent runs the pods bound to one node as real containers.
+//
+// The Agent takes the desired pods from a PodSource (a directory of static
+// Pod manifests now; the controller's API later), and keeps one worker per
+// pod. A worker owns everything of its pod: the network sandbox (a network
+// namespace wired by CNI, see package network), the containerd containers
+// (see package runtime), their restart back-off, and the pod's status. It
+// reacts to three things only: a new spec, a container exit, and the end of
+// a back-off; each reaction is one sync that compares the spec with what
+// runs and acts on the difference.
+//
+// Containers outlive the agent: their logs go straight to files from the
+// containerd shim, and their labels carry the pod UID, name, namespace,
+// container name and restart count. A starting agent lists them and adopts
+// those whose pod is still desired (nothing is restarted and no IP
+// changes); the others, and sandboxes of pods removed while it was down,
+// are cleaned up.
+//
+// The agent publishes pod status and events into a store.Store, which an
+// apiserver serves in the same shape as the controller's API.
+package nodeagent
