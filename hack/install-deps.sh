@@ -14,6 +14,16 @@ check git git
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 check ssh-keygen openssh-client
 check make make
+# The node agent: containerd with runc, the CNI plugins, and what the tests
+# use (a registry, a static busybox for test images, iptables for portmap).
+check containerd containerd
+[ -x /usr/sbin/runc ] || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+check iptables iptables
+check ip iproute2
+check nsenter util-linux
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

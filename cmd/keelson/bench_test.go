@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/keelson/keelson/apiserver/client"
 	"github.com/keelson/keelson/internal/gittest"
+	"github.com/keelson/keelson/internal/testimages"
+	"github.com/keelson/keelson/nodeagent/network"
 )
 
 // These benchmarks measure the whole controller as users run it: a commit
@@ -286,4 +289,81 @@ func rssMB(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkAgent50Pods runs `keelson agent` as its own process, hands it 50
+// pods at once (local image, own network namespace each), and reports the
+// time until all are Running (target ≤ 10 s) and the agent's RSS with them
+// running (target ≤ 40 MB; its containerd is a separate process, not
+// counted).
+func BenchmarkAgent50Pods(b *testing.B) {
+	gittest.RequireRoot(b, "runs containers")
+	for range b.N {
+		dataDir, err := os.MkdirTemp("", "kb")
+		if err != nil {
+			b.Fatal(err)
+		}
+		manifests := b.TempDir()
+		testimages.Build(b, filepath.Join(dataDir, "images"))
+		node := fmt.Sprintf("bench-agent-%d", os.Getpid()%10000)
+		addr := freeAddr(b)
+		cmd := exec.Command(os.Args[0], "agent", "--name", node, "--data-dir", dataDir, "--pod-manifests", manifests,
+			"--pod-cidr", "10.204.0.0/24", "--listen", addr, "--log-level", "warn")
+		cmd.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		c, _ := client.New("http://" + addr)
+		countRunning := func() int {
+			list, err := c.Pods(context.Background(), client.PodQuery{})
+			if err != nil {
+				return -1
+			}
+			n := 0
+			for _, p := range list.Items {
+				if p.Status.Phase == "Running" {
+					n++
+				}
+			}
+			return n
+		}
+		for countRunning() < 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		start := time.Now()
+		for i := range 50 {
+			m := fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: p%02d}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: %s\n    imagePullPolicy: Never\n    command: [sh, -c, \"trap 'exit 0' TERM; sleep 3600 & wait\"]\n", i, testimages.BusyboxRef)
+			if err := os.WriteFile(filepath.Join(manifests, fmt.Sprintf("p%02d.yaml", i)), []byte(m), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for countRunning() < 50 {
+			if time.Since(start) > 3*time.Minute {
+				b.Fatalf("only %d of 50 pods running after 3 minutes", countRunning())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		all := time.Since(start)
+		time.Sleep(2 * time.Second) // let start-up garbage be collected
+		rss := rssMB(cmd.Process.Pid)
+
+		for i := range 50 {
+			_ = os.Remove(filepath.Join(manifests, fmt.Sprintf("p%02d.yaml", i)))
+		}
+		for {
+			list, err := c.Pods(context.Background(), client.PodQuery{})
+			if err != nil || len(list.Items) == 0 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+		_ = os.RemoveAll(dataDir)
+		b.ReportMetric(all.Seconds(), "all-running-s")
+		b.ReportMetric(rss, "agent-rss-MB")
+		b.ReportMetric(0, "ns/op")
+	}
 }

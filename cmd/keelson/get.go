@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
@@ -257,6 +259,12 @@ func runGet(cmd *cobra.Command, args []string, o getOptions) error {
 	if !res.namespaced || o.allNamespaces {
 		ns = ""
 	}
+	if res.kind == "Pod" {
+		done, err := getPods(cmd, c, args, ns, o)
+		if done || err != nil {
+			return err
+		}
+	}
 	var items []api.Object
 	if len(args) == 2 {
 		if o.allNamespaces && res.namespaced {
@@ -356,4 +364,40 @@ func printStructured(w io.Writer, format string, v any) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
+}
+
+// getPods lists pods with their status from the pods nodes report. It
+// reports false when the server has none, so that the desired Pod objects
+// are listed instead.
+func getPods(cmd *cobra.Command, c *client.Client, args []string, ns string, o getOptions) (bool, error) {
+	var pods []corev1.Pod
+	if len(args) == 2 {
+		p, err := c.Pod(cmd.Context(), ns, args[1])
+		if errors.Is(err, client.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return true, err
+		}
+		pods = []corev1.Pod{*p}
+	} else {
+		list, err := c.Pods(cmd.Context(), client.PodQuery{Namespace: ns, Selector: o.selector})
+		if err != nil {
+			return true, err
+		}
+		if len(list.Items) == 0 {
+			return false, nil
+		}
+		pods = list.Items
+	}
+	w := cmd.OutOrStdout()
+	switch o.output {
+	case "json", "yaml":
+		if len(args) == 2 {
+			return true, printStructured(w, o.output, pods[0])
+		}
+		return true, printStructured(w, o.output, map[string]any{"apiVersion": "v1", "kind": "List", "items": pods, "metadata": map[string]any{}})
+	}
+	printPods(w, pods, o.allNamespaces, o.output == "wide", time.Now())
+	return true, nil
 }

@@ -54,6 +54,11 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newDiffCmd(),
 		newStatusCmd(),
 		newGetCmd(),
+		newAgentCmd(),
+		newDescribeCmd(),
+		newLogsCmd(),
+		newEventsCmd(),
+		newImageCmd(),
 	)
 	return root
 }

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/keelson/keelson/apiserver"
+	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/nodeagent"
+	"github.com/keelson/keelson/nodeagent/network"
+	"github.com/keelson/keelson/nodeagent/runtime"
+	"github.com/keelson/keelson/store"
+)
+
+type agentOptions struct {
+	name               string
+	dataDir            string
+	containerdSocket   string
+	podCIDR            string
+	podManifests       string
+	listen             string
+	insecureRegistries []string
+	registryConfig     string
+	logLevel           string
+	// onListen, when set, is told the API's address once it listens (tests).
+	onListen func(addr string)
+	// onStart, when set, receives pod start latencies (benchmarks).
+	onStart func(pod string, d time.Duration)
+}
+
+func newAgentCmd() *cobra.Command {
+	var o agentOptions
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "agent [--name N] [--data-dir D] [--containerd-socket S] [--pod-cidr CIDR] [--pod-manifests DIR]",
+		Short: "Run the pods of this node as containers through containerd",
+		Long: `The agent runs pods as real containers: one network namespace per pod wired
+by CNI (bridge, host-local, portmap), one containerd container per pod
+container, with restarts and back-off, logs, and status.
+
+Without --containerd-socket it starts and supervises a private containerd
+under the data directory. With --pod-manifests DIR every Pod manifest in DIR
+runs (as kubelet's static pods): editing a file replaces its pod, removing
+it stops the pod. Image archives (OCI or docker save) in DATA_DIR/images are
+imported at start.
+
+Killing the agent leaves its containers running; a new agent adopts them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd.Context(), o, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", host, "node name")
+	f.StringVar(&o.dataDir, "data-dir", filepath.Join(defaultDataDir(), "agent"), "where the agent keeps containerd, pod files, logs and network state")
+	f.StringVar(&o.containerdSocket, "containerd-socket", "", "use this containerd instead of starting a private one")
+	f.StringVar(&o.podCIDR, "pod-cidr", "10.88.0.0/24", "the node's pod addresses")
+	f.StringVar(&o.podManifests, "pod-manifests", "", "directory of Pod manifests to run (static pods)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:7677", "address of the agent's API")
+	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registry host[:port] reached over plain HTTP (127.0.0.1 and localhost always are)")
+	f.StringVar(&o.registryConfig, "registry-config", "", "docker config.json with registry credentials")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
+	log, err := newLogger(stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	if o.podManifests == "" {
+		return errors.New("--pod-manifests is required until the agent can join a controller")
+	}
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	var creds runtime.Credentials
+	if o.registryConfig != "" {
+		b, err := os.ReadFile(o.registryConfig)
+		if err != nil {
+			return fmt.Errorf("--registry-config: %w", err)
+		}
+		if creds, err = runtime.ParseDockerConfig(b); err != nil {
+			return fmt.Errorf("--registry-config %s: %w", o.registryConfig, err)
+		}
+	}
+
+	socket := o.containerdSocket
+	if socket == "" {
+		d, err := runtime.StartDaemon(ctx, filepath.Join(o.dataDir, "containerd"), log)
+		if err != nil {
+			return err
+		}
+		// Stopping containerd leaves the containers running (their shims
+		// stay); the next agent's containerd reconnects to them.
+		defer d.Stop()
+		socket = d.Socket()
+	}
+	rt, err := runtime.Connect(ctx, socket, "keelson", log, runtime.WithInsecureRegistries(o.insecureRegistries...))
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	imagesDir := filepath.Join(o.dataDir, "images")
+	if refs, err := rt.ImportDir(ctx, imagesDir); err != nil {
+		log.Warn("import image archives", "dir", imagesDir, "err", err)
+	} else if len(refs) > 0 {
+		log.Info("imported image archives", "dir", imagesDir, "images", refs)
+	}
+	hostIP := nodeIP()
+	netm, err := network.New(network.Config{Node: o.name, DataDir: filepath.Join(o.dataDir, "network"), PodCIDR: o.podCIDR}, log.With("component", "network"))
+	if err != nil {
+		return err
+	}
+	defer netm.Close()
+	st, err := store.New()
+	if err != nil {
+		return err
+	}
+	agent, err := nodeagent.New(nodeagent.Config{
+		Node: o.name, DataDir: o.dataDir, HostIP: hostIP,
+		Runtime: rt, Network: netm, Store: st, Credentials: creds,
+		Log: log.With("component", "agent"), OnStart: o.onStart,
+	})
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := apiserver.New(st, apiserver.Options{Gatherer: reg, Log: log.With("component", "api"), Logs: agentLogs(agent)})
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	if o.onListen != nil {
+		o.onListen(ln.Addr().String())
+	}
+	log.Info("keelson agent started", "node", o.name, "api", "http://"+ln.Addr().String(), "containerd", socket, "pod-cidr", o.podCIDR, "pod-manifests", o.podManifests)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("API server", "err", err)
+		}
+		cancel()
+	})
+	source := &nodeagent.DirSource{Dir: o.podManifests, Log: log.With("component", "pod-manifests")}
+	runErr := agent.Run(ctx, source)
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = hs.Shutdown(sctx)
+	wg.Wait()
+	log.Info("keelson agent stopped; its containers keep running")
+	return runErr
+}
+
+// agentLogs serves container logs from the agent's files.
+func agentLogs(a *nodeagent.Agent) apiserver.LogsFunc {
+	return func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
+		q := r.URL.Query()
+		o := nodeagent.LogOptions{Container: q.Get("container"), Previous: q.Get("previous") == "true", Follow: q.Get("follow") == "true", Tail: -1}
+		if v := q.Get("tail"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				_ = json.NewEncoder(w).Encode(api.Error{Error: "query parameter tail: " + strconv.Quote(v) + " is not a number"})
+				return
+			}
+			o.Tail = n
+		}
+		// Check that there is a log before answering 200, so errors are errors.
+		if err := a.Logs(r.Context(), pod, nodeagent.LogOptions{Container: o.Container, Previous: o.Previous, Tail: 0}, io.Discard); err != nil {
+			code := http.StatusBadRequest
+			if errors.Is(err, nodeagent.ErrNoLogs) {
+				code = http.StatusNotFound
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			_ = json.NewEncoder(w).Encode(api.Error{Error: err.Error()})
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_ = a.Logs(r.Context(), pod, o, flushWriter{w})
+	}
+}
+
+type flushWriter struct{ w http.ResponseWriter }
+
+func (f flushWriter) Write(p []byte) (int, error) { return f.w.Write(p) }
+func (f flushWriter) Flush() {
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+}
+
+// nodeIP is the node's address: the first IPv4 address of an interface
+// that is up and not a loopback, a bridge or a veth of pods.
+func nodeIP() string {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return "127.0.0.1"
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 ||
+			strings.HasPrefix(ifc.Name, "veth") || strings.HasPrefix(ifc.Name, "kb-") || strings.HasPrefix(ifc.Name, "cni") {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+				return n.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keelson/keelson/internal/gittest"
+	"github.com/keelson/keelson/internal/testimages"
+	"github.com/keelson/keelson/nodeagent/network"
+)
+
+// agentProc is `keelson agent` running as its own process (the test binary
+// re-executed), so that it can be killed with SIGKILL.
+type agentProc struct {
+	cmd    *exec.Cmd
+	server string
+}
+
+func startAgentProc(t *testing.T, args ...string) *agentProc {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(os.Args[0], append([]string{"agent", "--listen", addr}, args...)...)
+	cmd.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
+	logf, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("agent log:\n%s", b)
+		}
+	})
+	return &agentProc{cmd: cmd, server: "http://" + addr}
+}
+
+func (a *agentProc) kill9() {
+	_ = a.cmd.Process.Signal(syscall.SIGKILL)
+	_ = a.cmd.Wait()
+}
+
+func (a *agentProc) stop() {
+	_ = a.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		a.kill9()
+	}
+}
+
+const webPod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: app
+    image: keelson.test/testapp:1
+    imagePullPolicy: Never
+    ports: [{containerPort: 8080}]
+`
+
+func TestAgentCommandSurvivesKill9(t *testing.T) {
+	gittest.RequireRoot(t, "runs containers with containerd")
+	dataDir, err := os.MkdirTemp("", "ka") // short: containerd's socket path is limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
+	manifests := t.TempDir()
+	testimages.Build(t, filepath.Join(dataDir, "images"))
+	node := fmt.Sprintf("cli-agent-%d", os.Getpid()%10000)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run() })
+	args := []string{"--name", node, "--data-dir", dataDir, "--pod-manifests", manifests,
+		"--pod-cidr", fmt.Sprintf("10.203.%d.0/24", os.Getpid()%250), "--log-level", "debug"}
+	if err := os.WriteFile(filepath.Join(manifests, "web.yaml"), []byte(webPod), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgentProc(t, args...)
+	t.Cleanup(func() {
+		// Remove the pod, then stop the agent (which stops its containerd).
+		_ = os.Remove(filepath.Join(manifests, "web.yaml"))
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			_, out, _ := cli(t, "get", "pods", "--server", a.server)
+			if !strings.Contains(out, "web") {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		a.stop()
+	})
+
+	var ip, containerID string
+	eventually(t, "pod running", func() string {
+		code, out, errOut := cli(t, "get", "pods", "-o", "wide", "--server", a.server)
+		if code != 0 || !strings.Contains(out, "Running") || !strings.Contains(out, "1/1") {
+			return fmt.Sprintf("%d %s %s", code, out, errOut)
+		}
+		return ""
+	})
+	_, out, _ := cli(t, "get", "pod", "web", "-o", "json", "--server", a.server)
+	ip = jsonField(out, `"podIP": "`)
+	containerID = jsonField(out, `"containerID": "`)
+	if ip == "" || containerID == "" {
+		t.Fatalf("no pod IP or container ID in:\n%s", out)
+	}
+	body, err := get("http://" + ip + ":8080/hostname")
+	if err != nil || strings.TrimSpace(body) != "web" {
+		t.Fatalf("pod answers %q %v", body, err)
+	}
+	eventually(t, "logs show the request", func() string {
+		code, out, errOut := cli(t, "logs", "web", "--server", a.server)
+		if code != 0 || !strings.Contains(out, "/hostname") {
+			return fmt.Sprintf("%d %q %s", code, out, errOut)
+		}
+		return ""
+	})
+	code, out, _ := cli(t, "describe", "pod", "web", "--server", a.server)
+	if code != 0 || !strings.Contains(out, "Started") || !strings.Contains(out, "State: Running") {
+		t.Errorf("describe pod:\n%s", out)
+	}
+
+	// kill -9: the container keeps running and a new agent adopts it.
+	a.kill9()
+	if body, err := get("http://" + ip + ":8080/hostname"); err != nil || strings.TrimSpace(body) != "web" {
+		t.Fatalf("pod stopped answering when the agent died: %q %v", body, err)
+	}
+	a = startAgentProc(t, args...)
+	eventually(t, "pod adopted", func() string {
+		_, out, _ := cli(t, "get", "pod", "web", "-o", "json", "--server", a.server)
+		if jsonField(out, `"containerID": "`) != containerID || jsonField(out, `"podIP": "`) != ip || !strings.Contains(out, `"running"`) {
+			return "after restart:\n" + out
+		}
+		if strings.Contains(out, `"restartCount": 1`) {
+			return "restarted"
+		}
+		return ""
+	})
+}
+
+func jsonField(s, prefix string) string {
+	_, rest, ok := strings.Cut(s, prefix)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, `"`)
+	return v
+}
+
+func get(url string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/keelson/keelson/apiserver/client"
+	"github.com/keelson/keelson/nodeagent/runtime"
+)
+
+// printPods prints pods as kubectl get pods does.
+func printPods(w io.Writer, pods []corev1.Pod, withNS, wide bool, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	h := []string{"NAME", "READY", "STATUS", "RESTARTS", "AGE"}
+	if withNS {
+		h = append([]string{"NAMESPACE"}, h...)
+	}
+	if wide {
+		h = append(h, "IP", "NODE")
+	}
+	fmt.Fprintln(tw, strings.Join(h, "\t"))
+	sort.Slice(pods, func(i, j int) bool {
+		if pods[i].Namespace != pods[j].Namespace {
+			return pods[i].Namespace < pods[j].Namespace
+		}
+		return pods[i].Name < pods[j].Name
+	})
+	for _, p := range pods {
+		status, ready, restarts := PodSummary(&p)
+		age := "<unknown>"
+		if p.Status.StartTime != nil {
+			age = humanDuration(now.Sub(p.Status.StartTime.Time))
+		}
+		row := []string{p.Name, ready, status, fmt.Sprint(restarts), age}
+		if withNS {
+			row = append([]string{p.Namespace}, row...)
+		}
+		if wide {
+			row = append(row, orNone(p.Status.PodIP), orNone(p.Spec.NodeName))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	_ = tw.Flush()
+}
+
+func newDescribeCmd() *cobra.Command {
+	var namespace string
+	cmd := &cobra.Command{
+		Use:   "describe pod NAME",
+		Short: "Show a pod's containers, states and events",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if r, err := lookupResource(args[0]); err != nil || r.kind != "Pod" {
+				return fmt.Errorf("describe supports pods for now, not %q", args[0])
+			}
+			c, err := apiClient(cmd)
+			if err != nil {
+				return err
+			}
+			p, err := c.Pod(cmd.Context(), namespace, args[1])
+			if err != nil {
+				return err
+			}
+			ev, err := c.Events(cmd.Context(), "Pod/"+namespace+"/"+args[1], client.Query{})
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			now := time.Now()
+			status, ready, restarts := PodSummary(p)
+			fmt.Fprintf(w, "Name:       %s\nNamespace:  %s\nNode:       %s\nStatus:     %s\nReady:      %s\nRestarts:   %d\nIP:         %s\n",
+				p.Name, p.Namespace, orNone(p.Spec.NodeName), status, ready, restarts, orNone(p.Status.PodIP))
+			if p.Status.StartTime != nil {
+				fmt.Fprintf(w, "Start Time: %s\n", p.Status.StartTime.Format(time.RFC1123Z))
+			}
+			if len(p.Labels) > 0 {
+				fmt.Fprintf(w, "Labels:     %s\n", selectorString(p.Labels))
+			}
+			fmt.Fprintf(w, "Containers:\n%s", describeStates(p))
+			fmt.Fprintln(w, "Conditions:")
+			for _, c := range p.Status.Conditions {
+				fmt.Fprintf(w, "  %-26s %s\n", c.Type, c.Status)
+			}
+			fmt.Fprintln(w, "Events:")
+			if len(ev.Items) == 0 {
+				fmt.Fprintln(w, "  <none>")
+			}
+			tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+			for _, e := range ev.Items {
+				fmt.Fprintf(tw, "  %s\t%s\t%s ago\t%s\n", e.Type, e.Reason, humanDuration(now.Sub(e.Time)), e.Message)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "default", "namespace")
+	return cmd
+}
+
+func newLogsCmd() *cobra.Command {
+	var (
+		namespace string
+		o         client.LogOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "logs POD [-c CONTAINER] [-f] [--previous] [--tail N]",
+		Short: "Print a container's log",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := apiClient(cmd)
+			if err != nil {
+				return err
+			}
+			return c.Logs(cmd.Context(), namespace, args[0], o, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&namespace, "namespace", "n", "default", "namespace")
+	f.StringVarP(&o.Container, "container", "c", "", "container (needed when the pod has several)")
+	f.BoolVarP(&o.Follow, "follow", "f", false, "keep printing what the container writes")
+	f.BoolVarP(&o.Previous, "previous", "p", false, "the log of the container's previous run")
+	f.IntVar(&o.Tail, "tail", -1, "only the last N lines")
+	return cmd
+}
+
+func newEventsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "events",
+		Short: "List events, oldest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := apiClient(cmd)
+			if err != nil {
+				return err
+			}
+			ev, err := c.Events(cmd.Context(), "", client.Query{})
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "AGE\tTYPE\tREASON\tOBJECT\tMESSAGE")
+			for _, e := range ev.Items {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", humanDuration(now.Sub(e.Time)), e.Type, e.Reason, orNone(e.ObjectKey), e.Message)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newImageCmd() *cobra.Command {
+	var socket, dataDir string
+	img := &cobra.Command{Use: "image", Short: "Manage the node's images"}
+	imp := &cobra.Command{
+		Use:   "import FILE...",
+		Short: "Import OCI or docker save archives into the node's containerd",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if socket == "" {
+				socket = runtime.DaemonSocket(dataDir + "/containerd")
+			}
+			rt, err := runtime.Connect(cmd.Context(), socket, "keelson", nil)
+			if err != nil {
+				return fmt.Errorf("containerd at %s (is the agent running?): %w", socket, err)
+			}
+			defer rt.Close()
+			for _, f := range args {
+				if _, err := os.Stat(f); err != nil {
+					return err
+				}
+				refs, err := rt.ImportArchive(cmd.Context(), f)
+				if err != nil {
+					return fmt.Errorf("%s: %w", f, err)
+				}
+				for _, r := range refs {
+					fmt.Fprintf(cmd.OutOrStdout(), "imported %s from %s\n", r, f)
+				}
+			}
+			return nil
+		},
+	}
+	imp.Flags().StringVar(&socket, "containerd-socket", "", "containerd socket (default: the agent's private containerd under --data-dir)")
+	imp.Flags().StringVar(&dataDir, "data-dir", defaultDataDir()+"/agent", "the agent's data directory")
+	img.AddCommand(imp)
+	return img
+}
+
+// PodSummary is the STATUS column of `get pods`, as kubectl computes it.
+func PodSummary(pod *corev1.Pod) (status string, ready string, restarts int32) {
+	status = string(pod.Status.Phase)
+	if pod.Status.Reason != "" {
+		status = pod.Status.Reason
+	}
+	var nReady int
+	for _, cs := range pod.Status.ContainerStatuses {
+		restarts += cs.RestartCount
+		if cs.Ready {
+			nReady++
+		}
+		switch {
+		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "":
+			status = cs.State.Waiting.Reason
+		case cs.State.Terminated != nil && cs.State.Terminated.Reason != "" && pod.Status.Phase != corev1.PodRunning:
+			status = cs.State.Terminated.Reason
+		}
+	}
+	if pod.DeletionTimestamp != nil {
+		status = "Terminating"
+	}
+	if status == "" {
+		status = "Pending"
+	}
+	return status, fmt.Sprintf("%d/%d", nReady, len(pod.Spec.Containers)), restarts
+}
+
+// describeStates renders container states for describe output.
+func describeStates(pod *corev1.Pod) string {
+	var b strings.Builder
+	names := make([]string, 0, len(pod.Status.ContainerStatuses))
+	byName := map[string]corev1.ContainerStatus{}
+	for _, cs := range pod.Status.ContainerStatuses {
+		names = append(names, cs.Name)
+		byName[cs.Name] = cs
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		cs := byName[n]
+		fmt.Fprintf(&b, "  %s:\n    Image: %s\n", n, cs.Image)
+		if cs.ContainerID != "" {
+			fmt.Fprintf(&b, "    Container ID: %s\n", cs.ContainerID)
+		}
+		writeState(&b, "State", cs.State)
+		if cs.LastTerminationState.Terminated != nil {
+			writeState(&b, "Last State", cs.LastTerminationState)
+		}
+		fmt.Fprintf(&b, "    Ready: %t\n    Restart Count: %d\n", cs.Ready, cs.RestartCount)
+	}
+	return b.String()
+}
+
+func writeState(b *strings.Builder, label string, s corev1.ContainerState) {
+	switch {
+	case s.Running != nil:
+		fmt.Fprintf(b, "    %s: Running\n      Started: %s\n", label, s.Running.StartedAt.Format(time.RFC1123Z))
+	case s.Waiting != nil:
+		fmt.Fprintf(b, "    %s: Waiting\n      Reason: %s\n", label, s.Waiting.Reason)
+		if s.Waiting.Message != "" {
+			fmt.Fprintf(b, "      Message: %s\n", s.Waiting.Message)
+		}
+	case s.Terminated != nil:
+		t := s.Terminated
+		fmt.Fprintf(b, "    %s: Terminated\n      Reason: %s\n      Exit Code: %d\n      Started: %s\n      Finished: %s\n",
+			label, t.Reason, t.ExitCode, t.StartedAt.Format(time.RFC1123Z), t.FinishedAt.Format(time.RFC1123Z))
+		if t.Message != "" {
+			fmt.Fprintf(b, "      Message: %s\n", t.Message)
+		}
+	}
+}
