@@ -491,3 +491,77 @@ func TestAgentRestartAdoptsContainers(t *testing.T) {
 		return ""
 	}, 40*time.Second)
 }
+
+// TestBadPodsAreReportedAndOthersRun: each fault gives a reason and an
+// event naming it, and a good pod on the same node runs regardless.
+func TestBadPodsAreReportedAndOthersRun(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.cidr = fmt.Sprintf("10.205.%d.0/29", (os.Getpid()%30)*8) // 5 addresses for pods
+	nd.start()
+	taken, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	port := taken.Addr().(*net.TCPAddr).Port
+	pod := func(name, image, cmd, extra string) string {
+		return fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: %s}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: %s\n    imagePullPolicy: Never\n    command: %s\n%s", name, image, cmd, extra)
+	}
+	sleeper := `[sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]`
+	nd.write("good.yaml", pod("good", testimages.BusyboxRef, sleeper, ""))
+	nd.write("noimage.yaml", pod("noimage", "keelson.test/missing:1", sleeper, ""))
+	nd.write("nocmd.yaml", pod("nocmd", testimages.BusyboxRef, "[/no/such/binary]", ""))
+	nd.write("port.yaml", pod("port", testimages.BusyboxRef, sleeper, fmt.Sprintf("    ports: [{containerPort: 80, hostPort: %d}]\n", port)))
+	nd.waitState("good", "c", 30*time.Second, running)
+
+	waiting := func(reason string) func(corev1.ContainerStatus) bool {
+		return func(cs corev1.ContainerStatus) bool { return cs.State.Waiting != nil && cs.State.Waiting.Reason == reason }
+	}
+	cs := nd.waitState("noimage", "c", 30*time.Second, waiting("ErrImageNeverPull"))
+	if !strings.Contains(cs.State.Waiting.Message, "keelson.test/missing:1") {
+		t.Errorf("missing image message: %q", cs.State.Waiting.Message)
+	}
+	cs = nd.waitState("nocmd", "c", 30*time.Second, func(cs corev1.ContainerStatus) bool {
+		return cs.State.Waiting != nil && (cs.State.Waiting.Reason == "CreateContainerError" || cs.State.Waiting.Reason == "RunContainerError")
+	})
+	if !strings.Contains(cs.State.Waiting.Message, "/no/such/binary") {
+		t.Errorf("command not found message: %q", cs.State.Waiting.Message)
+	}
+	cs = nd.waitState("port", "c", 30*time.Second, waiting("ContainerCreating"))
+	nd.waitFor("port conflict named", func() string {
+		p := nd.pod("port")
+		m := p.Status.ContainerStatuses[0].State.Waiting
+		if m == nil || !strings.Contains(m.Message, fmt.Sprint(port)) {
+			return fmt.Sprintf("waiting: %+v", m)
+		}
+		return ""
+	}, 20*time.Second)
+
+	// The pod CIDR has room for 5 pods: 3 are wired (good; noimage and
+	// nocmd wait for a start; port never got an address), two more fill it
+	// and the next one finds it exhausted.
+	for _, name := range []string{"fill1", "fill2"} {
+		nd.write(name+".yaml", pod(name, testimages.BusyboxRef, sleeper, ""))
+		nd.waitState(name, "c", 30*time.Second, running)
+	}
+	nd.write("full.yaml", pod("full", testimages.BusyboxRef, sleeper, ""))
+	nd.waitFor("CIDR exhaustion reported", func() string {
+		p := nd.pod("full")
+		if p == nil || len(p.Status.ContainerStatuses) == 0 {
+			return "no status"
+		}
+		m := p.Status.ContainerStatuses[0].State.Waiting
+		if m == nil || !strings.Contains(m.Message, "10.205.") {
+			return fmt.Sprintf("waiting: %+v", m)
+		}
+		return ""
+	}, 20*time.Second)
+	ev, err := nd.st.Snapshot().Events(memdb.NewWatchSet(), "Pod/default/full")
+	if err != nil || len(ev) == 0 || ev[0].Reason != "FailedCreatePodSandBox" {
+		t.Errorf("events of the pod that got no address: %v %v", ev, err)
+	}
+	if p := nd.pod("good"); p.Status.Phase != corev1.PodRunning || p.Status.ContainerStatuses[0].RestartCount != 0 {
+		t.Errorf("the good pod was disturbed: %+v", p.Status)
+	}
+}

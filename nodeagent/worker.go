@@ -272,6 +272,7 @@ func (w *podWorker) sync(ctx context.Context) {
 		}
 		if d := st.backoff.wait(now); d > 0 {
 			switch {
+			case st.waitingReason == "ErrImageNeverPull":
 			case st.waitingReason == "ErrImagePull" || st.waitingReason == "ImagePullBackOff":
 				st.waitingReason = "ImagePullBackOff"
 			case st.exit != nil && st.waitingReason != "CreateContainerError" && st.waitingReason != "RunContainerError":
@@ -355,6 +356,9 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	now := w.a.now()
 	if err := w.a.pullImage(ctx, pod, c); err != nil {
 		st.waitingReason, st.waitingMessage = "ErrImagePull", err.Error()
+		if errors.Is(err, runtime.ErrImageNeverPull) {
+			st.waitingReason = "ErrImageNeverPull"
+		}
 		st.backoff = st.backoff.failed(now)
 		w.a.event(pod, corev1.EventTypeWarning, "Failed", fmt.Sprintf("container %s: %v", c.Name, err))
 		return
