@@ -516,7 +516,9 @@ func TestBadPodsAreReportedAndOthersRun(t *testing.T) {
 	nd.waitState("good", "c", 30*time.Second, running)
 
 	waiting := func(reason string) func(corev1.ContainerStatus) bool {
-		return func(cs corev1.ContainerStatus) bool { return cs.State.Waiting != nil && cs.State.Waiting.Reason == reason }
+		return func(cs corev1.ContainerStatus) bool {
+			return cs.State.Waiting != nil && cs.State.Waiting.Reason == reason
+		}
 	}
 	cs := nd.waitState("noimage", "c", 30*time.Second, waiting("ErrImageNeverPull"))
 	if !strings.Contains(cs.State.Waiting.Message, "keelson.test/missing:1") {

@@ -85,6 +85,9 @@ type Runtime struct {
 // client reconnects by itself when containerd restarts; meanwhile calls fail with errors
 // that satisfy errors.Is(err, ErrUnavailable).
 func Connect(ctx context.Context, socket, namespace string, log *slog.Logger, opts ...Option) (*Runtime, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	var o Options
 	for _, opt := range opts {
 		opt(&o)
