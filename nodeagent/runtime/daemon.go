@@ -52,6 +52,9 @@ type Daemon struct {
 // A containerd left running from an earlier StartDaemon on the same dir (an agent killed
 // with SIGKILL) is stopped first.
 func StartDaemon(ctx context.Context, dir string, log *slog.Logger) (*Daemon, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("containerd dir %s: %w", dir, err)
