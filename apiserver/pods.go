@@ -12,6 +12,10 @@ import (
 	"github.com/keelson/keelson/store"
 )
 
+// ExecFunc runs a command in a pod's container over the request's
+// connection; see GET /v1/pods/{ns}/{name}/exec.
+type ExecFunc func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod)
+
 // LogsFunc streams a pod's container log to w; see GET /v1/pods/{ns}/{name}/log.
 type LogsFunc func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod)
 
@@ -83,4 +87,18 @@ func (s *Server) podLog(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.opts.Logs(w, r, p.Pod)
+}
+
+func (s *Server) podExec(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Exec == nil {
+		writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not run commands in pods"))
+		return
+	}
+	key := r.PathValue("namespace") + "/" + r.PathValue("name")
+	p, err := s.store.Snapshot().Pod(memdb.NewWatchSet(), key)
+	if err != nil {
+		s.answer(w, r, 0, nil, err)
+		return
+	}
+	s.opts.Exec(w, r, p.Pod)
 }

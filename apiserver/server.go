@@ -32,6 +32,8 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Logs, when set, serves GET /v1/pods/{namespace}/{name}/log.
 	Logs LogsFunc
+	// Exec, when set, serves GET /v1/pods/{namespace}/{name}/exec.
+	Exec ExecFunc
 	Log  *slog.Logger
 }
 
@@ -66,6 +68,7 @@ func New(st *store.Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/pods", s.pods)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}", s.pod)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/log", s.podLog)
+	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/exec", s.podExec)
 	if opts.Webhook != nil {
 		s.mux.Handle("/v1/hooks/git", opts.Webhook)
 	}

@@ -144,7 +144,7 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := apiserver.New(st, apiserver.Options{Gatherer: reg, Log: log.With("component", "api"), Logs: agentLogs(agent)})
+	srv := apiserver.New(st, apiserver.Options{Gatherer: reg, Log: log.With("component", "api"), Logs: agentLogs(agent), Exec: agentExec(agent)})
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)

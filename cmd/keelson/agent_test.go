@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -141,6 +142,36 @@ func TestAgentCommandSurvivesKill9(t *testing.T) {
 	code, out, _ := cli(t, "describe", "pod", "web", "--server", a.server)
 	if code != 0 || !strings.Contains(out, "Started") || !strings.Contains(out, "State: Running") {
 		t.Errorf("describe pod:\n%s", out)
+	}
+
+	// exec: output, stdin and the exit code come back as kubectl exec's do.
+	tools := "apiVersion: v1\nkind: Pod\nmetadata: {name: tools}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: sh, image: 'keelson.test/busybox:1', imagePullPolicy: Never, command: [sh, -c, \"trap 'exit 0' TERM; sleep 3600 & wait\"]}\n"
+	if err := os.WriteFile(filepath.Join(manifests, "tools.yaml"), []byte(tools), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(filepath.Join(manifests, "tools.yaml")) })
+	eventually(t, "tools running", func() string {
+		code, out, _ := cli(t, "get", "pods", "--server", a.server)
+		if code != 0 || !strings.Contains(out, "tools") || strings.Count(out, "Running") != 2 {
+			return out
+		}
+		return ""
+	})
+	if code, out, errOut := cli(t, "exec", "tools", "--server", a.server, "--", "hostname"); code != 0 || strings.TrimSpace(out) != "tools" {
+		t.Errorf("exec hostname: %d %q %q", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, "exec", "tools", "--server", a.server, "--", "sh", "-c", "echo oops >&2; exit 5"); code != 5 || !strings.Contains(errOut, "oops") {
+		t.Errorf("exec exit code: %d, stderr %q; want 5 and oops", code, errOut)
+	}
+	var out2, err2 bytes.Buffer
+	root := newRoot(&out2, &err2)
+	root.SetIn(strings.NewReader("line one\nline two\n"))
+	root.SetArgs([]string{"exec", "-i", "tools", "--server", a.server, "--", "wc", "-l"})
+	if err := root.ExecuteContext(context.Background()); err != nil || strings.TrimSpace(out2.String()) != "2" {
+		t.Errorf("exec -i wc -l: %v %q %q", err, out2.String(), err2.String())
+	}
+	if code, _, errOut := cli(t, "exec", "web", "-c", "nope", "--server", a.server, "--", "true"); code == 0 || !strings.Contains(errOut, "nope") {
+		t.Errorf("exec in a missing container: %d %q", code, errOut)
 	}
 
 	// kill -9: the container keeps running and a new agent adopts it.

@@ -59,6 +59,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newLogsCmd(),
 		newEventsCmd(),
 		newImageCmd(),
+		newExecCmd(),
 	)
 	return root
 }
