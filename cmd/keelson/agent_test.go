@@ -128,10 +128,14 @@ func TestAgentCommandSurvivesKill9(t *testing.T) {
 	if ip == "" || containerID == "" {
 		t.Fatalf("no pod IP or container ID in:\n%s", out)
 	}
-	body, err := get("http://" + ip + ":8080/hostname")
-	if err != nil || strings.TrimSpace(body) != "web" {
-		t.Fatalf("pod answers %q %v", body, err)
-	}
+	// Running means started, not yet listening: the app may need a moment.
+	eventually(t, "pod answers", func() string {
+		body, err := get("http://" + ip + ":8080/hostname")
+		if err != nil || strings.TrimSpace(body) != "web" {
+			return fmt.Sprintf("%q %v", body, err)
+		}
+		return ""
+	})
 	eventually(t, "logs show the request", func() string {
 		code, out, errOut := cli(t, "logs", "web", "--server", a.server)
 		if code != 0 || !strings.Contains(out, "/hostname") {
