@@ -67,7 +67,9 @@ func tolerate(k string) podOpt {
 	}
 }
 func hostPortOpt(port int32) podOpt {
-	return func(p *corev1.Pod) { p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: port}} }
+	return func(p *corev1.Pod) {
+		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: port}}
+	}
 }
 func owned(name string) podOpt {
 	t := true
