@@ -34,7 +34,13 @@ type Options struct {
 	Logs LogsFunc
 	// Exec, when set, serves GET /v1/pods/{namespace}/{name}/exec.
 	Exec ExecFunc
-	Log  *slog.Logger
+	// Agents and AgentToken, when set, let agents join and report
+	// (POST /v1/nodes, PUT /v1/nodes/{name}/lease, PUT and DELETE
+	// /v1/pods/{namespace}/{name}/status); requests carrying the token also
+	// get Secret values, which agents need to run pods.
+	Agents     Agents
+	AgentToken string
+	Log        *slog.Logger
 }
 
 // Server is the HTTP API. It holds no state of its own.
@@ -69,6 +75,11 @@ func New(st *store.Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}", s.pod)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/log", s.podLog)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/exec", s.podExec)
+	s.mux.HandleFunc("GET /v1/nodes", s.nodes)
+	s.mux.HandleFunc("POST /v1/nodes", s.register)
+	s.mux.HandleFunc("PUT /v1/nodes/{name}/lease", s.lease)
+	s.mux.HandleFunc("PUT /v1/pods/{namespace}/{name}/status", s.podStatus)
+	s.mux.HandleFunc("DELETE /v1/pods/{namespace}/{name}/status", s.podStatus)
 	if opts.Webhook != nil {
 		s.mux.Handle("/v1/hooks/git", opts.Webhook)
 	}
@@ -183,8 +194,9 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Index = snap.Index(ws, store.TableObjects)
 		out.Items = make([]api.Object, 0, len(objs))
+		agent := s.isAgent(r)
 		for _, o := range objs {
-			item, err := wire(o)
+			item, err := wire(o, agent)
 			if err != nil {
 				return 0, err
 			}
@@ -216,7 +228,7 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return index, err
 		}
-		out, err = wire(o)
+		out, err = wire(o, s.isAgent(r))
 		return index, err
 	})
 	s.answer(w, r, index, out, err)
@@ -241,10 +253,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, out.Index, out, err)
 }
 
-// wire turns a stored object into its wire form, with Secret values removed.
-func wire(o *store.Object) (api.Object, error) {
+// wire turns a stored object into its wire form, with Secret values removed
+// unless the reader is an agent.
+func wire(o *store.Object, agent bool) (api.Object, error) {
 	obj := o.Obj
-	if sec, ok := obj.(*corev1.Secret); ok {
+	if sec, ok := obj.(*corev1.Secret); ok && !agent {
 		obj = redactSecret(sec)
 	}
 	raw, err := json.Marshal(obj)

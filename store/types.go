@@ -95,10 +95,14 @@ type SyncState struct {
 
 // Node is a node as its agent registered it.
 type Node struct {
-	Name        string
-	Node        *corev1.Node
-	CreateIndex uint64
-	ModifyIndex uint64
+	Name string
+	Node *corev1.Node
+	// API is the agent's API address, for logs and exec.
+	API string
+	// LeaseRenewed is when the agent last renewed its lease.
+	LeaseRenewed time.Time
+	CreateIndex  uint64
+	ModifyIndex  uint64
 }
 
 // Pod is a pod the controllers want and the agents report on.

@@ -67,3 +67,20 @@ type PodList struct {
 	Index uint64       `json:"index"`
 	Items []corev1.Pod `json:"items"`
 }
+
+// NodeRegistration is what an agent sends to join: its node (name,
+// capacity, allocatable, addresses, labels, taints) and where its own API
+// listens (for logs and exec).
+type NodeRegistration struct {
+	Node corev1.Node `json:"node"`
+	API  string      `json:"api"`
+}
+
+// NodeList is the answer of GET /v1/nodes.
+type NodeList struct {
+	Index uint64        `json:"index"`
+	Items []corev1.Node `json:"items"`
+}
+
+// AgentTokenHeader carries an agent's token (as "Bearer TOKEN" in Authorization).
+const AgentTokenHeader = "Authorization"

@@ -1,0 +1,700 @@
+package reconciler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"sort"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/reconciler/scheduler"
+	"github.com/keelson/keelson/store"
+)
+
+// ClusterConfig configures the control loop.
+type ClusterConfig struct {
+	// ClusterCIDR is cut into one /24 per node for pod addresses.
+	ClusterCIDR string
+	// NodeLeaseTimeout marks a node NotReady; PodEvictionTimeout later
+	// deletes its pods so that their owners replace them elsewhere.
+	NodeLeaseTimeout   time.Duration
+	PodEvictionTimeout time.Duration
+	Log                *slog.Logger
+	Now                func() time.Time
+}
+
+// Cluster runs the controllers and the scheduler over the store, and takes
+// agents' registrations, leases and reports.
+type Cluster struct {
+	st   *store.Store
+	cfg  ClusterConfig
+	log  *slog.Logger
+	now  func() time.Time
+	cidr *net.IPNet
+}
+
+// podTemplateHashLabel is the label of pods and ReplicaSets made from one
+// Deployment template, as in Kubernetes.
+const podTemplateHashLabel = "pod-template-hash"
+
+// NewCluster returns the control loop over st.
+func NewCluster(st *store.Store, cfg ClusterConfig) (*Cluster, error) {
+	if cfg.ClusterCIDR == "" {
+		cfg.ClusterCIDR = "10.244.0.0/16"
+	}
+	if cfg.NodeLeaseTimeout == 0 {
+		cfg.NodeLeaseTimeout = 40 * time.Second
+	}
+	if cfg.PodEvictionTimeout == 0 {
+		cfg.PodEvictionTimeout = 60 * time.Second
+	}
+	_, cidr, err := net.ParseCIDR(cfg.ClusterCIDR)
+	if err != nil || cidr.IP.To4() == nil {
+		return nil, fmt.Errorf("--cluster-cidr %q: want an IPv4 CIDR such as 10.244.0.0/16", cfg.ClusterCIDR)
+	}
+	if ones, _ := cidr.Mask.Size(); ones > 23 {
+		return nil, fmt.Errorf("--cluster-cidr %q: too small to give each node a /24", cfg.ClusterCIDR)
+	}
+	c := &Cluster{st: st, cfg: cfg, log: cfg.Log, now: cfg.Now, cidr: cidr}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+// Register adds or refreshes a node and gives it a pod CIDR (the one it
+// had, if it registered before).
+func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev1.Node, error) {
+	n := reg.Node.DeepCopy()
+	if errs := validation.IsDNS1123Subdomain(n.Name); len(errs) > 0 {
+		return nil, fmt.Errorf("node name %q: %s", n.Name, errs[0])
+	}
+	txn := c.st.Write()
+	defer txn.Abort()
+	snap := txn.Snapshot()
+	nodes, err := snap.Nodes(memdb.NewWatchSet())
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	var prev *store.Node
+	for _, x := range nodes {
+		if x.Name == n.Name {
+			prev = x
+			continue
+		}
+		used[x.Node.Spec.PodCIDR] = true
+	}
+	switch {
+	case prev != nil && prev.Node.Spec.PodCIDR != "":
+		n.Spec.PodCIDR = prev.Node.Spec.PodCIDR
+	default:
+		cidr, err := c.freeCIDR(used)
+		if err != nil {
+			return nil, err
+		}
+		n.Spec.PodCIDR = cidr
+	}
+	n.Spec.PodCIDRs = []string{n.Spec.PodCIDR}
+	now := c.now()
+	setReady(n, true, "KeelsonAgentReady", "agent registered", now)
+	if n.UID == "" {
+		n.UID = types.UID(uuid.NewUUID())
+	}
+	if prev != nil {
+		n.UID = prev.Node.UID
+		n.CreationTimestamp = prev.Node.CreationTimestamp
+	} else {
+		n.CreationTimestamp = metav1.NewTime(now)
+	}
+	if err := txn.UpsertNode(&store.Node{Name: n.Name, Node: n, API: reg.API, LeaseRenewed: now}); err != nil {
+		return nil, err
+	}
+	if err := txn.AddEvent(&store.Event{ObjectKey: "Node/" + n.Name, Type: corev1.EventTypeNormal, Reason: "Registered", Message: fmt.Sprintf("node %s joined with pod CIDR %s", n.Name, n.Spec.PodCIDR)}, now); err != nil {
+		return nil, err
+	}
+	if err := txn.Commit(); err != nil {
+		return nil, err
+	}
+	c.log.Info("node registered", "node", n.Name, "pod-cidr", n.Spec.PodCIDR, "api", reg.API)
+	return n, nil
+}
+
+// freeCIDR is the first /24 of the cluster CIDR no node has.
+func (c *Cluster) freeCIDR(used map[string]bool) (string, error) {
+	ones, bits := c.cidr.Mask.Size()
+	base := ipToUint(c.cidr.IP)
+	for i := uint32(0); i < 1<<(24-ones); i++ {
+		ip := uintToIP(base + i<<(bits-24))
+		s := (&net.IPNet{IP: ip, Mask: net.CIDRMask(24, 32)}).String()
+		if !used[s] {
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("cluster CIDR %s is exhausted: every /24 is given to a node", c.cfg.ClusterCIDR)
+}
+
+func ipToUint(ip net.IP) uint32 {
+	v := ip.To4()
+	return uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3])
+}
+
+func uintToIP(v uint32) net.IP { return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)) }
+
+func setReady(n *corev1.Node, ready bool, reason, msg string, now time.Time) {
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	for i := range n.Status.Conditions {
+		c := &n.Status.Conditions[i]
+		if c.Type == corev1.NodeReady {
+			if c.Status != st {
+				c.LastTransitionTime = metav1.NewTime(now)
+			}
+			c.Status, c.Reason, c.Message, c.LastHeartbeatTime = st, reason, msg, metav1.NewTime(now)
+			return
+		}
+	}
+	n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeReady, Status: st, Reason: reason, Message: msg,
+		LastHeartbeatTime: metav1.NewTime(now), LastTransitionTime: metav1.NewTime(now)})
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// RenewLease records an agent's heartbeat.
+func (c *Cluster) RenewLease(_ context.Context, name string) error {
+	txn := c.st.Write()
+	defer txn.Abort()
+	nodes, err := txn.Snapshot().Nodes(memdb.NewWatchSet())
+	if err != nil {
+		return err
+	}
+	for _, x := range nodes {
+		if x.Name != name {
+			continue
+		}
+		now := c.now()
+		n := *x
+		if !nodeReady(x.Node) {
+			n.Node = x.Node.DeepCopy()
+			setReady(n.Node, true, "KeelsonAgentReady", "agent renewed its lease", now)
+			_ = txn.AddEvent(&store.Event{ObjectKey: "Node/" + name, Type: corev1.EventTypeNormal, Reason: "NodeReady", Message: "node " + name + " is back"}, now)
+		}
+		n.LeaseRenewed = now
+		if err := txn.UpsertNode(&n); err != nil {
+			return err
+		}
+		return txn.Commit()
+	}
+	return fmt.Errorf("node %s has not registered: %w", name, store.ErrNotFound)
+}
+
+// ReportPod takes an agent's status of a pod. A pod the controller does not
+// know (it restarted) is adopted when its owner still wants it.
+func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod) error {
+	key := reported.Namespace + "/" + reported.Name
+	txn := c.st.Write()
+	defer txn.Abort()
+	snap := txn.Snapshot()
+	cur, err := snap.Pod(memdb.NewWatchSet(), key)
+	switch {
+	case err == nil:
+		if cur.Pod.UID != reported.UID {
+			return fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.Pod.UID)
+		}
+		p := *cur
+		p.Pod = cur.Pod.DeepCopy()
+		p.Pod.Status = reported.Status
+		if p.Pod.Status.Conditions != nil {
+			p.Pod.Status.Conditions = mergeScheduled(p.Pod.Status.Conditions, cur.Pod.Status.Conditions)
+		}
+		p.Phase = string(reported.Status.Phase)
+		if err := txn.UpsertPod(&p); err != nil {
+			return err
+		}
+	default:
+		owner := controllerOf(reported)
+		if owner == "" {
+			owner = "Pod/" + key
+		}
+		if _, oerr := snap.Object(memdb.NewWatchSet(), owner); oerr != nil {
+			return fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner)
+		}
+		p := reported.DeepCopy()
+		p.Spec.NodeName = node
+		ownerKey := owner
+		if owner == "Pod/"+key {
+			ownerKey = ""
+		}
+		if err := txn.UpsertPod(&store.Pod{Key: key, Namespace: p.Namespace, Name: p.Name, NodeName: node, OwnerKey: ownerKey, Phase: string(p.Status.Phase), Pod: p}); err != nil {
+			return err
+		}
+		c.log.Info("pod adopted from its node's report", "pod", key, "node", node)
+	}
+	return txn.Commit()
+}
+
+// mergeScheduled keeps the controller's PodScheduled condition beside the
+// agent's conditions.
+func mergeScheduled(reported, cur []corev1.PodCondition) []corev1.PodCondition {
+	out := make([]corev1.PodCondition, 0, len(reported)+1)
+	for _, c := range reported {
+		if c.Type != corev1.PodScheduled {
+			out = append(out, c)
+		}
+	}
+	for _, c := range cur {
+		if c.Type == corev1.PodScheduled {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ForgetPod is an agent's word that a pod is gone from its node.
+func (c *Cluster) ForgetPod(context.Context, string, string, string, string) error { return nil }
+
+// controllerOf is the Key of the object that controls p, or "".
+func controllerOf(p *corev1.Pod) string {
+	for _, o := range p.OwnerReferences {
+		if o.Controller != nil && *o.Controller {
+			return o.Kind + "/" + p.Namespace + "/" + o.Name
+		}
+	}
+	return ""
+}
+
+// Run reconciles until ctx ends: each time the objects, pods or nodes
+// change, and every few seconds for node leases.
+func (c *Cluster) Run(ctx context.Context) error {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		ws := memdb.NewWatchSet()
+		if err := c.reconcileOnce(ws); err != nil {
+			c.log.Error("reconcile", "err", err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-tick.C:
+			case <-wctx.Done():
+			}
+			cancel()
+		}()
+		_ = ws.WatchCtx(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// reconcileOnce makes one pass over a snapshot and writes the result in one
+// transaction.
+func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
+	now := c.now()
+	txn := c.st.Write()
+	defer txn.Abort()
+	snap := txn.Snapshot()
+	objs, err := snap.Objects(ws, store.ObjectQuery{})
+	if err != nil {
+		return err
+	}
+	pods, err := snap.Pods(ws, store.PodQuery{})
+	if err != nil {
+		return err
+	}
+	nodes, err := snap.Nodes(ws)
+	if err != nil {
+		return err
+	}
+	plan := computeCluster(objs, pods, nodes, now, c.cfg)
+	if plan.empty() {
+		return nil
+	}
+	for _, o := range plan.upsertObjects {
+		if err := txn.UpsertObject(o); err != nil {
+			return err
+		}
+	}
+	for _, k := range plan.deleteObjects {
+		if err := txn.DeleteObject(k); err != nil {
+			return err
+		}
+	}
+	for _, p := range plan.deletePods {
+		if err := txn.DeletePod(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range plan.upsertPods {
+		if err := txn.UpsertPod(p); err != nil {
+			return err
+		}
+	}
+	for _, n := range plan.upsertNodes {
+		if err := txn.UpsertNode(n); err != nil {
+			return err
+		}
+	}
+	for _, e := range plan.events {
+		if err := txn.AddEvent(e, now); err != nil {
+			return err
+		}
+	}
+	return txn.Commit()
+}
+
+// clusterPlan is what one pass changes.
+type clusterPlan struct {
+	upsertObjects []*store.Object
+	deleteObjects []string
+	upsertPods    []*store.Pod
+	deletePods    []string
+	upsertNodes   []*store.Node
+	events        []*store.Event
+}
+
+func (p *clusterPlan) empty() bool {
+	return len(p.upsertObjects)+len(p.deleteObjects)+len(p.upsertPods)+len(p.deletePods)+len(p.upsertNodes)+len(p.events) == 0
+}
+
+// computeCluster is the controllers and the scheduler as one pure function
+// of a snapshot and the time.
+func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node, now time.Time, cfg ClusterConfig) *clusterPlan {
+	plan := &clusterPlan{}
+	byKey := map[string]*store.Object{}
+	for _, o := range objs {
+		byKey[o.Key] = o
+	}
+	podsByOwner := map[string][]*store.Pod{}
+	for _, p := range pods {
+		podsByOwner[p.OwnerKey] = append(podsByOwner[p.OwnerKey], p)
+	}
+	deleted := map[string]bool{}
+	deletePod := func(p *store.Pod, reason string) {
+		if !deleted[p.Key] {
+			deleted[p.Key] = true
+			plan.deletePods = append(plan.deletePods, p.Key)
+			plan.events = append(plan.events, &store.Event{ObjectKey: "Pod/" + p.Key, Type: corev1.EventTypeNormal, Reason: "Deleted", Message: reason})
+		}
+	}
+
+	// Node lifecycle: leases, then eviction.
+	dead := map[string]bool{}
+	for _, n := range nodes {
+		age := now.Sub(n.LeaseRenewed)
+		if age > cfg.NodeLeaseTimeout && nodeReady(n.Node) {
+			x := *n
+			x.Node = n.Node.DeepCopy()
+			setReady(x.Node, false, "NodeStatusUnknown", fmt.Sprintf("no lease for %s", age.Round(time.Second)), now)
+			plan.upsertNodes = append(plan.upsertNodes, &x)
+			plan.events = append(plan.events, &store.Event{ObjectKey: "Node/" + n.Name, Type: corev1.EventTypeWarning, Reason: "NodeNotReady", Message: fmt.Sprintf("node %s has not renewed its lease for %s", n.Name, age.Round(time.Second))})
+		}
+		if age > cfg.NodeLeaseTimeout+cfg.PodEvictionTimeout {
+			dead[n.Name] = true
+		}
+	}
+	for _, p := range pods {
+		if p.NodeName != "" && dead[p.NodeName] {
+			deletePod(p, fmt.Sprintf("evicted: node %s is gone", p.NodeName))
+		}
+	}
+
+	// Deployments own ReplicaSets named by their template's hash.
+	wantRS := map[string]*store.Object{}
+	for _, o := range objs {
+		d, ok := o.Obj.(*appsv1.Deployment)
+		if !ok {
+			continue
+		}
+		rs := replicaSetFor(d, o)
+		wantRS[rs.Key] = rs
+		if cur, ok := byKey[rs.Key]; !ok || cur.Hash != rs.Hash {
+			plan.upsertObjects = append(plan.upsertObjects, rs)
+		}
+	}
+	// ReplicaSets of a Deployment that no longer wants them go.
+	var rsList []*store.Object
+	for _, o := range objs {
+		if _, ok := o.Obj.(*appsv1.ReplicaSet); !ok {
+			continue
+		}
+		if o.OwnerKey != "" && wantRS[o.Key] == nil {
+			plan.deleteObjects = append(plan.deleteObjects, o.Key)
+			for _, p := range podsByOwner[o.Key] {
+				deletePod(p, "its ReplicaSet "+o.Name+" was replaced")
+			}
+			continue
+		}
+		rsList = append(rsList, o)
+	}
+	for _, rs := range wantRS {
+		if byKey[rs.Key] == nil {
+			rsList = append(rsList, rs)
+		}
+	}
+
+	// ReplicaSets → pods.
+	for _, o := range rsList {
+		rs := o.Obj.(*appsv1.ReplicaSet)
+		var live []*store.Pod
+		for _, p := range podsByOwner[o.Key] {
+			if !deleted[p.Key] && p.Phase != string(corev1.PodFailed) && p.Phase != string(corev1.PodSucceeded) {
+				live = append(live, p)
+			} else if !deleted[p.Key] {
+				deletePod(p, "pod ended; its ReplicaSet replaces it")
+			}
+		}
+		want := 1
+		if rs.Spec.Replicas != nil {
+			want = int(*rs.Spec.Replicas)
+		}
+		switch {
+		case len(live) < want:
+			for i := len(live); i < want; i++ {
+				plan.upsertPods = append(plan.upsertPods, newPod(o, &rs.Spec.Template, now))
+			}
+		case len(live) > want:
+			sortForDeletion(live)
+			for _, p := range live[:len(live)-want] {
+				deletePod(p, "scaled down")
+			}
+		}
+	}
+
+	// Bare pods from Git.
+	for _, o := range objs {
+		gp, ok := o.Obj.(*corev1.Pod)
+		if !ok || o.OwnerKey != "" {
+			continue
+		}
+		key := o.Namespace + "/" + o.Name
+		var cur *store.Pod
+		for _, p := range podsByOwner[""] {
+			if p.Key == key {
+				cur = p
+			}
+		}
+		if cur != nil && cur.Pod.Annotations[sourceHashAnnotation] == o.Hash {
+			continue
+		}
+		if cur != nil {
+			deletePod(cur, "its manifest changed")
+		}
+		p := gp.DeepCopy()
+		p.UID = types.UID(uuid.NewUUID())
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[sourceHashAnnotation] = o.Hash
+		p.CreationTimestamp = metav1.NewTime(now)
+		p.Status = corev1.PodStatus{Phase: corev1.PodPending}
+		if cur == nil {
+			plan.upsertPods = append(plan.upsertPods, &store.Pod{Key: key, Namespace: p.Namespace, Name: p.Name, NodeName: p.Spec.NodeName, Phase: string(corev1.PodPending), Pod: p})
+		}
+		// A changed bare pod is recreated on the next pass, once the old one is gone.
+	}
+	// Bare pods whose manifest left Git, and pods of owners that are gone.
+	for _, p := range pods {
+		if p.OwnerKey == "" {
+			if o := byKey["Pod/"+p.Key]; o == nil {
+				deletePod(p, "its manifest was removed from Git")
+			}
+			continue
+		}
+		if byKey[p.OwnerKey] == nil && wantRS[p.OwnerKey] == nil {
+			deletePod(p, "its owner "+p.OwnerKey+" is gone")
+		}
+	}
+
+	schedule(plan, pods, nodes, deleted, now)
+	return plan
+}
+
+const sourceHashAnnotation = "keelson.dev/source-hash"
+
+// replicaSetFor is the ReplicaSet a Deployment wants for its current template.
+func replicaSetFor(d *appsv1.Deployment, o *store.Object) *store.Object {
+	b, _ := json.Marshal(d.Spec.Template)
+	h := fnv.New32a()
+	h.Write(b)
+	hash := rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
+	rs := &appsv1.ReplicaSet{
+		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "ReplicaSet"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: d.Name + "-" + hash, Namespace: d.Namespace,
+			Labels:          withLabel(d.Spec.Template.Labels, podTemplateHashLabel, hash),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: ptrTrue()}},
+		},
+		Spec: appsv1.ReplicaSetSpec{Replicas: d.Spec.Replicas, Template: *d.Spec.Template.DeepCopy()},
+	}
+	rs.Spec.Template.Labels = withLabel(d.Spec.Template.Labels, podTemplateHashLabel, hash)
+	sel := d.Spec.Selector.DeepCopy()
+	if sel == nil {
+		sel = &metav1.LabelSelector{}
+	}
+	sel.MatchLabels = withLabel(sel.MatchLabels, podTemplateHashLabel, hash)
+	rs.Spec.Selector = sel
+	rb, _ := json.Marshal(rs)
+	rh := fnv.New64a()
+	rh.Write(rb)
+	return &store.Object{
+		Key: "ReplicaSet/" + d.Namespace + "/" + rs.Name, APIVersion: "apps/v1", Kind: "ReplicaSet",
+		Namespace: d.Namespace, Name: rs.Name, Labels: rs.Labels, OwnerKey: o.Key, Obj: rs,
+		File: o.File, Line: o.Line, Hash: fmt.Sprintf("%x", rh.Sum64()), Revision: o.Revision,
+	}
+}
+
+func withLabel(m map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for a, b := range m {
+		out[a] = b
+	}
+	out[k] = v
+	return out
+}
+
+func ptrTrue() *bool { t := true; return &t }
+
+// newPod is a new pod of a ReplicaSet.
+func newPod(rs *store.Object, tmpl *corev1.PodTemplateSpec, now time.Time) *store.Pod {
+	name := rs.Name + "-" + rand.String(5)
+	p := &corev1.Pod{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: rs.Namespace, UID: types.UID(uuid.NewUUID()),
+			Labels: tmpl.Labels, Annotations: tmpl.Annotations, CreationTimestamp: metav1.NewTime(now),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: rs.Kind, Name: rs.Name, Controller: ptrTrue()}},
+		},
+		Spec:   *tmpl.Spec.DeepCopy(),
+		Status: corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	return &store.Pod{Key: rs.Namespace + "/" + name, Namespace: rs.Namespace, Name: name, OwnerKey: rs.Key, NodeName: p.Spec.NodeName, Phase: string(corev1.PodPending), Pod: p}
+}
+
+// sortForDeletion orders pods as Kubernetes deletes them when scaling
+// down: unscheduled first, then not ready, then the newest.
+func sortForDeletion(ps []*store.Pod) {
+	rank := func(p *store.Pod) int {
+		switch {
+		case p.NodeName == "":
+			return 0
+		case !podReady(p.Pod):
+			return 1
+		default:
+			return 2
+		}
+	}
+	sort.SliceStable(ps, func(i, j int) bool {
+		ri, rj := rank(ps[i]), rank(ps[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return ps[i].Pod.CreationTimestamp.After(ps[j].Pod.CreationTimestamp.Time)
+	})
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// schedule binds the pending pods of this pass in one batch.
+func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted map[string]bool, now time.Time) {
+	var pending []*corev1.Pod
+	pendingRow := map[*corev1.Pod]*store.Pod{}
+	for _, p := range plan.upsertPods {
+		if p.NodeName == "" {
+			pending = append(pending, p.Pod)
+			pendingRow[p.Pod] = p
+		}
+	}
+	bound := map[string][]*corev1.Pod{}
+	for _, p := range pods {
+		if deleted[p.Key] {
+			continue
+		}
+		if p.NodeName != "" {
+			bound[p.NodeName] = append(bound[p.NodeName], p.Pod)
+		} else {
+			pending = append(pending, p.Pod)
+			pendingRow[p.Pod] = p
+		}
+	}
+	if len(pending) == 0 {
+		return
+	}
+	var sn []*scheduler.Node
+	for _, n := range nodes {
+		sn = append(sn, scheduler.NewNode(n.Node, bound[n.Name]))
+	}
+	upserted := map[*store.Pod]bool{}
+	for _, p := range plan.upsertPods {
+		upserted[p] = true
+	}
+	for _, pl := range scheduler.NewSnapshot(sn).Schedule(pending, scheduler.Options{}) {
+		row := pendingRow[pl.Pod]
+		msg := pl.Reason
+		cond := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(now)}
+		if pl.Node == "" {
+			cond.Status, cond.Reason, cond.Message = corev1.ConditionFalse, corev1.PodReasonUnschedulable, msg
+			if old := scheduledCondition(row.Pod); old != nil && old.Message == msg {
+				continue // already said
+			}
+		}
+		p := *row
+		p.Pod = row.Pod.DeepCopy()
+		p.Pod.Spec.NodeName = pl.Node
+		p.NodeName = pl.Node
+		p.Pod.Status.Conditions = []corev1.PodCondition{cond}
+		if upserted[row] {
+			*row = p
+		} else {
+			plan.upsertPods = append(plan.upsertPods, &p)
+		}
+		if pl.Node != "" {
+			plan.events = append(plan.events, &store.Event{ObjectKey: "Pod/" + p.Key, Type: corev1.EventTypeNormal, Reason: "Scheduled", Message: "assigned " + p.Key + " to " + pl.Node})
+		} else {
+			plan.events = append(plan.events, &store.Event{ObjectKey: "Pod/" + p.Key, Type: corev1.EventTypeWarning, Reason: "FailedScheduling", Message: msg})
+		}
+	}
+}
+
+func scheduledCondition(p *corev1.Pod) *corev1.PodCondition {
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == corev1.PodScheduled {
+			return &p.Status.Conditions[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,218 @@
+package reconciler
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/store"
+)
+
+const deploy3 = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: web:v1
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+`
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func clusterFixture(t *testing.T) (*Cluster, *Applier, *store.Store, *clock) {
+	t.Helper()
+	a, st := newApplier(t)
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c, err := NewCluster(st, ClusterConfig{Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, a, st, clk
+}
+
+func register(t *testing.T, c *Cluster, name string) *corev1.Node {
+	t.Helper()
+	n, err := c.Register(context.Background(), &api.NodeRegistration{Node: corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}},
+		Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{
+			corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func settle(t *testing.T, c *Cluster) {
+	t.Helper()
+	for range 5 {
+		if err := c.reconcileOnce(memdb.NewWatchSet()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func podsOf(t *testing.T, st *store.Store) []*store.Pod {
+	t.Helper()
+	ps, err := st.Snapshot().Pods(memdb.NewWatchSet(), store.PodQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+func TestDeploymentToScheduledPods(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	n1 := register(t, c, "n1")
+	n2 := register(t, c, "n2")
+	if n1.Spec.PodCIDR != "10.244.0.0/24" || n2.Spec.PodCIDR != "10.244.1.0/24" {
+		t.Fatalf("pod CIDRs %s %s", n1.Spec.PodCIDR, n2.Spec.PodCIDR)
+	}
+	if again := register(t, c, "n1"); again.Spec.PodCIDR != n1.Spec.PodCIDR {
+		t.Errorf("a node that registers again changed CIDR: %s", again.Spec.PodCIDR)
+	}
+	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": deploy3}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	ps := podsOf(t, st)
+	if len(ps) != 3 {
+		t.Fatalf("%d pods, want 3", len(ps))
+	}
+	perNode := map[string]int{}
+	var rsName string
+	for _, p := range ps {
+		if p.NodeName == "" {
+			t.Errorf("pod %s not scheduled: %+v", p.Key, p.Pod.Status.Conditions)
+		}
+		perNode[p.NodeName]++
+		rsName = strings.TrimPrefix(p.OwnerKey, "ReplicaSet/default/")
+		if p.Pod.Labels[podTemplateHashLabel] == "" || !strings.HasPrefix(p.Name, rsName+"-") {
+			t.Errorf("pod %s labels %v owner %s", p.Name, p.Pod.Labels, p.OwnerKey)
+		}
+	}
+	if perNode["n1"] == 0 || perNode["n2"] == 0 {
+		t.Errorf("replicas not spread: %v", perNode)
+	}
+
+	// Scale down to 1.
+	if _, err := a.Apply(revision("c2", map[string]string{"web.yaml": strings.Replace(deploy3, "replicas: 3", "replicas: 1", 1)}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	if ps := podsOf(t, st); len(ps) != 1 {
+		t.Fatalf("after scaling to 1: %d pods", len(ps))
+	}
+
+	// A new template makes a new ReplicaSet; the old one and its pods go.
+	if _, err := a.Apply(revision("c3", map[string]string{"web.yaml": strings.Replace(deploy3, "web:v1", "web:v2", 1)}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	ps = podsOf(t, st)
+	if len(ps) != 3 {
+		t.Fatalf("after a new template: %d pods", len(ps))
+	}
+	for _, p := range ps {
+		if p.Pod.Spec.Containers[0].Image != "web:v2" || strings.Contains(p.OwnerKey, rsName) {
+			t.Errorf("pod %s of %s runs %s", p.Key, p.OwnerKey, p.Pod.Spec.Containers[0].Image)
+		}
+	}
+	rss, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "ReplicaSet"})
+	if len(rss) != 1 {
+		t.Errorf("%d ReplicaSets, want 1", len(rss))
+	}
+
+	// n2 stops renewing its lease: NotReady at 40 s, its pods replaced after 60 s more.
+	clk.t = clk.t.Add(30 * time.Second)
+	if err := c.RenewLease(context.Background(), "n1"); err != nil {
+		t.Fatal(err)
+	}
+	clk.t = clk.t.Add(15 * time.Second)
+	settle(t, c)
+	nodes, _ := st.Snapshot().Nodes(memdb.NewWatchSet())
+	for _, n := range nodes {
+		if ready := nodeReady(n.Node); ready != (n.Name == "n1") {
+			t.Errorf("node %s ready=%v", n.Name, ready)
+		}
+	}
+	clk.t = clk.t.Add(20 * time.Second)
+	if err := c.RenewLease(context.Background(), "n1"); err != nil {
+		t.Fatal(err)
+	}
+	clk.t = clk.t.Add(50 * time.Second)
+	if err := c.RenewLease(context.Background(), "n1"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	ps = podsOf(t, st)
+	if len(ps) != 3 {
+		t.Fatalf("after eviction: %d pods", len(ps))
+	}
+	for _, p := range ps {
+		if p.NodeName != "n1" {
+			t.Errorf("pod %s still on %s after its node died", p.Key, p.NodeName)
+		}
+	}
+
+	// Removing the Deployment from Git removes everything it made.
+	if _, err := a.Apply(revision("c4", map[string]string{"cm.yaml": cmA}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	if ps := podsOf(t, st); len(ps) != 0 {
+		t.Errorf("%d pods left after the Deployment was removed", len(ps))
+	}
+}
+
+func TestUnschedulableReasonAndAdoption(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "small")
+	big := strings.Replace(deploy3, "cpu: 100m", "cpu: 64", 1)
+	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": big}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	ps := podsOf(t, st)
+	if len(ps) != 3 {
+		t.Fatalf("%d pods", len(ps))
+	}
+	cond := scheduledCondition(ps[0].Pod)
+	if ps[0].NodeName != "" || cond == nil || cond.Message != "0/1 nodes available: 1 insufficient cpu" {
+		t.Errorf("unschedulable pod: node %q condition %+v", ps[0].NodeName, cond)
+	}
+
+	// A node reports a pod the controller does not know (it restarted):
+	// adopted when its owner wants it, refused otherwise.
+	p := ps[0].Pod.DeepCopy()
+	p.Name = "web-adopted"
+	p.Status.Phase = corev1.PodRunning
+	if err := c.ReportPod(context.Background(), "small", p); err != nil {
+		t.Errorf("adoption refused: %v", err)
+	}
+	stray := p.DeepCopy()
+	stray.Name = "stray"
+	stray.OwnerReferences[0].Name = "nobody"
+	if err := c.ReportPod(context.Background(), "small", stray); err == nil || !strings.Contains(err.Error(), "no owner") {
+		t.Errorf("stray pod: %v", err)
+	}
+}
