@@ -3,6 +3,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,8 +25,16 @@ var ErrNotFound = errors.New("not found")
 
 // Client is an API client. It is safe for concurrent use.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string
+}
+
+// WithToken returns a copy of c that authenticates as an agent.
+func (c *Client) WithToken(token string) *Client {
+	x := *c
+	x.token = token
+	return &x
 }
 
 // New returns a client for the server at base (for example http://127.0.0.1:7676).
@@ -113,34 +122,102 @@ func (c *Client) get(ctx context.Context, path string, v url.Values, out any) er
 	if len(v) > 0 {
 		u += "?" + v.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	return c.do(ctx, http.MethodGet, u, path, nil, out)
+}
+
+// do sends a request and decodes a JSON answer into out (when not nil).
+func (c *Client) do(ctx context.Context, method, u, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return err
 	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("keelson API at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("keelson API at %s: read %s: %w", c.base, path, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode >= 300 {
 		var e api.Error
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		msg := strings.TrimSpace(string(data))
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}
-		if resp.StatusCode == http.StatusNotFound {
+		switch resp.StatusCode {
+		case http.StatusNotFound:
 			return fmt.Errorf("%s: %w", msg, ErrNotFound)
+		case http.StatusUnauthorized:
+			return fmt.Errorf("%s: %w", msg, ErrUnauthorized)
+		case http.StatusConflict:
+			return fmt.Errorf("%s: %w", msg, ErrConflict)
 		}
 		return fmt.Errorf("keelson API at %s: %s: %s", c.base, resp.Status, msg)
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("keelson API at %s: decode %s: %w", c.base, path, err)
 	}
 	return nil
+}
+
+func (c *Client) authorize(req *http.Request) {
+	if c.token != "" {
+		req.Header.Set(api.AgentTokenHeader, "Bearer "+c.token)
+	}
+}
+
+// Errors of agent calls.
+var (
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrConflict     = errors.New("conflict")
+)
+
+// Register joins a node to the controller and returns it with its pod CIDR.
+func (c *Client) Register(ctx context.Context, reg *api.NodeRegistration) (*corev1.Node, error) {
+	var out corev1.Node
+	return &out, c.do(ctx, http.MethodPost, c.base+"/v1/nodes", "/v1/nodes", reg, &out)
+}
+
+// RenewLease renews a node's lease.
+func (c *Client) RenewLease(ctx context.Context, node string) error {
+	p := "/v1/nodes/" + url.PathEscape(node) + "/lease"
+	return c.do(ctx, http.MethodPut, c.base+p, p, struct{}{}, nil)
+}
+
+// ReportPod sends a pod's status from its node.
+func (c *Client) ReportPod(ctx context.Context, node string, p *corev1.Pod) error {
+	path := "/v1/pods/" + url.PathEscape(p.Namespace) + "/" + url.PathEscape(p.Name) + "/status"
+	return c.do(ctx, http.MethodPut, c.base+path+"?node="+url.QueryEscape(node), path, p, nil)
+}
+
+// ForgetPod tells the controller a pod is gone from its node.
+func (c *Client) ForgetPod(ctx context.Context, node, namespace, name, uid string) error {
+	path := "/v1/pods/" + url.PathEscape(namespace) + "/" + url.PathEscape(name) + "/status"
+	q := url.Values{"node": {node}, "uid": {uid}}
+	return c.do(ctx, http.MethodDelete, c.base+path+"?"+q.Encode(), path, nil, nil)
+}
+
+// Nodes lists the nodes.
+func (c *Client) Nodes(ctx context.Context, q Query) (*api.NodeList, error) {
+	var out api.NodeList
+	return &out, c.get(ctx, "/v1/nodes", q.values(), &out)
 }
 
 // PodQuery narrows a pod list.
@@ -194,6 +271,7 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, o LogOptions,
 	if err != nil {
 		return err
 	}
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("keelson API at %s: %w", c.base, err)

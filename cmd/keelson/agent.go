@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,9 +20,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	k8sresource "k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/keelson/keelson/apiserver"
 	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/apiserver/client"
 	"github.com/keelson/keelson/nodeagent"
 	"github.com/keelson/keelson/nodeagent/network"
 	"github.com/keelson/keelson/nodeagent/runtime"
@@ -38,6 +42,9 @@ type agentOptions struct {
 	insecureRegistries []string
 	registryConfig     string
 	logLevel           string
+	server             string
+	tokenFile          string
+	labels             map[string]string
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 	// onStart, when set, receives pod start latencies (benchmarks).
@@ -76,6 +83,9 @@ Killing the agent leaves its containers running; a new agent adopts them.`,
 	f.StringSliceVar(&o.insecureRegistries, "insecure-registry", nil, "registry host[:port] reached over plain HTTP (127.0.0.1 and localhost always are)")
 	f.StringVar(&o.registryConfig, "registry-config", "", "docker config.json with registry credentials")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.server, "server", "", "the controller to join (instead of --pod-manifests)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token the controller wrote (DATA_DIR/agent-token)")
+	f.StringToStringVar(&o.labels, "node-labels", nil, "labels of this node, key=value,...")
 	return cmd
 }
 
@@ -84,8 +94,23 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if o.podManifests == "" {
-		return errors.New("--pod-manifests is required until the agent can join a controller")
+	if (o.podManifests == "") == (o.server == "") {
+		return errors.New("give either --server (join a controller) or --pod-manifests (run static pods)")
+	}
+	var ctl *client.Client
+	if o.server != "" {
+		if o.tokenFile == "" {
+			return errors.New("--token-file is required with --server")
+		}
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		c, err := client.New(o.server)
+		if err != nil {
+			return fmt.Errorf("--server: %w", err)
+		}
+		ctl = c.WithToken(strings.TrimSpace(string(b)))
 	}
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
@@ -124,6 +149,21 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		log.Info("imported image archives", "dir", imagesDir, "images", refs)
 	}
 	hostIP := nodeIP()
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	var reg *api.NodeRegistration
+	if ctl != nil {
+		reg = &api.NodeRegistration{Node: nodeObject(o.name, hostIP, o.labels), API: "http://" + ln.Addr().String()}
+		n, err := nodeagent.Join(ctx, ctl, reg, log.With("component", "join"))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		o.podCIDR = n.Spec.PodCIDR
+		log.Info("joined the controller", "server", o.server, "pod-cidr", o.podCIDR)
+	}
 	netm, err := network.New(network.Config{Node: o.name, DataDir: filepath.Join(o.dataDir, "network"), PodCIDR: o.podCIDR}, log.With("component", "network"))
 	if err != nil {
 		return err
@@ -142,18 +182,14 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := apiserver.New(st, apiserver.Options{Gatherer: reg, Log: log.With("component", "api"), Logs: agentLogs(agent), Exec: agentExec(agent)})
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := apiserver.New(st, apiserver.Options{Gatherer: metrics, Log: log.With("component", "api"), Logs: agentLogs(agent), Exec: agentExec(agent)})
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
-	log.Info("keelson agent started", "node", o.name, "api", "http://"+ln.Addr().String(), "containerd", socket, "pod-cidr", o.podCIDR, "pod-manifests", o.podManifests)
+	log.Info("keelson agent started", "node", o.name, "api", "http://"+ln.Addr().String(), "containerd", socket, "pod-cidr", o.podCIDR, "pod-manifests", o.podManifests, "server", o.server)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -164,8 +200,16 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		}
 		cancel()
 	})
-	source := &nodeagent.DirSource{Dir: o.podManifests, Log: log.With("component", "pod-manifests")}
+	var source nodeagent.PodSource
+	if ctl != nil {
+		source = &nodeagent.APISource{Client: ctl, Node: o.name, Log: log.With("component", "controller")}
+		wg.Go(func() { nodeagent.KeepLease(ctx, ctl, reg, log.With("component", "lease")) })
+		wg.Go(func() { nodeagent.ReportStatus(ctx, st, ctl, o.name, log.With("component", "report")) })
+	} else {
+		source = &nodeagent.DirSource{Dir: o.podManifests, Log: log.With("component", "pod-manifests")}
+	}
 	runErr := agent.Run(ctx, source)
+	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	_ = hs.Shutdown(sctx)
@@ -236,4 +280,41 @@ func nodeIP() string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+// nodeObject describes this machine for registration: capacity from the
+// kernel, its address and labels.
+func nodeObject(name, ip string, labels map[string]string) corev1.Node {
+	cpu := k8sresource.NewQuantity(int64(goruntime.NumCPU()), k8sresource.DecimalSI)
+	mem := k8sresource.NewQuantity(memTotal(), k8sresource.BinarySI)
+	pods := k8sresource.NewQuantity(110, k8sresource.DecimalSI)
+	l := map[string]string{"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": goruntime.GOARCH}
+	for k, v := range labels {
+		l[k] = v
+	}
+	capacity := corev1.ResourceList{corev1.ResourceCPU: *cpu, corev1.ResourceMemory: *mem, corev1.ResourcePods: *pods}
+	return corev1.Node{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l},
+		Status: corev1.NodeStatus{
+			Capacity: capacity, Allocatable: capacity.DeepCopy(),
+			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}},
+			NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "keelson", ContainerRuntimeVersion: "containerd", OperatingSystem: "linux", Architecture: goruntime.GOARCH},
+		},
+	}
+}
+
+// memTotal is the machine's memory in bytes, from /proc/meminfo.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
 }

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -14,11 +19,14 @@ import (
 	"sync"
 	"time"
 
+	memdb "github.com/hashicorp/go-memdb"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/keelson/keelson/apiserver"
+	"github.com/keelson/keelson/apiserver/api"
 	"github.com/keelson/keelson/gitsync"
 	"github.com/keelson/keelson/manifest"
 	"github.com/keelson/keelson/reconciler"
@@ -39,6 +47,8 @@ type controllerOptions struct {
 	interval          time.Duration
 	webhookSecretFile string
 	logLevel          string
+	clusterCIDR       string
+	evictionTimeout   time.Duration
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 }
@@ -88,6 +98,8 @@ Credentials never come from flags: HTTPS passwords and tokens are read from
 	f.DurationVar(&o.interval, "interval", 30*time.Second, "how often to poll the repository")
 	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the HMAC secret that webhook calls must be signed with")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "pod addresses, a /24 for each node")
+	f.DurationVar(&o.evictionTimeout, "pod-eviction-timeout", 60*time.Second, "how long pods stay on a NotReady node before they are replaced elsewhere")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
@@ -168,10 +180,23 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		},
 	}
 
+	cluster, err := reconciler.NewCluster(st, reconciler.ClusterConfig{ClusterCIDR: o.clusterCIDR, PodEvictionTimeout: o.evictionTimeout, Log: log.With("component", "cluster")})
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(o.dataDir, "agent-token")
+	token, err := agentToken(tokenFile)
+	if err != nil {
+		return err
+	}
 	srv := apiserver.New(st, apiserver.Options{
-		Webhook:  gitsync.WebhookHandler(secret, w.Trigger, log.With("component", "webhook")),
-		Gatherer: reg,
-		Log:      log.With("component", "api"),
+		Webhook:    gitsync.WebhookHandler(secret, w.Trigger, log.With("component", "webhook")),
+		Gatherer:   reg,
+		Log:        log.With("component", "api"),
+		Agents:     cluster,
+		AgentToken: token,
+		Logs:       nodeProxy(st),
+		Exec:       nodeProxy(st),
 	})
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -181,17 +206,22 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
-	log.Info("keelson controller started", "api", "http://"+ln.Addr().String(), "repo", o.src.String(), "ref", refLabel(o.src), "path", o.src.Path)
+	log.Info("keelson controller started", "api", "http://"+ln.Addr().String(), "repo", o.src.String(), "ref", refLabel(o.src), "path", o.src.Path, "agent-token", tokenFile)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Go(func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("API server: %w", err)
 		}
 		cancel()
+	})
+	wg.Go(func() {
+		if err := cluster.Run(ctx); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("cluster: %w", err)
+		}
 	})
 	wg.Go(func() {
 		if err := w.Run(ctx); err != nil && ctx.Err() == nil {
@@ -224,5 +254,55 @@ func refLabel(s gitsync.Source) string {
 		return "branch " + s.Branch
 	default:
 		return "remote HEAD"
+	}
+}
+
+// agentToken reads the token agents join with, creating it on first start.
+func agentToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 32)
+	if _, err := cryptorand.Read(buf); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("agent token: %w", err)
+	}
+	return tok, nil
+}
+
+// nodeProxy sends a pod's logs and exec requests on to the agent of its node.
+func nodeProxy(st *store.Store) func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
+	return func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
+		fail := func(code int, msg string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			_ = json.NewEncoder(w).Encode(api.Error{Error: msg})
+		}
+		if pod.Spec.NodeName == "" {
+			fail(http.StatusBadRequest, fmt.Sprintf("pod %s/%s is not scheduled yet", pod.Namespace, pod.Name))
+			return
+		}
+		nodes, err := st.Snapshot().Nodes(memdb.NewWatchSet())
+		if err != nil {
+			fail(http.StatusInternalServerError, err.Error())
+			return
+		}
+		for _, n := range nodes {
+			if n.Name != pod.Spec.NodeName {
+				continue
+			}
+			u, err := url.Parse(n.API)
+			if err != nil || n.API == "" {
+				fail(http.StatusBadGateway, fmt.Sprintf("node %s has no API address", n.Name))
+				return
+			}
+			httputil.NewSingleHostReverseProxy(u).ServeHTTP(w, r)
+			return
+		}
+		fail(http.StatusBadGateway, fmt.Sprintf("node %s of pod %s/%s is not registered", pod.Spec.NodeName, pod.Namespace, pod.Name))
 	}
 }

@@ -80,6 +80,7 @@ func orNone(s string) string {
 
 var resources = []resource{
 	{kind: "Namespace", names: []string{"namespaces", "namespace", "ns"}},
+	{kind: "Node", names: []string{"nodes", "node", "no"}},
 	{kind: "Pod", names: []string{"pods", "pod", "po"}, namespaced: true, columns: []column{
 		{header: "CONTAINERS", value: typed(func(p *corev1.Pod) string { return strconv.Itoa(len(p.Spec.Containers)) })},
 		{header: "IMAGES", wide: true, value: typed(func(p *corev1.Pod) string { return images(p.Spec) })},
@@ -259,6 +260,9 @@ func runGet(cmd *cobra.Command, args []string, o getOptions) error {
 	if !res.namespaced || o.allNamespaces {
 		ns = ""
 	}
+	if res.kind == "Node" {
+		return getNodes(cmd, c, o)
+	}
 	if res.kind == "Pod" {
 		done, err := getPods(cmd, c, args, ns, o)
 		if done || err != nil {
@@ -400,4 +404,50 @@ func getPods(cmd *cobra.Command, c *client.Client, args []string, ns string, o g
 	}
 	printPods(w, pods, o.allNamespaces, o.output == "wide", time.Now())
 	return true, nil
+}
+
+func getNodes(cmd *cobra.Command, c *client.Client, o getOptions) error {
+	list, err := c.Nodes(cmd.Context(), client.Query{})
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	switch o.output {
+	case "json", "yaml":
+		return printStructured(w, o.output, map[string]any{"apiVersion": "v1", "kind": "List", "items": list.Items, "metadata": map[string]any{}})
+	}
+	if len(list.Items) == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "No nodes found.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	h := "NAME\tSTATUS\tAGE\tPOD-CIDR"
+	if o.output == "wide" {
+		h += "\tINTERNAL-IP\tCPU\tMEMORY"
+	}
+	fmt.Fprintln(tw, h)
+	now := time.Now()
+	for _, n := range list.Items {
+		status := "NotReady"
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				status = "Ready"
+			}
+		}
+		if n.Spec.Unschedulable {
+			status += ",SchedulingDisabled"
+		}
+		row := fmt.Sprintf("%s\t%s\t%s\t%s", n.Name, status, humanDuration(now.Sub(n.CreationTimestamp.Time)), orNone(n.Spec.PodCIDR))
+		if o.output == "wide" {
+			ip := ""
+			for _, a := range n.Status.Addresses {
+				if a.Type == corev1.NodeInternalIP {
+					ip = a.Address
+				}
+			}
+			row += fmt.Sprintf("\t%s\t%s\t%s", orNone(ip), n.Status.Allocatable.Cpu().String(), n.Status.Allocatable.Memory().String())
+		}
+		fmt.Fprintln(tw, row)
+	}
+	return tw.Flush()
 }

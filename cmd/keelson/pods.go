@@ -192,17 +192,58 @@ func newImageCmd() *cobra.Command {
 	return img
 }
 
-// PodSummary is the STATUS column of `get pods`, as kubectl computes it.
+// PodSummary is the STATUS column of `get pods`, as kubectl computes it:
+// while init containers run it is Init:N/M, or Init:REASON for one that
+// waits (Init:CrashLoopBackOff) or failed (Init:Error); sidecars (init
+// containers with restartPolicy Always) count among the READY containers.
 func PodSummary(pod *corev1.Pod) (status string, ready string, restarts int32) {
 	status = string(pod.Status.Phase)
 	if pod.Status.Reason != "" {
 		status = pod.Status.Reason
 	}
-	var nReady int
+	var nReady, total int
+	total = len(pod.Spec.Containers)
+	sidecar := map[string]bool{}
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			sidecar[c.Name] = true
+			total++
+		}
+	}
+	initializing := false
+	for i, cs := range pod.Status.InitContainerStatuses {
+		restarts += cs.RestartCount
+		if sidecar[cs.Name] && cs.Ready {
+			nReady++
+		}
+		if initializing {
+			continue
+		}
+		switch {
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0:
+			continue
+		case sidecar[cs.Name] && cs.Started != nil && *cs.Started:
+			continue
+		case cs.State.Terminated != nil:
+			if cs.State.Terminated.Reason == "" {
+				status = fmt.Sprintf("Init:ExitCode:%d", cs.State.Terminated.ExitCode)
+			} else {
+				status = "Init:" + cs.State.Terminated.Reason
+			}
+		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "" && cs.State.Waiting.Reason != "PodInitializing":
+			status = "Init:" + cs.State.Waiting.Reason
+		default:
+			status = fmt.Sprintf("Init:%d/%d", i, len(pod.Spec.InitContainers))
+		}
+		initializing = true
+	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		restarts += cs.RestartCount
 		if cs.Ready {
 			nReady++
+		}
+		if initializing {
+			continue
 		}
 		switch {
 		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "":
@@ -217,7 +258,7 @@ func PodSummary(pod *corev1.Pod) (status string, ready string, restarts int32) {
 	if status == "" {
 		status = "Pending"
 	}
-	return status, fmt.Sprintf("%d/%d", nReady, len(pod.Spec.Containers)), restarts
+	return status, fmt.Sprintf("%d/%d", nReady, total), restarts
 }
 
 // describeStates renders container states for describe output.

@@ -60,6 +60,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newEventsCmd(),
 		newImageCmd(),
 		newExecCmd(),
+		newUpCmd(),
+		newDownCmd(),
 	)
 	return root
 }

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keelson/keelson/nodeagent/network"
+	"github.com/keelson/keelson/nodeagent/runtime"
+)
+
+type upOptions struct {
+	controller controllerOptions
+	agent      agentOptions
+}
+
+func newUpCmd() *cobra.Command {
+	var o upOptions
+	var dataDir string
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "up --repo URL|PATH [--branch B] [--path P] [--data-dir D]",
+		Short: "Run a one-node cluster from a Git repository: controller, agent and containerd",
+		Long: `Up runs the controller, a local agent and a private containerd in one process
+tree on this machine. The controller follows the repository; the agent joins
+it and runs the pods the scheduler gives it. Image archives in
+DATA_DIR/agent/images are imported at start.
+
+Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
+'keelson down' stops and removes everything 'up' started.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.controller.dataDir = filepath.Join(dataDir, "controller")
+			o.agent.dataDir = filepath.Join(dataDir, "agent")
+			return runUp(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.controller.src.URL, "repo", "", "Git repository URL or local path (required)")
+	f.StringVar(&o.controller.src.Branch, "branch", "", "branch to follow (default: the remote's HEAD)")
+	f.StringVar(&o.controller.src.Path, "path", "", "sub-directory of the repository holding the manifests")
+	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "where Keelson keeps its state")
+	f.StringVar(&o.controller.listen, "listen", "127.0.0.1:7676", "address of the controller's API")
+	f.StringVar(&o.agent.listen, "agent-listen", "127.0.0.1:7677", "address of the agent's API")
+	f.StringVar(&o.agent.name, "node-name", host, "name of this node")
+	f.DurationVar(&o.controller.interval, "interval", 30*time.Second, "how often to poll a remote repository")
+	f.StringVar(&o.controller.logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("repo")
+	return cmd
+}
+
+func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
+	c, a := o.controller, o.agent
+	c.clusterCIDR, c.evictionTimeout = "10.244.0.0/16", 60*time.Second
+	a.logLevel = c.logLevel
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	listening := make(chan string, 1)
+	c.onListen = func(addr string) { listening <- addr }
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() {
+		if err := runController(ctx, c, stderr); err != nil {
+			errc <- fmt.Errorf("controller: %w", err)
+		}
+		cancel()
+	})
+	var addr string
+	select {
+	case addr = <-listening:
+	case err := <-errc:
+		wg.Wait()
+		return err
+	}
+	a.server = "http://" + addr
+	a.tokenFile = filepath.Join(c.dataDir, "agent-token")
+	agentUp := make(chan string, 1)
+	a.onListen = func(addr string) { agentUp <- addr }
+	wg.Go(func() {
+		if err := runAgent(ctx, a, stderr); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("agent: %w", err)
+		}
+		cancel()
+	})
+	select {
+	case agentAddr := <-agentUp:
+		fmt.Fprintf(stdout, "Keelson is up: the cluster API is http://%s (the node's is http://%s).\n", addr, agentAddr)
+		fmt.Fprintf(stdout, "It runs %s", c.src.URL)
+		if c.src.Path != "" {
+			fmt.Fprintf(stdout, " (path %s)", c.src.Path)
+		}
+		fmt.Fprintf(stdout, " on node %s; images are imported from %s.\n", a.name, filepath.Join(a.dataDir, "images"))
+		fmt.Fprintf(stdout, "Try: keelson status; keelson get pods -A -o wide. Ctrl-C stops Keelson; containers keep running.\n")
+	case <-ctx.Done():
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func newDownCmd() *cobra.Command {
+	var dataDir, node string
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "down [--data-dir D]",
+		Short: "Stop and remove everything 'keelson up' started",
+		Long: `Down stops every container 'keelson up' ran, removes their network
+namespaces, IP allocations and bridge, stops the private containerd and
+removes Keelson's state, keeping the image archives in DATA_DIR/agent/images.
+Run it after stopping 'keelson up'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDown(cmd.Context(), dataDir, node, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "the data directory 'up' used")
+	cmd.Flags().StringVar(&node, "node-name", host, "the node name 'up' used")
+	return cmd
+}
+
+func runDown(ctx context.Context, dataDir, node string, out io.Writer) error {
+	agentDir := filepath.Join(dataDir, "agent")
+	if _, err := os.Stat(agentDir); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(out, "Nothing to do: %s does not exist.\n", agentDir)
+		return nil
+	}
+	d, err := runtime.StartDaemon(ctx, filepath.Join(agentDir, "containerd"), nil)
+	if err != nil {
+		return err
+	}
+	rt, err := runtime.Connect(ctx, d.Socket(), "keelson", nil)
+	if err != nil {
+		_ = d.Stop()
+		return err
+	}
+	infos, err := rt.List(ctx)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for _, in := range infos {
+		wg.Go(func() {
+			_ = rt.Stop(ctx, in.ID, 10*time.Second)
+			if err := rt.Remove(ctx, in.ID); err != nil {
+				fmt.Fprintf(out, "remove container %s: %v\n", in.ID, err)
+			}
+		})
+	}
+	wg.Wait()
+	fmt.Fprintf(out, "Stopped and removed %d container(s).\n", len(infos))
+	_ = rt.Close()
+	_ = d.Stop()
+	if m, err := network.New(network.Config{Node: node, DataDir: filepath.Join(agentDir, "network"), PodCIDR: "10.244.0.0/24"}, nil); err == nil {
+		sbs, _ := m.Sandboxes()
+		for _, sb := range sbs {
+			if err := m.Teardown(ctx, sb.Pod); err != nil {
+				fmt.Fprintf(out, "tear down network of %s: %v\n", sb.Pod, err)
+			}
+		}
+		_ = m.Close()
+		fmt.Fprintf(out, "Removed %d pod network(s).\n", len(sbs))
+	}
+	_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+	entries, _ := os.ReadDir(agentDir)
+	for _, e := range entries {
+		if e.Name() != "images" {
+			_ = os.RemoveAll(filepath.Join(agentDir, e.Name()))
+		}
+	}
+	_ = os.RemoveAll(filepath.Join(dataDir, "controller"))
+	fmt.Fprintf(out, "Removed Keelson's state under %s (image archives kept).\n", dataDir)
+	return nil
+}
