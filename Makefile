@@ -6,7 +6,7 @@ DATA_DIR  ?= $(CURDIR)/.keelson
 EXAMPLE   ?= examples/guestbook
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all deps build run test bench generate lint fuzz clean
+.PHONY: all deps build run down test bench generate lint fuzz clean
 
 all: build
 
@@ -17,9 +17,15 @@ build:
 	$(GO) build -o $(BIN) ./cmd/keelson
 
 # Runs Keelson on its example repository: this checkout is the Git source and
-# $(EXAMPLE) the manifests, so a commit here is applied within a second.
+# $(EXAMPLE) the manifests, so a commit here is applied within a second. The
+# example's image is built from this repository's sources (no registry).
 run: deps build
-	$(BIN) controller --repo $(CURDIR) --path $(EXAMPLE) --data-dir $(DATA_DIR)
+	$(GO) run ./hack/imagebuild -pkg ./examples/apps/guestbook -ref keelson.local/guestbook:dev -out $(DATA_DIR)/agent/images/guestbook.tar
+	$(BIN) up --repo $(CURDIR) --path $(EXAMPLE) --data-dir $(DATA_DIR)
+
+# Stops and removes what `make run` started.
+down: build
+	$(BIN) down --data-dir $(DATA_DIR)
 
 test: deps
 	$(GO) vet ./...

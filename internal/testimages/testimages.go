@@ -11,25 +11,20 @@
 package testimages
 
 import (
-	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/keelson/keelson/internal/imagebuild"
 )
 
 // Stable image references of the test images.
@@ -136,15 +131,15 @@ func BusyboxArchive() (string, error) {
 		}
 		key := hashOf([]byte(generatorVersion), []byte(BusyboxRef), bin)
 		return cached("busybox", key, func() (v1.Image, error) {
-			files := []tarEntry{
-				{name: "bin/", mode: 0o755, dir: true},
-				{name: "bin/busybox", mode: 0o755, data: bin},
+			files := []imagebuild.File{
+				{Name: "bin/", Mode: 0o755, Dir: true},
+				{Name: "bin/busybox", Mode: 0o755, Data: bin},
 			}
 			for _, a := range busyboxApplets {
-				files = append(files, tarEntry{name: "bin/" + a, link: "busybox"})
+				files = append(files, imagebuild.File{Name: "bin/" + a, Link: "busybox"})
 			}
-			files = append(files, baseFiles()...)
-			return buildImage(files, v1.Config{
+			files = append(files, imagebuild.BaseFiles()...)
+			return imagebuild.Image(files, v1.Config{
 				Cmd: []string{"sh"},
 				Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 			})
@@ -162,24 +157,12 @@ func TestappArchive() (string, error) {
 		}
 		key := hashOf([]byte(generatorVersion), []byte(TestappRef), []byte(runtime.Version()), mainGo)
 		return cached("testapp", key, func() (v1.Image, error) {
-			tmp, err := os.MkdirTemp("", "testapp-build-")
+			data, err := imagebuild.GoBinary(src)
 			if err != nil {
 				return nil, err
 			}
-			defer os.RemoveAll(tmp)
-			bin := filepath.Join(tmp, "testapp")
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
-			cmd.Dir = src
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return nil, fmt.Errorf("build testapp: %w: %s", err, out)
-			}
-			data, err := os.ReadFile(bin)
-			if err != nil {
-				return nil, err
-			}
-			files := append(baseFiles(), tarEntry{name: "testapp", mode: 0o755, data: data})
-			return buildImage(files, v1.Config{
+			files := append(imagebuild.BaseFiles(), imagebuild.File{Name: "testapp", Mode: 0o755, Data: data})
+			return imagebuild.Image(files, v1.Config{
 				Entrypoint:   []string{"/testapp"},
 				Env:          []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 				ExposedPorts: map[string]struct{}{"8080/tcp": {}},
@@ -219,103 +202,10 @@ func cached(base, key string, build func() (v1.Image, error)) (string, error) {
 		return "", err
 	}
 	ref := map[string]string{"busybox": BusyboxRef, "testapp": TestappRef}[base]
-	tag, err := name.NewTag(ref)
-	if err != nil {
-		return "", err
-	}
-	f, err := os.CreateTemp(dir, base+"-*.tmp")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(f.Name())
-	if err := tarball.Write(tag, img, f); err != nil {
-		f.Close()
-		return "", fmt.Errorf("write archive: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return "", err
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return "", err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := imagebuild.WriteArchive(ref, img, path); err != nil {
 		return "", err
 	}
 	return path, nil
-}
-
-type tarEntry struct {
-	name string
-	mode int64
-	dir  bool
-	link string // symlink target
-	data []byte
-}
-
-func baseFiles() []tarEntry {
-	return []tarEntry{
-		{name: "etc/", mode: 0o755, dir: true},
-		{name: "etc/passwd", mode: 0o644, data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")},
-		{name: "etc/group", mode: 0o644, data: []byte("root:x:0:\nnogroup:x:65534:\n")},
-		{name: "tmp/", mode: 0o1777, dir: true},
-		{name: "root/", mode: 0o700, dir: true},
-		{name: "proc/", mode: 0o755, dir: true},
-		{name: "sys/", mode: 0o755, dir: true},
-		{name: "dev/", mode: 0o755, dir: true},
-	}
-}
-
-// buildImage makes a single-layer linux/amd64 (host architecture) image.
-func buildImage(files []tarEntry, cfg v1.Config) (v1.Image, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mtime := time.Unix(0, 0)
-	for _, f := range files {
-		h := &tar.Header{Name: f.name, Mode: f.mode, ModTime: mtime, Uid: 0, Gid: 0, Format: tar.FormatPAX}
-		switch {
-		case f.dir:
-			h.Typeflag = tar.TypeDir
-		case f.link != "":
-			h.Typeflag = tar.TypeSymlink
-			h.Linkname = f.link
-			h.Mode = 0o777
-		default:
-			h.Typeflag = tar.TypeReg
-			h.Size = int64(len(f.data))
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if len(f.data) > 0 {
-			if _, err := tw.Write(f.data); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layerBytes := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(layerBytes)), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Architecture = runtime.GOARCH
-	cf.OS = "linux"
-	cf.Config = cfg
-	cf.Created = v1.Time{Time: mtime}
-	return mutate.ConfigFile(img, cf)
 }
 
 func hashOf(parts ...[]byte) string {
