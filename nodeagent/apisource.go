@@ -20,6 +20,11 @@ type APISource struct {
 	Client *client.Client // with the agent token
 	Node   string
 	Log    *slog.Logger
+	// Resync, when set, runs before the pods are followed again after the
+	// controller was unreachable: it registers the node and reports every
+	// pod, so that a restarted controller adopts them before it answers
+	// with the node's pods (and the agent does not stop what runs).
+	Resync func(ctx context.Context) error
 }
 
 // Run implements PodSource.
@@ -45,7 +50,14 @@ func (s *APISource) Run(ctx context.Context, update func(Desired)) error {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		failed := false
 		followQuery(ctx, log, "pods", func(ctx context.Context, idx uint64) (uint64, error) {
+			if failed && s.Resync != nil {
+				if err := s.Resync(ctx); err != nil {
+					return idx, err
+				}
+			}
+			failed = true // until this query answers
 			list, err := s.Client.Pods(ctx, client.PodQuery{Node: s.Node, Index: idx, Wait: 5 * time.Minute})
 			if err != nil {
 				return idx, err
@@ -56,6 +68,7 @@ func (s *APISource) Run(ctx context.Context, update func(Desired)) error {
 					pods = append(pods, &list.Items[i])
 				}
 			}
+			failed = false
 			mu.Lock()
 			havePods = true
 			mu.Unlock()
@@ -99,14 +112,15 @@ func (s *APISource) Run(ctx context.Context, update func(Desired)) error {
 }
 
 // followQuery runs a blocking query again and again until ctx ends, backing off
-// from 500 ms to 30 s while it fails.
+// from 250 ms to 2 s while it fails (a restarted controller is found again
+// quickly).
 func followQuery(ctx context.Context, log *slog.Logger, what string, query func(ctx context.Context, idx uint64) (uint64, error)) {
 	var idx uint64
-	delay := 500 * time.Millisecond
+	delay := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		next, err := query(ctx, idx)
 		if err == nil {
-			idx, delay = next, 500*time.Millisecond
+			idx, delay = next, 250*time.Millisecond
 			continue
 		}
 		if ctx.Err() != nil {
@@ -118,7 +132,7 @@ func followQuery(ctx context.Context, log *slog.Logger, what string, query func(
 			return
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 30*time.Second)
+		delay = min(delay*2, 2*time.Second)
 		idx = 0
 	}
 }

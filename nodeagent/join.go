@@ -122,6 +122,21 @@ func ReportStatus(ctx context.Context, st *store.Store, c *client.Client, node s
 	}
 }
 
+// ReportAll sends the status of every pod of the node once, for a
+// controller that has just started.
+func ReportAll(ctx context.Context, st *store.Store, c *client.Client, node string) error {
+	pods, err := st.Snapshot().Pods(memdb.NewWatchSet(), store.PodQuery{})
+	if err != nil {
+		return err
+	}
+	for _, p := range pods {
+		if err := c.ReportPod(ctx, node, p.Pod); err != nil && !errors.Is(err, client.ErrConflict) {
+			return fmt.Errorf("report pod %s: %w", p.Key, err)
+		}
+	}
+	return nil
+}
+
 func splitKey(key string) (string, string) {
 	for i := 0; i < len(key); i++ {
 		if key[i] == '/' {

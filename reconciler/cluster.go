@@ -32,7 +32,11 @@ type ClusterConfig struct {
 	// deletes its pods so that their owners replace them elsewhere.
 	NodeLeaseTimeout   time.Duration
 	PodEvictionTimeout time.Duration
-	Log                *slog.Logger
+	// StartupGrace is how long a starting controller waits for its agents'
+	// reports before it creates or deletes pods, so that a restarted
+	// controller adopts what runs instead of starting it again.
+	StartupGrace time.Duration
+	Log          *slog.Logger
 	Now                func() time.Time
 }
 
@@ -44,6 +48,18 @@ type Cluster struct {
 	log  *slog.Logger
 	now  func() time.Time
 	cidr *net.IPNet
+	// started is when this controller started; see StartupGrace.
+	started time.Time
+}
+
+// warm reports whether the controller has waited for its agents and holds
+// an applied revision, so that it may create and delete pods.
+func (c *Cluster) warm(snap *store.Snapshot, ws memdb.WatchSet) bool {
+	if c.now().Sub(c.started) < c.cfg.StartupGrace {
+		return false
+	}
+	rev, err := snap.LastRevision(ws, store.RevisionApplied)
+	return err == nil && rev != nil
 }
 
 // podTemplateHashLabel is the label of pods and ReplicaSets made from one
@@ -61,6 +77,9 @@ func NewCluster(st *store.Store, cfg ClusterConfig) (*Cluster, error) {
 	if cfg.PodEvictionTimeout == 0 {
 		cfg.PodEvictionTimeout = 60 * time.Second
 	}
+	if cfg.StartupGrace == 0 {
+		cfg.StartupGrace = 2 * time.Second
+	}
 	_, cidr, err := net.ParseCIDR(cfg.ClusterCIDR)
 	if err != nil || cidr.IP.To4() == nil {
 		return nil, fmt.Errorf("--cluster-cidr %q: want an IPv4 CIDR such as 10.244.0.0/16", cfg.ClusterCIDR)
@@ -75,6 +94,7 @@ func NewCluster(st *store.Store, cfg ClusterConfig) (*Cluster, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.started = c.now()
 	return c, nil
 }
 
@@ -241,7 +261,7 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		if owner == "" {
 			owner = "Pod/" + key
 		}
-		if _, oerr := snap.Object(memdb.NewWatchSet(), owner); oerr != nil {
+		if _, oerr := snap.Object(memdb.NewWatchSet(), owner); oerr != nil && c.warm(snap, memdb.NewWatchSet()) {
 			return fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner)
 		}
 		p := reported.DeepCopy()
@@ -333,7 +353,7 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 	if err != nil {
 		return err
 	}
-	plan := computeCluster(objs, pods, nodes, now, c.cfg)
+	plan := computeCluster(objs, pods, nodes, now, c.cfg, c.warm(snap, ws))
 	if plan.empty() {
 		return nil
 	}
@@ -386,8 +406,22 @@ func (p *clusterPlan) empty() bool {
 
 // computeCluster is the controllers and the scheduler as one pure function
 // of a snapshot and the time.
-func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node, now time.Time, cfg ClusterConfig) *clusterPlan {
+// Before the controller is warm (see Cluster.warm), it makes ReplicaSets and
+// keeps node leases but neither creates nor deletes pods.
+func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node, now time.Time, cfg ClusterConfig, warm bool) *clusterPlan {
 	plan := &clusterPlan{}
+	defer func() {
+		if !warm {
+			plan.upsertPods, plan.deletePods = nil, nil
+			var evs []*store.Event
+			for _, e := range plan.events {
+				if e.Reason == "NodeNotReady" {
+					evs = append(evs, e)
+				}
+			}
+			plan.events = evs
+		}
+	}()
 	byKey := map[string]*store.Object{}
 	for _, o := range objs {
 		byKey[o.Key] = o

@@ -46,6 +46,7 @@ func clusterFixture(t *testing.T) (*Cluster, *Applier, *store.Store, *clock) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clk.t = clk.t.Add(c.cfg.StartupGrace) // past the start-up grace
 	return c, a, st, clk
 }
 
@@ -214,5 +215,41 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 	stray.OwnerReferences[0].Name = "nobody"
 	if err := c.ReportPod(context.Background(), "small", stray); err == nil || !strings.Contains(err.Error(), "no owner") {
 		t.Errorf("stray pod: %v", err)
+	}
+}
+
+func TestRestartedControllerWaitsForReports(t *testing.T) {
+	a, st := newApplier(t)
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c, err := NewCluster(st, ClusterConfig{Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(t, c, "n1")
+	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": strings.Replace(deploy3, "replicas: 3", "replicas: 1", 1)}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	if ps := podsOf(t, st); len(ps) != 0 {
+		t.Fatalf("during the start-up grace the controller made %d pods", len(ps))
+	}
+	rss, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "ReplicaSet"})
+	if len(rss) != 1 {
+		t.Fatalf("%d ReplicaSets during the grace, want 1", len(rss))
+	}
+	// The agent reports the pod it still runs from before the restart.
+	running := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: rss[0].Name + "-x1", Namespace: "default", UID: "u1",
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: rss[0].Name, Controller: ptrTrue()}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	if err := c.ReportPod(context.Background(), "n1", running); err != nil {
+		t.Fatalf("report during start-up refused: %v", err)
+	}
+	clk.t = clk.t.Add(c.cfg.StartupGrace)
+	settle(t, c)
+	ps := podsOf(t, st)
+	if len(ps) != 1 || ps[0].Pod.UID != "u1" || ps[0].NodeName != "n1" {
+		t.Fatalf("after the grace: %d pods (%v); want only the adopted one", len(ps), ps)
 	}
 }

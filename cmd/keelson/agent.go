@@ -202,7 +202,13 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 	})
 	var source nodeagent.PodSource
 	if ctl != nil {
-		source = &nodeagent.APISource{Client: ctl, Node: o.name, Log: log.With("component", "controller")}
+		source = &nodeagent.APISource{Client: ctl, Node: o.name, Log: log.With("component", "controller"),
+			Resync: func(ctx context.Context) error {
+				if _, err := ctl.Register(ctx, reg); err != nil {
+					return err
+				}
+				return nodeagent.ReportAll(ctx, st, ctl, o.name)
+			}}
 		wg.Go(func() { nodeagent.KeepLease(ctx, ctl, reg, log.With("component", "lease")) })
 		wg.Go(func() { nodeagent.ReportStatus(ctx, st, ctl, o.name, log.With("component", "report")) })
 	} else {
