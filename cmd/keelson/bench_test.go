@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -364,6 +365,100 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		_ = os.RemoveAll(dataDir)
 		b.ReportMetric(all.Seconds(), "all-running-s")
 		b.ReportMetric(rss, "agent-rss-MB")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// BenchmarkGitToReplicasRunning measures what a user of `keelson up` sees:
+// a commit that sets a Deployment to 10 replicas, in a local repository the
+// controller follows, until the API reports all 10 pods Running (local
+// image, one node, each pod in its own network namespace). Target p50 ≤
+// 1.5 s. Between samples a commit scales it back to 0.
+func BenchmarkGitToReplicasRunning(b *testing.B) {
+	gittest.RequireRoot(b, "runs containers")
+	dataDir, err := os.MkdirTemp("", "kg")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dataDir)
+	testimages.Build(b, filepath.Join(dataDir, "agent", "images"))
+	repo := gittest.NewRepo(b, "", "deploy")
+	manifest := func(n int) map[string]string {
+		return map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: %s
+        imagePullPolicy: Never
+        command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+`, n, testimages.BusyboxRef)}
+	}
+	repo.CommitFiles("none", manifest(0))
+	node := fmt.Sprintf("bench-up-%d", os.Getpid()%10000)
+	var o upOptions
+	o.controller.src.URL = repo.Dir
+	o.controller.dataDir = filepath.Join(dataDir, "controller")
+	o.controller.listen = freeAddr(b)
+	o.controller.interval = time.Hour
+	o.controller.logLevel = "error"
+	o.agent.dataDir = filepath.Join(dataDir, "agent")
+	o.agent.listen = freeAddr(b)
+	o.agent.name = node
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runUp(ctx, o, io.Discard, io.Discard) }()
+	defer func() {
+		cancel()
+		<-done
+		_ = runDown(context.Background(), dataDir, node, io.Discard)
+	}()
+	c, _ := client.New("http://" + o.controller.listen)
+	running := func(want int) {
+		deadline := time.Now().Add(2 * time.Minute)
+		var idx uint64
+		for time.Now().Before(deadline) {
+			list, err := c.Pods(context.Background(), client.PodQuery{Index: idx, Wait: 10 * time.Second})
+			if err != nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			idx = list.Index
+			n := 0
+			for _, p := range list.Items {
+				if p.Status.Phase == "Running" {
+					n++
+				}
+			}
+			if n == want && len(list.Items) == want {
+				return
+			}
+		}
+		b.Fatalf("never reached %d running pods", want)
+	}
+	running(0)
+	for range b.N {
+		var samples []time.Duration
+		for i := range 5 {
+			repo.WriteFile("web.yaml", manifest(10)["web.yaml"])
+			repo.Git("add", "-A")
+			t0 := time.Now()
+			repo.Git("commit", "-q", "-m", fmt.Sprintf("scale up %d", i))
+			running(10)
+			samples = append(samples, time.Since(t0))
+			repo.CommitFiles(fmt.Sprintf("scale down %d", i), manifest(0))
+			running(0)
+		}
+		slices.Sort(samples)
+		b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(samples[len(samples)-1].Microseconds())/1000, "max-ms")
 		b.ReportMetric(0, "ns/op")
 	}
 }
