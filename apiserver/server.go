@@ -139,7 +139,22 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 			return 0, err
 		}
 		out.Objects = len(objs)
-		out.Index = snap.MaxIndex(ws, store.TableSync, store.TableRevisions, store.TableObjects)
+		pods, err := snap.Pods(ws, store.PodQuery{})
+		if err != nil {
+			return 0, err
+		}
+		out.Pods = len(pods)
+		for _, p := range pods {
+			if p.NodeName == "" {
+				out.PodsUnscheduled++
+			}
+		}
+		nodes, err := snap.Nodes(ws)
+		if err != nil {
+			return 0, err
+		}
+		out.Nodes = len(nodes)
+		out.Index = snap.MaxIndex(ws, store.TableSync, store.TableRevisions, store.TableObjects, store.TablePods, store.TableNodes)
 		return out.Index, nil
 	})
 	s.answer(w, r, out.Index, out, err)

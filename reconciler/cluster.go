@@ -247,8 +247,9 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 			return fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.Pod.UID)
 		}
 		p := *cur
-		p.Pod = cur.Pod.DeepCopy()
-		p.Pod.Status = reported.Status
+		pod := *cur.Pod // shallow: only the status changes
+		pod.Status = reported.Status
+		p.Pod = &pod
 		if p.Pod.Status.Conditions != nil {
 			p.Pod.Status.Conditions = mergeScheduled(p.Pod.Status.Conditions, cur.Pod.Status.Conditions)
 		}
@@ -315,8 +316,17 @@ func (c *Cluster) Run(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		ws := memdb.NewWatchSet()
+		start := time.Now()
 		if err := c.reconcileOnce(ws); err != nil {
 			c.log.Error("reconcile", "err", err)
+		}
+		// Changes come in bursts (a revision, nodes joining, many reports):
+		// take them together, and leave at least as much time to the rest
+		// of the controller as the pass took.
+		select {
+		case <-time.After(max(debounce, time.Since(start))):
+		case <-ctx.Done():
+			return nil
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		go func() {
@@ -573,6 +583,9 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 
 const sourceHashAnnotation = "keelson.dev/source-hash"
 
+// debounce is how long the loop lets changes gather before a pass.
+const debounce = 20 * time.Millisecond
+
 // replicaSetFor is the ReplicaSet a Deployment wants for its current template.
 func replicaSetFor(d *appsv1.Deployment, o *store.Object) *store.Object {
 	b, _ := json.Marshal(d.Spec.Template)
@@ -626,7 +639,9 @@ func newPod(rs *store.Object, tmpl *corev1.PodTemplateSpec, now time.Time) *stor
 			Labels: tmpl.Labels, Annotations: tmpl.Annotations, CreationTimestamp: metav1.NewTime(now),
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: rs.Kind, Name: rs.Name, Controller: ptrTrue()}},
 		},
-		Spec:   *tmpl.Spec.DeepCopy(),
+		// The template is immutable in the store: replicas share its
+		// containers, volumes and maps instead of a copy each.
+		Spec:   tmpl.Spec,
 		Status: corev1.PodStatus{Phase: corev1.PodPending},
 	}
 	return &store.Pod{Key: rs.Namespace + "/" + name, Namespace: rs.Namespace, Name: name, OwnerKey: rs.Key, NodeName: p.Spec.NodeName, Phase: string(corev1.PodPending), Pod: p}
@@ -707,10 +722,11 @@ func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted
 			}
 		}
 		p := *row
-		p.Pod = row.Pod.DeepCopy()
-		p.Pod.Spec.NodeName = pl.Node
+		pod := *row.Pod // shallow: only NodeName and the conditions change
+		pod.Spec.NodeName = pl.Node
+		pod.Status.Conditions = []corev1.PodCondition{cond}
+		p.Pod = &pod
 		p.NodeName = pl.Node
-		p.Pod.Status.Conditions = []corev1.PodCondition{cond}
 		if upserted[row] {
 			*row = p
 		} else {

@@ -87,8 +87,8 @@ func (r *Snapshot) Nodes(ws memdb.WatchSet) ([]*Node, error) {
 	return out, nil
 }
 
-// PodQuery selects pods by one index; empty fields match everything, and
-// the most selective non-empty field is used (node, then owner, then namespace).
+// PodQuery selects pods; empty fields match everything. The node index or
+// the namespace prefix of the id narrows the scan; the rest is filtered.
 type PodQuery struct {
 	Namespace string
 	NodeName  string
@@ -104,10 +104,8 @@ func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
 	switch {
 	case q.NodeName != "":
 		it, err = r.txn.Get(TablePods, "node", q.NodeName)
-	case q.OwnerKey != "":
-		it, err = r.txn.Get(TablePods, "owner", q.OwnerKey)
 	case q.Namespace != "":
-		it, err = r.txn.Get(TablePods, "namespace", q.Namespace)
+		it, err = r.txn.Get(TablePods, "id_prefix", q.Namespace+"/")
 	default:
 		it, err = r.txn.Get(TablePods, "id")
 	}

@@ -58,12 +58,12 @@ func schema() *memdb.DBSchema {
 		TableNodes: {Name: TableNodes, Indexes: map[string]*memdb.IndexSchema{
 			"id": id("Name"),
 		}},
+		// Pods are the biggest table (100,000 rows at scale): every index
+		// costs memory per row, so there are two. A namespace is a prefix
+		// of the id; owners are found by a scan.
 		TablePods: {Name: TablePods, Indexes: map[string]*memdb.IndexSchema{
-			"id":        id("Key"),
-			"namespace": str("namespace", "Namespace"),
-			"node":      str("node", "NodeName"),
-			"owner":     str("owner", "OwnerKey"),
-			"phase":     str("phase", "Phase"),
+			"id":   id("Key"),
+			"node": str("node", "NodeName"),
 		}},
 		TableEndpoints: {Name: TableEndpoints, Indexes: map[string]*memdb.IndexSchema{
 			"id":        id("Key"),

@@ -148,5 +148,20 @@ func (t *Txn) AddEvent(e *Event, now time.Time) error {
 	if e.Time.IsZero() {
 		e.Time = now
 	}
-	return t.insert(TableEvents, e)
+	if err := t.insert(TableEvents, e); err != nil {
+		return err
+	}
+	// Events are a bounded log: the oldest go past MaxEvents.
+	if e.ID > MaxEvents {
+		raw, err := t.txn.First(TableEvents, "id", e.ID-MaxEvents)
+		if err == nil && raw != nil {
+			if err := t.txn.Delete(TableEvents, raw); err != nil {
+				return fmt.Errorf("store: trim events: %w", err)
+			}
+		}
+	}
+	return nil
 }
+
+// MaxEvents is how many events the store keeps.
+const MaxEvents = 10000

@@ -22,7 +22,11 @@ type Status struct {
 	// LastFailed is the newest rejected revision, if it is newer than Applied.
 	LastFailed *store.Revision `json:"lastFailed,omitempty"`
 	Objects    int             `json:"objects"`
-	Index      uint64          `json:"index"`
+	// Nodes, Pods and PodsUnscheduled count the cluster's observed state.
+	Nodes           int    `json:"nodes"`
+	Pods            int    `json:"pods"`
+	PodsUnscheduled int    `json:"podsUnscheduled"`
+	Index           uint64 `json:"index"`
 }
 
 // Object is one desired object with where it came from.

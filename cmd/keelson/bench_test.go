@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	corev1 "k8s.io/api/core/v1"
+	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keelson/keelson/apiserver/api"
 	"github.com/keelson/keelson/apiserver/client"
 	"github.com/keelson/keelson/internal/gittest"
 	"github.com/keelson/keelson/internal/testimages"
@@ -459,6 +462,123 @@ spec:
 		slices.Sort(samples)
 		b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(samples[len(samples)-1].Microseconds())/1000, "max-ms")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// BenchmarkControllerScale runs the controller as its own process with
+// 5,000 simulated nodes (registered over the API, renewing their leases)
+// and 1,000 Deployments of 100 replicas: 100,000 pods. It reports the time
+// until every pod is bound and the controller's RSS then (target ≤ 200 MB).
+func BenchmarkControllerScale(b *testing.B) {
+	const nodes, deployments, replicas = 5000, 1000, 100
+	repo := gittest.NewRepo(b, "", "scale")
+	repo.WriteFile("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: scale\n")
+	for i := range deployments {
+		repo.WriteFile(fmt.Sprintf("apps/d%04d.yaml", i), fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d%04d, namespace: scale}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: d%04d}}
+  template:
+    metadata: {labels: {app: d%04d}}
+    spec:
+      containers:
+      - name: c
+        image: registry.local/app:v1
+        resources: {requests: {cpu: 100m, memory: 128Mi}}
+`, i, replicas, i, i))
+	}
+	repo.Commit("scale")
+	for range b.N {
+		addr := freeAddr(b)
+		dataDir := b.TempDir()
+		cmd := exec.Command(os.Args[0], "controller", "--repo", repo.Dir, "--data-dir", dataDir,
+			"--listen", addr, "--interval", "1h", "--log-level", "error", "--cluster-cidr", "10.0.0.0/8", "--pprof")
+		cmd.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		c, _ := client.New("http://" + addr)
+		for {
+			if _, err := c.Status(context.Background(), client.Query{}); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		tok, err := os.ReadFile(filepath.Join(dataDir, "agent-token"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		agent := c.WithToken(strings.TrimSpace(string(tok)))
+		start := time.Now()
+		regs := make(chan int)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for i := range regs {
+					n := nodeObject(fmt.Sprintf("sim-%05d", i), fmt.Sprintf("10.1.%d.%d", i/250, i%250), nil)
+					n.Status.Allocatable = corev1.ResourceList{
+						corev1.ResourceCPU: k8sresource.MustParse("32"), corev1.ResourceMemory: k8sresource.MustParse("128Gi"), corev1.ResourcePods: k8sresource.MustParse("250")}
+					if _, err := agent.Register(context.Background(), &api.NodeRegistration{Node: n}); err != nil {
+						b.Errorf("register: %v", err)
+					}
+				}
+			})
+		}
+		for i := range nodes {
+			regs <- i
+		}
+		close(regs)
+		wg.Wait()
+		registered := time.Since(start)
+		stopLeases := make(chan struct{})
+		var lw sync.WaitGroup
+		lw.Go(func() {
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopLeases:
+					return
+				case <-t.C:
+					for i := range nodes {
+						_ = agent.RenewLease(context.Background(), fmt.Sprintf("sim-%05d", i))
+					}
+				}
+			}
+		})
+		var st *api.Status
+		for {
+			st, err = c.Status(context.Background(), client.Query{})
+			if err == nil && st.Pods == deployments*replicas && st.PodsUnscheduled == 0 && st.Nodes == nodes {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatalf("not all pods bound after 5 minutes: %+v", st)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		bound := time.Since(start)
+		time.Sleep(3 * time.Second) // a few reconcile passes with everything in place
+		rss := rssMB(cmd.Process.Pid)
+		if p := os.Getenv("KEELSON_BENCH_HEAP"); p != "" {
+			if resp, err := http.Get("http://" + addr + "/debug/pprof/heap"); err == nil {
+				f, _ := os.Create(p)
+				_, _ = io.Copy(f, resp.Body)
+				f.Close()
+				resp.Body.Close()
+			}
+		}
+		close(stopLeases)
+		lw.Wait()
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		b.ReportMetric(registered.Seconds(), "register-5000-nodes-s")
+		b.ReportMetric(bound.Seconds(), "all-100000-bound-s")
+		b.ReportMetric(rss, "controller-rss-MB")
 		b.ReportMetric(0, "ns/op")
 	}
 }

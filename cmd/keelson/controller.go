@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -49,6 +50,7 @@ type controllerOptions struct {
 	logLevel          string
 	clusterCIDR       string
 	evictionTimeout   time.Duration
+	pprof             bool
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 }
@@ -100,6 +102,7 @@ Credentials never come from flags: HTTPS passwords and tokens are read from
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "pod addresses, a /24 for each node")
 	f.DurationVar(&o.evictionTimeout, "pod-eviction-timeout", 60*time.Second, "how long pods stay on a NotReady node before they are replaced elsewhere")
+	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the API address")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
@@ -202,7 +205,15 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	var handler http.Handler = srv
+	if o.pprof {
+		mux := http.NewServeMux()
+		mux.Handle("/", srv)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		handler = mux
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}

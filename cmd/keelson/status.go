@@ -80,6 +80,9 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 	} else {
 		fmt.Fprintln(w, "Applied:  nothing yet")
 	}
+	if st.Nodes > 0 || st.Pods > 0 {
+		fmt.Fprintf(w, "Cluster:  %d node(s), %d pod(s), %d not scheduled\n", st.Nodes, st.Pods, st.PodsUnscheduled)
+	}
 	if f := st.LastFailed; f != nil {
 		fmt.Fprintf(w, "Rejected: %s\n", commitLine(f, now))
 		fmt.Fprintf(w, "          %d error(s); the applied commit keeps running:\n", len(f.Errors))
