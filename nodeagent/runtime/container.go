@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"os"
 	"path"
 	"path/filepath"
@@ -198,7 +199,7 @@ func (r *Runtime) Start(ctx context.Context, spec ContainerSpec) (*Container, er
 		containerd.WithImageStopSignal(image, "SIGTERM"),
 		containerd.WithSnapshotter(r.opts.Snapshotter),
 		containerd.WithNewSnapshot(id, image),
-		containerd.WithRuntime(runcRuntime, nil),
+		containerd.WithRuntime(runcRuntime, &runcoptions.Options{Root: r.runcRoot}),
 		containerd.WithNewSpec(specOpts...),
 		containerd.WithAdditionalContainerLabels(labels),
 	)

@@ -2,9 +2,12 @@ package runtime
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +74,10 @@ type Runtime struct {
 	namespace string
 	opts      Options
 	log       *slog.Logger
+	// runcRoot is runc's state directory for this containerd: each private
+	// containerd has its own, so that agents (and tests) sharing a machine
+	// never see each other's container IDs.
+	runcRoot string
 
 	closing chan struct{} // closed by Close
 	wg      sync.WaitGroup
@@ -116,6 +123,7 @@ func Connect(ctx context.Context, socket, namespace string, log *slog.Logger, op
 		closing:   make(chan struct{}),
 		waiters:   map[string]*waiter{},
 		ooms:      map[string]bool{},
+		runcRoot:  RuncRoot(socket),
 	}
 	r.wg.Add(1)
 	go func() {
@@ -188,4 +196,14 @@ func isConnErr(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "connection refused") || strings.Contains(s, "transport is closing") ||
 		strings.Contains(s, "error reading from server: EOF") || strings.Contains(s, "connection reset")
+}
+
+// RuncRoot is the runc state directory of the containers of the containerd
+// at socket.
+func RuncRoot(socket string) string {
+	if abs, err := filepath.Abs(socket); err == nil {
+		socket = abs
+	}
+	sum := sha256.Sum256([]byte(socket))
+	return filepath.Join("/run/keelson/runc", hex.EncodeToString(sum[:8]))
 }
