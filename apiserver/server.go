@@ -279,6 +279,16 @@ func wire(o *store.Object, agent bool) (api.Object, error) {
 	if err != nil {
 		return api.Object{}, fmt.Errorf("encode %s: %w", o.Key, err)
 	}
+	if o.Status != nil {
+		// The observed status, as Kubernetes serves it beside the spec.
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err == nil {
+			m["status"] = o.Status
+			if b, err := json.Marshal(m); err == nil {
+				raw = b
+			}
+		}
+	}
 	return api.Object{
 		Key: o.Key, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name,
 		File: o.File, Line: o.Line, Revision: o.Revision,

@@ -532,6 +532,14 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 	}
 
+	for _, o := range objs {
+		if d, ok := o.Obj.(*appsv1.Deployment); ok {
+			deploymentStatus(plan, o, "ReplicaSet/"+o.Namespace+"/"+replicaSetName(d), podsByOwner, deleted)
+		}
+	}
+	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now)
+	jobs(plan, objs, podsByOwner, deleted, deletePod, now)
+
 	// Bare pods from Git.
 	for _, o := range objs {
 		gp, ok := o.Obj.(*corev1.Pod)
@@ -572,7 +580,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 			}
 			continue
 		}
-		if byKey[p.OwnerKey] == nil && wantRS[p.OwnerKey] == nil {
+		if byKey[p.OwnerKey] == nil && wantRS[p.OwnerKey] == nil && !deleted[p.Key] {
 			deletePod(p, "its owner "+p.OwnerKey+" is gone")
 		}
 	}
@@ -586,12 +594,19 @@ const sourceHashAnnotation = "keelson.dev/source-hash"
 // debounce is how long the loop lets changes gather before a pass.
 const debounce = 20 * time.Millisecond
 
-// replicaSetFor is the ReplicaSet a Deployment wants for its current template.
-func replicaSetFor(d *appsv1.Deployment, o *store.Object) *store.Object {
+// templateHash names a Deployment's ReplicaSet for its pod template.
+func templateHash(d *appsv1.Deployment) string {
 	b, _ := json.Marshal(d.Spec.Template)
 	h := fnv.New32a()
 	h.Write(b)
-	hash := rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
+	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
+}
+
+func replicaSetName(d *appsv1.Deployment) string { return d.Name + "-" + templateHash(d) }
+
+// replicaSetFor is the ReplicaSet a Deployment wants for its current template.
+func replicaSetFor(d *appsv1.Deployment, o *store.Object) *store.Object {
+	hash := templateHash(d)
 	rs := &appsv1.ReplicaSet{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "ReplicaSet"},
 		ObjectMeta: metav1.ObjectMeta{

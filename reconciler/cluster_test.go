@@ -7,6 +7,8 @@ import (
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -251,5 +253,158 @@ func TestRestartedControllerWaitsForReports(t *testing.T) {
 	ps := podsOf(t, st)
 	if len(ps) != 1 || ps[0].Pod.UID != "u1" || ps[0].NodeName != "n1" {
 		t.Fatalf("after the grace: %d pods (%v); want only the adopted one", len(ps), ps)
+	}
+}
+
+const daemonSet = `apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: logs
+spec:
+  selector:
+    matchLabels: {app: logs}
+  template:
+    metadata:
+      labels: {app: logs}
+    spec:
+      nodeSelector: {role: worker}
+      containers:
+      - name: c
+        image: logs:v1
+`
+
+func setPhase(t *testing.T, st *store.Store, key string, phase corev1.PodPhase) {
+	t.Helper()
+	txn := st.Write()
+	defer txn.Abort()
+	p, err := txn.Snapshot().Pod(memdb.NewWatchSet(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *p
+	pod := *p.Pod
+	pod.Status.Phase = phase
+	c.Pod, c.Phase = &pod, string(phase)
+	if err := txn.UpsertPod(&c); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDaemonSetFollowsNodes(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	label := func(name string) {
+		n := register(t, c, name)
+		n.Labels["role"] = "worker"
+		if _, err := c.Register(context.Background(), &api.NodeRegistration{Node: *n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	label("w1")
+	register(t, c, "other")
+	if _, err := a.Apply(revision("c1", map[string]string{"ds.yaml": daemonSet}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	nodesOf := func() map[string]int {
+		out := map[string]int{}
+		for _, p := range podsOf(t, st) {
+			out[p.NodeName]++
+		}
+		return out
+	}
+	if got := nodesOf(); len(got) != 1 || got["w1"] != 1 {
+		t.Fatalf("pods per node %v, want one on w1", got)
+	}
+	label("w2")
+	settle(t, c)
+	if got := nodesOf(); got["w1"] != 1 || got["w2"] != 1 || len(got) != 2 {
+		t.Fatalf("after w2 joined: %v", got)
+	}
+	// w1 loses its label: its pod goes.
+	register(t, c, "w1")
+	settle(t, c)
+	if got := nodesOf(); got["w1"] != 0 || got["w2"] != 1 {
+		t.Fatalf("after w1 lost its label: %v", got)
+	}
+	o, _ := st.Snapshot().Object(memdb.NewWatchSet(), "DaemonSet/default/logs")
+	if s, ok := o.Status.(*appsv1.DaemonSetStatus); !ok || s.DesiredNumberScheduled != 1 {
+		t.Errorf("status %+v", o.Status)
+	}
+}
+
+const job = `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+spec:
+  completions: 3
+  parallelism: 2
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: c
+        image: migrate:v1
+`
+
+func TestJobCompletionsAndBackoffLimit(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	if _, err := a.Apply(revision("c1", map[string]string{"job.yaml": job}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	status := func() *batchv1.JobStatus {
+		o, err := st.Snapshot().Object(memdb.NewWatchSet(), "Job/default/migrate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := o.Status.(*batchv1.JobStatus)
+		return s
+	}
+	if ps := podsOf(t, st); len(ps) != 2 {
+		t.Fatalf("%d pods, want parallelism 2", len(ps))
+	}
+	for _, p := range podsOf(t, st) {
+		setPhase(t, st, p.Key, corev1.PodSucceeded)
+	}
+	settle(t, c)
+	if s := status(); s.Succeeded != 2 || s.Active != 1 {
+		t.Fatalf("after two successes: %+v", s)
+	}
+	for _, p := range podsOf(t, st) {
+		if p.Phase != string(corev1.PodSucceeded) {
+			setPhase(t, st, p.Key, corev1.PodSucceeded)
+		}
+	}
+	settle(t, c)
+	if s := status(); s.Succeeded != 3 || s.CompletionTime == nil || s.Active != 0 {
+		t.Fatalf("after three successes: %+v", s)
+	}
+	if n := len(podsOf(t, st)); n != 3 {
+		t.Errorf("a complete job made more pods: %d", n)
+	}
+
+	// A job whose pods fail stops after backoffLimit.
+	bad := strings.Replace(strings.Replace(job, "name: migrate", "name: broken", 1), "completions: 3", "completions: 1", 1)
+	if _, err := a.Apply(revision("c2", map[string]string{"job.yaml": job, "bad.yaml": bad}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		settle(t, c)
+		for _, p := range podsOf(t, st) {
+			if strings.HasPrefix(p.Name, "broken-") && p.Phase != string(corev1.PodFailed) {
+				setPhase(t, st, p.Key, corev1.PodFailed)
+			}
+		}
+	}
+	o, _ := st.Snapshot().Object(memdb.NewWatchSet(), "Job/default/broken")
+	s := o.Status.(*batchv1.JobStatus)
+	if s.Failed != 2 || !jobFailed(s) {
+		t.Errorf("broken job status: failed %d conditions %+v", s.Failed, s.Conditions)
 	}
 }

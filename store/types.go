@@ -32,6 +32,10 @@ type Object struct {
 	Hash string
 	// Revision is the commit that last changed the object.
 	Revision string
+	// Status is what the controllers observed of the object (for instance
+	// *appsv1.DeploymentStatus); nil for kinds without one. It lives as long
+	// as the object's desired state does not change.
+	Status any
 
 	CreateIndex uint64
 	ModifyIndex uint64

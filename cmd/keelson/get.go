@@ -87,7 +87,11 @@ var resources = []resource{
 		{header: "NODE", wide: true, value: typed(func(p *corev1.Pod) string { return orNone(p.Spec.NodeName) })},
 	}},
 	{kind: "Deployment", names: []string{"deployments", "deployment", "deploy"}, namespaced: true, columns: []column{
-		{header: "REPLICAS", value: typed(func(d *appsv1.Deployment) string { return replicas(d.Spec.Replicas) })},
+		{header: "READY", value: typed(func(d *appsv1.Deployment) string {
+			return fmt.Sprintf("%d/%s", d.Status.ReadyReplicas, replicas(d.Spec.Replicas))
+		})},
+		{header: "UP-TO-DATE", value: typed(func(d *appsv1.Deployment) string { return strconv.Itoa(int(d.Status.UpdatedReplicas)) })},
+		{header: "AVAILABLE", value: typed(func(d *appsv1.Deployment) string { return strconv.Itoa(int(d.Status.AvailableReplicas)) })},
 		{header: "STRATEGY", wide: true, value: typed(func(d *appsv1.Deployment) string { return orNone(string(d.Spec.Strategy.Type)) })},
 		{header: "IMAGES", wide: true, value: typed(func(d *appsv1.Deployment) string { return images(d.Spec.Template.Spec) })},
 		{header: "SELECTOR", wide: true, value: typed(func(d *appsv1.Deployment) string {
@@ -102,6 +106,8 @@ var resources = []resource{
 		{header: "IMAGES", wide: true, value: typed(func(d *appsv1.ReplicaSet) string { return images(d.Spec.Template.Spec) })},
 	}},
 	{kind: "DaemonSet", names: []string{"daemonsets", "daemonset", "ds"}, namespaced: true, columns: []column{
+		{header: "DESIRED", value: typed(func(d *appsv1.DaemonSet) string { return strconv.Itoa(int(d.Status.DesiredNumberScheduled)) })},
+		{header: "READY", value: typed(func(d *appsv1.DaemonSet) string { return strconv.Itoa(int(d.Status.NumberReady)) })},
 		{header: "NODE SELECTOR", value: typed(func(d *appsv1.DaemonSet) string { return selectorString(d.Spec.Template.Spec.NodeSelector) })},
 		{header: "IMAGES", wide: true, value: typed(func(d *appsv1.DaemonSet) string { return images(d.Spec.Template.Spec) })},
 	}},
@@ -110,7 +116,11 @@ var resources = []resource{
 		{header: "IMAGES", wide: true, value: typed(func(d *appsv1.StatefulSet) string { return images(d.Spec.Template.Spec) })},
 	}},
 	{kind: "Job", names: []string{"jobs", "job"}, namespaced: true, columns: []column{
-		{header: "COMPLETIONS", value: typed(func(j *batchv1.Job) string { return replicas(j.Spec.Completions) })},
+		{header: "COMPLETIONS", value: typed(func(j *batchv1.Job) string {
+			return fmt.Sprintf("%d/%s", j.Status.Succeeded, replicas(j.Spec.Completions))
+		})},
+		{header: "ACTIVE", value: typed(func(j *batchv1.Job) string { return strconv.Itoa(int(j.Status.Active)) })},
+		{header: "FAILED", value: typed(func(j *batchv1.Job) string { return strconv.Itoa(int(j.Status.Failed)) })},
 		{header: "IMAGES", wide: true, value: typed(func(j *batchv1.Job) string { return images(j.Spec.Template.Spec) })},
 	}},
 	{kind: "CronJob", names: []string{"cronjobs", "cronjob", "cj"}, namespaced: true, columns: []column{

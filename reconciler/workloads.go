@@ -1,0 +1,284 @@
+package reconciler
+
+import (
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	v1helper "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	"k8s.io/klog/v2"
+
+	"github.com/keelson/keelson/store"
+)
+
+// podOf makes a pod of a controller (DaemonSet, Job) from its template.
+func podOf(owner *store.Object, tmpl *corev1.PodTemplateSpec, nodeName string, now time.Time) *store.Pod {
+	name := owner.Name + "-" + rand.String(5)
+	p := &corev1.Pod{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: owner.Namespace, UID: types.UID(uuid.NewUUID()),
+			Labels: tmpl.Labels, Annotations: tmpl.Annotations, CreationTimestamp: metav1.NewTime(now),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: owner.APIVersion, Kind: owner.Kind, Name: owner.Name, Controller: ptrTrue()}},
+		},
+		Spec:   tmpl.Spec,
+		Status: corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	if nodeName != "" {
+		p.Spec.NodeName = nodeName
+	}
+	return &store.Pod{Key: owner.Namespace + "/" + name, Namespace: owner.Namespace, Name: name, OwnerKey: owner.Key,
+		NodeName: nodeName, Phase: string(corev1.PodPending), Pod: p}
+}
+
+// setStatus records an object's observed status when it changed.
+func (p *clusterPlan) setStatus(o *store.Object, status any) {
+	if o.Status != nil && reflect.TypeOf(o.Status) == reflect.TypeOf(status) && cmp.Equal(o.Status, status) {
+		return
+	}
+	c := *o
+	c.Status = status
+	p.upsertObjects = append(p.upsertObjects, &c)
+}
+
+// daemonSets runs one pod of each DaemonSet on every node it fits
+// (node selector, required affinity, taints), following nodes that join,
+// leave or change labels.
+func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*store.Pod, nodes []*store.Node, deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time) {
+	for _, o := range objs {
+		ds, ok := o.Obj.(*appsv1.DaemonSet)
+		if !ok {
+			continue
+		}
+		probe := &corev1.Pod{Spec: ds.Spec.Template.Spec}
+		aff := nodeaffinity.GetRequiredNodeAffinity(probe)
+		eligible := map[string]bool{}
+		for _, n := range nodes {
+			if ok, _ := aff.Match(n.Node); !ok {
+				continue
+			}
+			if _, bad := v1helper.FindMatchingUntoleratedTaint(klog.Background(), n.Node.Spec.Taints, ds.Spec.Template.Spec.Tolerations, func(t *corev1.Taint) bool {
+				return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
+			}, false); bad {
+				continue
+			}
+			eligible[n.Name] = true
+		}
+		have := map[string]bool{}
+		var ready int32
+		for _, p := range podsByOwner[o.Key] {
+			if deleted[p.Key] {
+				continue
+			}
+			switch {
+			case !eligible[p.NodeName]:
+				deletePod(p, fmt.Sprintf("node %s no longer runs DaemonSet %s", p.NodeName, o.Name))
+			case have[p.NodeName]:
+				deletePod(p, "a second pod of DaemonSet "+o.Name+" on node "+p.NodeName)
+			case p.Phase == string(corev1.PodFailed) || p.Phase == string(corev1.PodSucceeded):
+				deletePod(p, "pod of DaemonSet "+o.Name+" ended; it is replaced")
+			default:
+				have[p.NodeName] = true
+				if podReady(p.Pod) {
+					ready++
+				}
+			}
+		}
+		for _, n := range nodes {
+			if eligible[n.Name] && !have[n.Name] {
+				plan.upsertPods = append(plan.upsertPods, podOf(o, &ds.Spec.Template, n.Name, now))
+			}
+		}
+		st := &appsv1.DaemonSetStatus{
+			DesiredNumberScheduled: int32(len(eligible)),
+			CurrentNumberScheduled: int32(len(have)),
+			NumberReady:            ready,
+			NumberAvailable:        ready,
+			UpdatedNumberScheduled: int32(len(have)),
+		}
+		prevDesired := int32(-1)
+		if s, ok := o.Status.(*appsv1.DaemonSetStatus); ok {
+			prevDesired = s.DesiredNumberScheduled
+		}
+		if len(eligible) == 0 && len(nodes) > 0 && prevDesired != 0 {
+			plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeWarning, Reason: "NoEligibleNodes",
+				Message: fmt.Sprintf("DaemonSet %s matches none of the %d node(s): check its node selector, affinity and tolerations", o.Name, len(nodes))})
+		}
+		plan.setStatus(o, st)
+	}
+}
+
+// jobs runs each Job's pods to completion: up to parallelism at once until
+// completions succeeded, counting failures against backoffLimit and
+// stopping at activeDeadlineSeconds; finished pods are removed
+// ttlSecondsAfterFinished after the Job finished.
+func jobs(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*store.Pod, deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time) {
+	for _, o := range objs {
+		job, ok := o.Obj.(*batchv1.Job)
+		if !ok {
+			continue
+		}
+		var prev batchv1.JobStatus
+		if s, ok := o.Status.(*batchv1.JobStatus); ok {
+			prev = *s
+		}
+		st := prev.DeepCopy()
+		completions, parallelism, backoffLimit := int32(1), int32(1), int32(6)
+		if job.Spec.Completions != nil {
+			completions = *job.Spec.Completions
+		}
+		if job.Spec.Parallelism != nil {
+			parallelism = *job.Spec.Parallelism
+		}
+		if job.Spec.BackoffLimit != nil {
+			backoffLimit = *job.Spec.BackoffLimit
+		}
+		if st.StartTime == nil {
+			t := metav1.NewTime(now)
+			st.StartTime = &t
+		}
+		var active []*store.Pod
+		for _, p := range podsByOwner[o.Key] {
+			if deleted[p.Key] {
+				continue
+			}
+			switch p.Phase {
+			case string(corev1.PodSucceeded):
+				if !counted(prev, p) {
+					st.Succeeded++
+					st.UncountedTerminatedPods = addUID(st.UncountedTerminatedPods, p, true)
+				}
+			case string(corev1.PodFailed):
+				if !counted(prev, p) {
+					st.Failed++
+					st.UncountedTerminatedPods = addUID(st.UncountedTerminatedPods, p, false)
+				}
+			default:
+				active = append(active, p)
+			}
+		}
+		finished := st.CompletionTime != nil || jobFailed(st)
+		switch {
+		case finished:
+		case st.Succeeded >= completions:
+			t := metav1.NewTime(now)
+			st.CompletionTime = &t
+			st.Conditions = append(st.Conditions, batchv1.JobCondition{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: t})
+			plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeNormal, Reason: "Completed", Message: fmt.Sprintf("Job %s completed (%d succeeded)", o.Name, st.Succeeded)})
+			finished = true
+		case st.Failed > backoffLimit:
+			finish(plan, o, st, "BackoffLimitExceeded", fmt.Sprintf("Job %s has reached the specified backoff limit (%d failed pods)", o.Name, st.Failed), now)
+			finished = true
+		case job.Spec.ActiveDeadlineSeconds != nil && now.Sub(st.StartTime.Time) > time.Duration(*job.Spec.ActiveDeadlineSeconds)*time.Second:
+			finish(plan, o, st, "DeadlineExceeded", fmt.Sprintf("Job %s was active longer than its deadline (%ds)", o.Name, *job.Spec.ActiveDeadlineSeconds), now)
+			finished = true
+		}
+		if finished {
+			for _, p := range active {
+				deletePod(p, "Job "+o.Name+" finished")
+			}
+			active = nil
+			if ttl := job.Spec.TTLSecondsAfterFinished; ttl != nil {
+				end := st.CompletionTime
+				for _, c := range st.Conditions {
+					if c.Type == batchv1.JobFailed {
+						end = &c.LastTransitionTime
+					}
+				}
+				if end != nil && now.Sub(end.Time) >= time.Duration(*ttl)*time.Second {
+					for _, p := range podsByOwner[o.Key] {
+						if !deleted[p.Key] {
+							deletePod(p, "Job "+o.Name+" finished more than ttlSecondsAfterFinished ago")
+						}
+					}
+				}
+			}
+		} else {
+			want := min(parallelism, completions-st.Succeeded) - int32(len(active))
+			for range max(want, 0) {
+				plan.upsertPods = append(plan.upsertPods, podOf(o, &job.Spec.Template, "", now))
+			}
+			active = append(active, make([]*store.Pod, max(want, 0))...)
+		}
+		st.Active = int32(len(active))
+		plan.setStatus(o, st)
+	}
+}
+
+// counted reports whether a finished pod was already counted in prev.
+func counted(prev batchv1.JobStatus, p *store.Pod) bool {
+	if prev.UncountedTerminatedPods == nil {
+		return false
+	}
+	for _, u := range append(prev.UncountedTerminatedPods.Succeeded, prev.UncountedTerminatedPods.Failed...) {
+		if u == p.Pod.UID {
+			return true
+		}
+	}
+	return false
+}
+
+// addUID remembers a counted pod (the field's name is Kubernetes'; here it
+// holds the pods already counted, so that a pass never counts one twice).
+func addUID(u *batchv1.UncountedTerminatedPods, p *store.Pod, ok bool) *batchv1.UncountedTerminatedPods {
+	if u == nil {
+		u = &batchv1.UncountedTerminatedPods{}
+	}
+	if ok {
+		u.Succeeded = append(u.Succeeded, p.Pod.UID)
+	} else {
+		u.Failed = append(u.Failed, p.Pod.UID)
+	}
+	return u
+}
+
+func jobFailed(st *batchv1.JobStatus) bool {
+	for _, c := range st.Conditions {
+		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+func finish(plan *clusterPlan, o *store.Object, st *batchv1.JobStatus, reason, msg string, now time.Time) {
+	st.Conditions = append(st.Conditions, batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: reason, Message: msg, LastTransitionTime: metav1.NewTime(now)})
+	plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeWarning, Reason: reason, Message: msg})
+}
+
+// deploymentStatus is what a Deployment's pods show.
+func deploymentStatus(plan *clusterPlan, o *store.Object, rsKey string, podsByOwner map[string][]*store.Pod, deleted map[string]bool) {
+	d := o.Obj.(*appsv1.Deployment)
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	st := &appsv1.DeploymentStatus{}
+	for _, p := range podsByOwner[rsKey] {
+		if deleted[p.Key] {
+			continue
+		}
+		st.Replicas++
+		st.UpdatedReplicas++
+		if podReady(p.Pod) {
+			st.ReadyReplicas++
+			st.AvailableReplicas++
+		}
+	}
+	st.UnavailableReplicas = max(want-st.AvailableReplicas, 0)
+	avail := corev1.ConditionFalse
+	if st.AvailableReplicas >= want {
+		avail = corev1.ConditionTrue
+	}
+	st.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: avail}}
+	plan.setStatus(o, st)
+}
