@@ -37,7 +37,7 @@ type ClusterConfig struct {
 	// controller adopts what runs instead of starting it again.
 	StartupGrace time.Duration
 	Log          *slog.Logger
-	Now                func() time.Time
+	Now          func() time.Time
 }
 
 // Cluster runs the controllers and the scheduler over the store, and takes
