@@ -77,7 +77,9 @@ type ContainerSpec struct {
 	LogPath string
 	// Labels are extra container labels.
 	Labels map[string]string
-	// CgroupParent is the parent cgroup; empty means /<namespace>.
+	// CgroupParent is the parent cgroup; empty means /<namespace>-<id of
+	// the containerd>, so that containers of two agents on one machine never
+	// share a cgroup even when their IDs are equal.
 	CgroupParent string
 }
 
@@ -368,7 +370,7 @@ func (r *Runtime) specOpts(id string, image containerd.Image, args []string, s *
 
 	parent := s.CgroupParent
 	if parent == "" {
-		parent = "/" + r.namespace
+		parent = "/" + r.namespace + "-" + filepath.Base(r.runcRoot)
 	}
 	opts = append(opts, oci.WithCgroup(path.Join(parent, id)))
 	return opts, nil

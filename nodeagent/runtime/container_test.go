@@ -200,7 +200,7 @@ func TestCgroupLimits(t *testing.T) {
 	s := newSpec(t, rt, busybox, "sleep", "1000")
 	s.Resources = Resources{MemoryLimit: 64 << 20, CPUQuota: CPUQuota(250, 100000), CPUShares: CPUShares(500)}
 	c := start(t, rt, s)
-	base := filepath.Join(testNamespace, c.ID)
+	base := filepath.Join(testNamespace+"-"+filepath.Base(rt.runcRoot), c.ID)
 	for _, tt := range []struct{ file, want string }{
 		{"/sys/fs/cgroup/memory/" + base + "/memory.limit_in_bytes", strconv.Itoa(64 << 20)},
 		{"/sys/fs/cgroup/cpu/" + base + "/cpu.cfs_quota_us", "25000"},
