@@ -61,6 +61,15 @@ type Agent struct {
 	haveGood bool                         // a desired set was applied
 	ctx      context.Context              // the Run context, for workers
 	wg       sync.WaitGroup
+
+	// configs are the ConfigMaps and Secrets of the desired set.
+	configs *configStore
+	// volMu serialises setting up, refreshing and releasing pod volumes
+	// (volumes.go); volGone holds the pods being removed.
+	volMu       sync.Mutex
+	volGone     map[types.UID]bool
+	nodeResOnce sync.Once
+	nodeRes     nodeResources
 }
 
 // New returns an agent; it does nothing until Run.
@@ -68,7 +77,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Node == "" || cfg.DataDir == "" || cfg.Runtime == nil || cfg.Network == nil || cfg.Store == nil {
 		return nil, fmt.Errorf("agent: node, data dir, runtime, network and store are required")
 	}
-	a := &Agent{Config: cfg, log: cfg.Log, now: cfg.Now, rt: cfg.Runtime, net: cfg.Network, workers: map[types.UID]*podWorker{}}
+	a := &Agent{Config: cfg, log: cfg.Log, now: cfg.Now, rt: cfg.Runtime, net: cfg.Network, workers: map[types.UID]*podWorker{},
+		configs: &configStore{}, volGone: map[types.UID]bool{}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -138,8 +148,13 @@ func (a *Agent) Update(d Desired) {
 		}
 		want[p.UID] = p
 	}
+	changed := a.configs.set(d.ConfigMaps, d.Secrets)
 	for uid, w := range a.workers {
 		if _, ok := want[uid]; !ok {
+			w.mu.Lock()
+			p := w.next
+			w.mu.Unlock()
+			a.releaseVolumes(p)
 			w.remove()
 		}
 	}
@@ -152,6 +167,16 @@ func (a *Agent) Update(d Desired) {
 		delete(a.adopted, uid)
 		a.workers[uid] = w
 		a.wg.Go(func() { w.run(a.ctx) })
+	}
+	if len(changed) > 0 {
+		// Config the pods use changed: rewrite their volumes in place, and
+		// wake their workers (a container waiting for it can start).
+		for uid, p := range want {
+			if usesAny(p, changed) {
+				a.refreshVolumes(p)
+				a.workers[uid].poke()
+			}
+		}
 	}
 	if !a.haveGood {
 		a.haveGood = true
@@ -181,7 +206,12 @@ func (a *Agent) cleanupOrphans(ctx context.Context) {
 			stale = append(stale, sb)
 		}
 	}
+	desired := make(map[types.UID]bool, len(a.workers))
+	for uid := range a.workers {
+		desired[uid] = true
+	}
 	if len(ids) == 0 && len(stale) == 0 {
+		a.cleanupPodDirs(desired)
 		return
 	}
 	a.log.Info("cleaning up pods removed while the agent was down", "containers", len(ids), "sandboxes", len(stale))
@@ -199,6 +229,7 @@ func (a *Agent) cleanupOrphans(ctx context.Context) {
 				a.log.Warn("tear down orphan sandbox", "pod", sb.Pod.Namespace+"/"+sb.Pod.Name, "err", err)
 			}
 		}
+		a.cleanupPodDirs(desired)
 	})
 }
 
@@ -214,6 +245,7 @@ func (a *Agent) forget(pod *corev1.Pod) {
 		delete(a.workers, pod.UID)
 	}
 	a.mu.Unlock()
+	a.forgetVolumes(pod)
 	txn := a.Store.Write()
 	defer txn.Abort()
 	if err := txn.DeletePod(pod.Namespace + "/" + pod.Name); err == nil {

@@ -4,10 +4,22 @@
 // Pod manifests now; the controller's API later), and keeps one worker per
 // pod. A worker owns everything of its pod: the network sandbox (a network
 // namespace wired by CNI, see package network), the containerd containers
-// (see package runtime), their restart back-off, and the pod's status. It
-// reacts to three things only: a new spec, a container exit, and the end of
-// a back-off; each reaction is one sync that compares the spec with what
-// runs and acts on the difference.
+// (see package runtime), their restart back-off, their probers, and the
+// pod's status. It reacts to four things only: a new spec, a container
+// exit, a probe result, and the end of a back-off; each reaction is one sync
+// that compares the spec with what runs and acts on the difference.
+//
+// Init containers run in order, each to completion, before the app
+// containers; sidecars (init containers with restartPolicy Always) start
+// in that order and keep running. Each container run gets a prober
+// goroutine that runs its postStart hook and then its liveness, readiness
+// and startup probes and sends the results to the worker, which counts them
+// against the thresholds (probeState, a pure value) and acts: a failed
+// liveness or startup probe kills the run (preStop hook, SIGTERM, SIGKILL
+// after the grace period) and the restart back-off applies; readiness
+// drives the containers' Ready and the pod's Ready condition. Stopping a
+// pod runs the preStop hooks, then stops the app containers and after them
+// the sidecars, all within the grace period.
 //
 // Containers outlive the agent: their logs go straight to files from the
 // containerd shim, and their labels carry the pod UID, name, namespace,

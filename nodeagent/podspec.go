@@ -1,7 +1,6 @@
 package nodeagent
 
 import (
-	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,13 +15,22 @@ type podFiles struct {
 	hosts, resolv, hostname string
 }
 
-// containerSpec maps a pod's container to what the runtime starts, the way
+// containerSpec maps a pod's container to what the runtime starts, with no
+// node config (ConfigMaps, Secrets, volumes); see buildSpec.
+func containerSpec(pod *corev1.Pod, c *corev1.Container, restarts int, netns string, files podFiles, logPath string) (runtime.ContainerSpec, error) {
+	spec, _, err := buildSpec(envInputs{pod: pod, podIP: pod.Status.PodIP, hostIP: pod.Status.HostIP}, c, restarts, netns, files, logPath)
+	return spec, err
+}
+
+// buildSpec maps a pod's container to what the runtime starts, the way
 // kubelet maps it: command and args with $(VAR) expansion, env, resources
 // as cgroup limits, the security context, and the pod's network and files.
-func containerSpec(pod *corev1.Pod, c *corev1.Container, restarts int, netns string, files podFiles, logPath string) (runtime.ContainerSpec, error) {
-	env, err := containerEnv(pod, c)
+// It also returns the container's variables (for subPathExpr).
+func buildSpec(in envInputs, c *corev1.Container, restarts int, netns string, files podFiles, logPath string) (runtime.ContainerSpec, map[string]string, error) {
+	pod := in.pod
+	env, err := containerEnv(in, c)
 	if err != nil {
-		return runtime.ContainerSpec{}, err
+		return runtime.ContainerSpec{}, nil, err
 	}
 	vars := map[string]string{}
 	for _, kv := range env {
@@ -59,7 +67,7 @@ func containerSpec(pod *corev1.Pod, c *corev1.Container, restarts int, netns str
 			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: files.hostname, Destination: "/etc/hostname", Type: "bind"})
 		}
 	}
-	return spec, nil
+	return spec, vars, nil
 }
 
 // podHostname is the pod's hostname: spec.hostname, else its name, cut to a
@@ -73,69 +81,6 @@ func podHostname(pod *corev1.Pod) string {
 		h = strings.TrimRight(h[:63], "-.")
 	}
 	return h
-}
-
-// containerEnv is the container's environment: the pod's service links are
-// not emulated; env entries are expanded in order, each seeing the ones
-// before it. valueFrom sources the agent cannot resolve yet are errors.
-func containerEnv(pod *corev1.Pod, c *corev1.Container) ([]string, error) {
-	vars := map[string]string{}
-	var out []string
-	set := func(k, v string) {
-		if _, ok := vars[k]; !ok {
-			out = append(out, k)
-		}
-		vars[k] = v
-	}
-	for _, e := range c.Env {
-		if e.ValueFrom == nil {
-			set(e.Name, expand(e.Value, vars))
-			continue
-		}
-		v, err := fieldValue(pod, e)
-		if err != nil {
-			return nil, fmt.Errorf("container %s: env %s: %w", c.Name, e.Name, err)
-		}
-		set(e.Name, v)
-	}
-	env := make([]string, 0, len(out)+1)
-	for _, k := range out {
-		env = append(env, k+"="+vars[k])
-	}
-	if _, ok := vars["HOSTNAME"]; !ok {
-		env = append(env, "HOSTNAME="+podHostname(pod))
-	}
-	return env, nil
-}
-
-func fieldValue(pod *corev1.Pod, e corev1.EnvVar) (string, error) {
-	f := e.ValueFrom.FieldRef
-	if f == nil {
-		return "", fmt.Errorf("only fieldRef is supported by this agent yet")
-	}
-	switch f.FieldPath {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	case "metadata.uid":
-		return string(pod.UID), nil
-	case "spec.nodeName":
-		return pod.Spec.NodeName, nil
-	case "spec.serviceAccountName":
-		return pod.Spec.ServiceAccountName, nil
-	case "status.podIP":
-		return pod.Status.PodIP, nil
-	case "status.hostIP":
-		return pod.Status.HostIP, nil
-	}
-	if k, ok := strings.CutPrefix(f.FieldPath, "metadata.labels['"); ok {
-		return pod.Labels[strings.TrimSuffix(k, "']")], nil
-	}
-	if k, ok := strings.CutPrefix(f.FieldPath, "metadata.annotations['"); ok {
-		return pod.Annotations[strings.TrimSuffix(k, "']")], nil
-	}
-	return "", fmt.Errorf("fieldRef %q is not supported", f.FieldPath)
 }
 
 // expand replaces $(VAR) with the value of VAR when VAR is defined, leaves

@@ -25,55 +25,53 @@ func (w *podWorker) status() corev1.PodStatus {
 	if s.HostIP != "" {
 		s.HostIPs = []corev1.HostIP{{IP: s.HostIP}}
 	}
+	initDone := w.initDone || len(pod.Spec.InitContainers) == 0
 	var running, waiting, succeeded, failed int
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
-		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
-		st := w.containers[c.Name]
-		switch {
-		case st == nil:
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating", Message: w.sandboxErr}
-			waiting++
-		case st.running:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(st.startedAt)}
-			cs.ContainerID = "containerd://" + st.id
-			cs.Ready, cs.Started = true, ptr(true)
-			running++
-		case st.exit != nil && (st.waitingReason == "" || !shouldRestart(pod.Spec.RestartPolicy, st.exit.code)):
-			cs.State.Terminated = terminated(st.exit)
-			cs.ContainerID = "containerd://" + st.exit.id
-			if st.exit.code == 0 {
-				succeeded++
-			} else {
-				failed++
-			}
-		default:
-			reason := st.waitingReason
-			if reason == "" {
-				reason = "ContainerCreating"
-			}
-			msg := st.waitingMessage
-			if reason == "ContainerCreating" && msg == "" {
-				msg = w.sandboxErr
-			}
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
-			waiting++
+		pending := "ContainerCreating"
+		if !initDone {
+			pending = "PodInitializing"
 		}
-		if st != nil {
-			cs.RestartCount = int32(st.restarts)
-			cs.ImageID = st.imageID
-			last := st.lastExit
-			if cs.State.Terminated == nil && st.exit != nil {
-				last = st.exit
-			}
-			if last != nil {
-				cs.LastTerminationState.Terminated = terminated(last)
-			}
+		cs := w.containerStatus(c, pod.Spec.RestartPolicy, pending)
+		switch {
+		case cs.State.Running != nil:
+			running++
+		case cs.State.Waiting != nil:
+			waiting++
+		case cs.State.Terminated.ExitCode == 0:
+			succeeded++
+		default:
+			failed++
 		}
 		s.ContainerStatuses = append(s.ContainerStatuses, cs)
 	}
+	// Ready: every app container and every sidecar is ready.
+	ready := initDone && len(pod.Spec.Containers) > 0
+	for _, cs := range s.ContainerStatuses {
+		ready = ready && cs.Ready
+	}
+	initFailed := false
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		policy := initPolicy(pod)
+		if isSidecar(c) {
+			policy = corev1.RestartPolicyAlways
+		}
+		cs := w.containerStatus(c, policy, "PodInitializing")
+		if isSidecar(c) {
+			ready = ready && cs.Ready
+		} else if t := cs.State.Terminated; t != nil && !shouldRestart(policy, int(t.ExitCode)) && t.ExitCode != 0 {
+			initFailed = true
+		}
+		s.InitContainerStatuses = append(s.InitContainerStatuses, cs)
+	}
 	n := len(pod.Spec.Containers)
 	switch {
+	case initFailed:
+		s.Phase = corev1.PodFailed
+	case !initDone:
+		s.Phase = corev1.PodPending
 	case waiting > 0 && running == 0 && succeeded+failed == 0:
 		s.Phase = corev1.PodPending
 	case running > 0 || waiting > 0:
@@ -96,15 +94,63 @@ func (w *podWorker) status() corev1.PodStatus {
 		}
 		return c
 	}
-	ready := running == n && n > 0
 	s.Conditions = []corev1.PodCondition{
 		cond(corev1.PodReadyToStartContainers, w.sandbox != nil || (pod.Spec.HostNetwork && w.files.resolv != ""), "SandboxNotReady"),
-		cond(corev1.PodInitialized, true, ""),
+		cond(corev1.PodInitialized, initDone, "ContainersNotInitialized"),
 		cond(corev1.ContainersReady, ready, "ContainersNotReady"),
 		cond(corev1.PodReady, ready, "ContainersNotReady"),
 		cond(corev1.PodScheduled, true, ""),
 	}
 	return s
+}
+
+// containerStatus is the status of container c, whose runs follow policy;
+// pending is its waiting reason before its first start. A running
+// container is Started once past its postStart hook and startup probe, and
+// Ready once also past its readiness probe (at once without one).
+func (w *podWorker) containerStatus(c *corev1.Container, policy corev1.RestartPolicy, pending string) corev1.ContainerStatus {
+	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
+	st := w.containers[c.Name]
+	switch {
+	case st == nil:
+		msg := ""
+		if pending == "ContainerCreating" {
+			msg = w.sandboxErr
+		}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: pending, Message: msg}
+	case st.running:
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(st.startedAt)}
+		cs.ContainerID = "containerd://" + st.id
+		cs.Started = ptr(st.started())
+		cs.Ready = st.ready()
+	case st.exit != nil && (st.waitingReason == "" || !shouldRestart(policy, st.exit.code)):
+		cs.State.Terminated = terminated(st.exit)
+		cs.ContainerID = "containerd://" + st.exit.id
+		cs.Started = ptr(false)
+	default:
+		reason := st.waitingReason
+		if reason == "" {
+			reason = "ContainerCreating"
+		}
+		msg := st.waitingMessage
+		if reason == "ContainerCreating" && msg == "" {
+			msg = w.sandboxErr
+		}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: msg}
+		cs.Started = ptr(false)
+	}
+	if st != nil {
+		cs.RestartCount = int32(st.restarts)
+		cs.ImageID = st.imageID
+		last := st.lastExit
+		if cs.State.Terminated == nil && st.exit != nil {
+			last = st.exit
+		}
+		if last != nil {
+			cs.LastTerminationState.Terminated = terminated(last)
+		}
+	}
+	return cs
 }
 
 func terminated(e *exitInfo) *corev1.ContainerStateTerminated {

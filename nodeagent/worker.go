@@ -15,6 +15,10 @@ import (
 	"github.com/keelson/keelson/nodeagent/runtime"
 )
 
+// configRetry is how often a container that cannot start for want of a
+// ConfigMap, Secret or path is tried again when nothing else wakes its pod.
+const configRetry = 2 * time.Second
+
 // ctrState is what a worker knows of one container of its pod. Owned by
 // the worker's goroutine.
 type ctrState struct {
@@ -34,6 +38,14 @@ type ctrState struct {
 	// ImagePullBackOff, CrashLoopBackOff, CreateContainerError...
 	waitingReason, waitingMessage string
 	imageID                       string
+	// probes is what the current run's probes concluded (nil when not
+	// running); prober runs them (nil without probes or hook). See
+	// lifecycle.go.
+	probes      *probeState
+	prober      *prober
+	hookPending bool   // the postStart hook of this run has not finished
+	adopted     bool   // this run was adopted from an earlier agent
+	killMsg     string // why the agent is killing this run
 }
 
 type exitInfo struct {
@@ -62,8 +74,9 @@ type podWorker struct {
 	removed bool
 	kick    chan struct{}
 
-	exits chan exitEvent
-	done  chan struct{}
+	exits        chan exitEvent
+	probeResults chan probeResult
+	done         chan struct{}
 
 	pod          *corev1.Pod
 	sandbox      *network.Sandbox
@@ -72,19 +85,21 @@ type podWorker struct {
 	sandboxErr   string
 	sandboxRetry backoff
 	started      time.Time
+	initDone     bool // every regular init container completed
 	waiters      sync.WaitGroup
 }
 
 func newWorker(a *Agent, pod *corev1.Pod, adopted []runtime.Info) *podWorker {
 	w := &podWorker{
-		a:          a,
-		key:        pod.Namespace + "/" + pod.Name,
-		next:       pod,
-		kick:       make(chan struct{}, 1),
-		exits:      make(chan exitEvent, 16),
-		done:       make(chan struct{}),
-		containers: map[string]*ctrState{},
-		started:    a.now(),
+		a:            a,
+		key:          pod.Namespace + "/" + pod.Name,
+		next:         pod,
+		kick:         make(chan struct{}, 1),
+		exits:        make(chan exitEvent, 16),
+		probeResults: make(chan probeResult, 16),
+		done:         make(chan struct{}),
+		containers:   map[string]*ctrState{},
+		started:      a.now(),
 	}
 	w.adopt(adopted)
 	w.kick <- struct{}{}
@@ -135,7 +150,7 @@ func (w *podWorker) adopt(infos []runtime.Info) {
 		if st != nil && st.id != "" && st.id != in.ID {
 			w.a.removeLater(st.id)
 		}
-		st = &ctrState{name: name, id: in.ID, restarts: restarts, startedAt: in.CreatedAt, imageID: in.Image}
+		st = &ctrState{name: name, id: in.ID, restarts: restarts, startedAt: in.CreatedAt, imageID: in.Image, adopted: true}
 		if !in.CreatedAt.IsZero() && in.CreatedAt.Before(w.started) {
 			// The pod started when its oldest container did, not now.
 			w.started = in.CreatedAt
@@ -186,16 +201,22 @@ func (w *podWorker) run(ctx context.Context) {
 			}
 			wake = timer.C
 		}
+		changed := true
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.kick:
 		case ev := <-w.exits:
 			w.exited(ev)
+		case r := <-w.probeResults:
+			changed = w.probed(ctx, r)
 		case <-wake:
 		}
 		if timer != nil {
 			timer.Stop()
+		}
+		if !changed {
+			continue
 		}
 		w.mu.Lock()
 		removed, next := w.removed, w.next
@@ -241,6 +262,9 @@ func (w *podWorker) exited(ev exitEvent) {
 	if s.Err != nil {
 		st.exit.message = s.Err.Error()
 	}
+	if why := st.runEnded(); why != "" {
+		st.exit.message = why
+	}
 	st.backoff = st.backoff.exited(st.startedAt, s.ExitedAt)
 	typ := corev1.EventTypeNormal
 	if st.exit.reason != "Completed" {
@@ -257,31 +281,12 @@ func (w *podWorker) sync(ctx context.Context) {
 		w.publish()
 		return
 	}
+	if !w.syncInit(ctx, pod, now) {
+		w.publish()
+		return
+	}
 	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
-		st := w.containers[c.Name]
-		if st == nil {
-			st = &ctrState{name: c.Name, waitingReason: "ContainerCreating"}
-			w.containers[c.Name] = st
-		}
-		if st.running {
-			continue
-		}
-		if st.exit != nil && !shouldRestart(pod.Spec.RestartPolicy, st.exit.code) {
-			continue
-		}
-		if d := st.backoff.wait(now); d > 0 {
-			switch {
-			case st.waitingReason == "ErrImageNeverPull":
-			case st.waitingReason == "ErrImagePull" || st.waitingReason == "ImagePullBackOff":
-				st.waitingReason = "ImagePullBackOff"
-			case st.exit != nil && st.waitingReason != "CreateContainerError" && st.waitingReason != "RunContainerError":
-				st.waitingReason = "CrashLoopBackOff"
-				st.waitingMessage = fmt.Sprintf("back-off %s restarting failed container %s", d.Round(time.Second), c.Name)
-			}
-			continue
-		}
-		w.start(ctx, pod, c, st)
+		w.step(ctx, pod, &pod.Spec.Containers[i], pod.Spec.RestartPolicy, now)
 	}
 	w.publish()
 }
@@ -378,11 +383,14 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	if w.sandbox != nil {
 		netns = w.sandbox.NetNSPath
 	}
-	spec, err := containerSpec(pod, c, restarts, netns, w.files, lp)
+	spec, err := w.specFor(pod, c, restarts, netns, lp)
 	if err != nil {
+		if st.waitingMessage != err.Error() {
+			w.a.event(pod, corev1.EventTypeWarning, "Failed", err.Error())
+		}
 		st.waitingReason, st.waitingMessage = "CreateContainerConfigError", err.Error()
-		st.backoff = st.backoff.failed(now)
-		w.a.event(pod, corev1.EventTypeWarning, "Failed", err.Error())
+		// Retried at every sync, and at least every configRetry.
+		st.backoff.until = now.Add(configRetry)
 		return
 	}
 	if st.id != "" {
@@ -433,38 +441,9 @@ func (w *podWorker) watch(ctx context.Context, name, id string) {
 	})
 }
 
-// terminate stops the pod: SIGTERM to every container, SIGKILL after the
-// grace period, then removes containers, the sandbox and the pod's files.
-func (w *podWorker) terminate(ctx context.Context) {
-	pod := w.pod
-	if pod == nil {
-		w.mu.Lock()
-		pod = w.next
-		w.mu.Unlock()
-	}
-	grace := 30 * time.Second
-	if pod.Spec.TerminationGracePeriodSeconds != nil {
-		grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
-	}
-	w.a.event(pod, corev1.EventTypeNormal, "Killing", fmt.Sprintf("stopping pod (grace period %s)", grace))
-	var wg sync.WaitGroup
-	for _, st := range w.containers {
-		if st.id == "" {
-			continue
-		}
-		id, running := st.id, st.running
-		wg.Go(func() {
-			if running {
-				if err := w.a.rt.Stop(ctx, id, grace); err != nil {
-					w.a.log.Warn("stop container", "pod", w.key, "id", id, "err", err)
-				}
-			}
-			if err := w.a.rt.Remove(ctx, id); err != nil {
-				w.a.log.Warn("remove container", "pod", w.key, "id", id, "err", err)
-			}
-		})
-	}
-	wg.Wait()
+// teardown removes what is left of a stopped pod: its sandbox, its files
+// and its status.
+func (w *podWorker) teardown(ctx context.Context, pod *corev1.Pod) {
 	if !pod.Spec.HostNetwork {
 		ref := network.PodRef{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name}
 		if err := w.a.net.Teardown(ctx, ref); err != nil {
