@@ -69,6 +69,12 @@ func TestCommandSemantics(t *testing.T) {
 			if es.Code != tt.wantCode {
 				t.Errorf("exit code = %d, want %d (log %q)", es.Code, tt.wantCode, log)
 			}
+			// The shim may still be copying the last output when the exit is
+			// reported, more so on a loaded machine.
+			for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log, tt.wantLog) && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				log = readLog(t, s.LogPath)
+			}
 			if !strings.Contains(log, tt.wantLog) {
 				t.Errorf("log = %q, want it to contain %q", log, tt.wantLog)
 			}

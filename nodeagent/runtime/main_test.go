@@ -212,15 +212,18 @@ func run(t testing.TB, rt *Runtime, s ContainerSpec) (ExitStatus, string) {
 	c := start(t, rt, s)
 	es := waitExit(t, rt, c.ID, 30*time.Second)
 	// The shim copies the last output to the log file concurrently with
-	// reporting the exit: read until the file stops growing.
+	// reporting the exit: read until the file has been the same, and not
+	// empty, for 100 ms (or 2 s have passed).
 	log := readLog(t, s.LogPath)
-	for i := 0; i < 20; i++ {
-		time.Sleep(25 * time.Millisecond)
+	stable := 0
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && (stable < 2 || log == ""); {
+		time.Sleep(50 * time.Millisecond)
 		next := readLog(t, s.LogPath)
-		if next == log && (log != "" || i >= 4) {
-			break
+		if next == log {
+			stable++
+		} else {
+			stable, log = 0, next
 		}
-		log = next
 	}
 	return es, log
 }
