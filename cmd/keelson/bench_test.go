@@ -461,6 +461,7 @@ spec:
 		_ = runDown(context.Background(), dataDir, node, io.Discard)
 	}()
 	c, _ := client.New("http://" + o.controller.listen)
+	agentAPI, _ := client.New("http://" + o.agent.listen)
 	running := func(want int) {
 		deadline := time.Now().Add(2 * time.Minute)
 		var idx uint64
@@ -495,6 +496,13 @@ spec:
 			samples = append(samples, time.Since(t0))
 			repo.CommitFiles(fmt.Sprintf("scale down %d", i), manifest(0))
 			running(0)
+			// Let the node finish stopping the old pods, so that each sample
+			// measures a start, not a start racing a teardown.
+			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				if l, err := agentAPI.Pods(context.Background(), client.PodQuery{}); err == nil && len(l.Items) == 0 {
+					break
+				}
+			}
 		}
 		slices.Sort(samples)
 		b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "p50-ms")
