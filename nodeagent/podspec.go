@@ -15,13 +15,6 @@ type podFiles struct {
 	hosts, resolv, hostname string
 }
 
-// containerSpec maps a pod's container to what the runtime starts, with no
-// node config (ConfigMaps, Secrets, volumes); see buildSpec.
-func containerSpec(pod *corev1.Pod, c *corev1.Container, restarts int, netns string, files podFiles, logPath string) (runtime.ContainerSpec, error) {
-	spec, _, err := buildSpec(envInputs{pod: pod, podIP: pod.Status.PodIP, hostIP: pod.Status.HostIP}, c, restarts, netns, files, logPath)
-	return spec, err
-}
-
 // buildSpec maps a pod's container to what the runtime starts, the way
 // kubelet maps it: command and args with $(VAR) expansion, env, resources
 // as cgroup limits, the security context, and the pod's network and files.

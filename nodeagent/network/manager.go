@@ -133,6 +133,9 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build loopback configuration: %w", err)
 	}
+	// The loopback plugin runs as a network of its own, beside the bridge
+	// chain; libcni still takes such single-plugin configurations.
+	//lint:ignore SA1019 a single-plugin network is what loopback is
 	lo, err := libcni.ConfFromBytes(loBytes)
 	if err != nil {
 		return nil, fmt.Errorf("parse loopback configuration: %w", err)
