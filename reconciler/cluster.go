@@ -538,7 +538,16 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 	}
 	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now)
+	statefulSets(plan, objs, podsByOwner, deleted, deletePod, now)
+	cronJobs(plan, objs, byKey, now)
 	jobs(plan, objs, podsByOwner, deleted, deletePod, now)
+	// Objects a controller made whose owner is gone (a ReplicaSet of a
+	// removed Deployment is handled above with its pods; Jobs of a CronJob here).
+	for _, o := range objs {
+		if _, isRS := o.Obj.(*appsv1.ReplicaSet); o.OwnerKey != "" && !isRS && byKey[o.OwnerKey] == nil {
+			plan.deleteObjects = append(plan.deleteObjects, o.Key)
+		}
+	}
 
 	// Bare pods from Git.
 	for _, o := range objs {

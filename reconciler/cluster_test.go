@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -406,5 +407,158 @@ func TestJobCompletionsAndBackoffLimit(t *testing.T) {
 	s := o.Status.(*batchv1.JobStatus)
 	if s.Failed != 2 || !jobFailed(s) {
 		t.Errorf("broken job status: failed %d conditions %+v", s.Failed, s.Conditions)
+	}
+}
+
+const statefulSet = `apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 3
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+      - name: c
+        image: db:v1
+`
+
+func setReadyPod(t *testing.T, st *store.Store, key string) {
+	t.Helper()
+	txn := st.Write()
+	defer txn.Abort()
+	p, err := txn.Snapshot().Pod(memdb.NewWatchSet(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *p
+	pod := *p.Pod
+	pod.Status.Phase = corev1.PodRunning
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	c.Pod, c.Phase = &pod, "Running"
+	if err := txn.UpsertPod(&c); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func podNames(t *testing.T, st *store.Store) []string {
+	var out []string
+	for _, p := range podsOf(t, st) {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+func TestStatefulSetOrderedReady(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	if _, err := a.Apply(revision("c1", map[string]string{"ss.yaml": statefulSet}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]string{{"db-0"}, {"db-0", "db-1"}, {"db-0", "db-1", "db-2"}} {
+		settle(t, c)
+		if got := podNames(t, st); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("step %d: pods %v, want %v", i, got, want)
+		}
+		p, _ := st.Snapshot().Pod(memdb.NewWatchSet(), "default/"+want[i])
+		if p.Pod.Spec.Hostname != want[i] || p.Pod.Spec.Subdomain != "db" {
+			t.Errorf("pod %s hostname %q subdomain %q", want[i], p.Pod.Spec.Hostname, p.Pod.Spec.Subdomain)
+		}
+		setReadyPod(t, st, "default/"+want[i])
+	}
+	// Scale down removes the highest ordinal first, one at a time.
+	if _, err := a.Apply(revision("c2", map[string]string{"ss.yaml": strings.Replace(statefulSet, "replicas: 3", "replicas: 1", 1)}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.reconcileOnce(memdb.NewWatchSet()); err != nil {
+		t.Fatal(err)
+	}
+	if got := podNames(t, st); strings.Join(got, ",") != "db-0,db-1" {
+		t.Fatalf("first scale-down step: %v", got)
+	}
+	settle(t, c)
+	if got := podNames(t, st); strings.Join(got, ",") != "db-0" {
+		t.Fatalf("after scale-down: %v", got)
+	}
+}
+
+const cronJob = `apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: report
+spec:
+  schedule: "*/5 * * * *"
+  concurrencyPolicy: Forbid
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers:
+          - name: c
+            image: report:v1
+`
+
+func TestCronJobSchedulesJobs(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	clk.t = time.Date(2026, 1, 1, 10, 1, 0, 0, time.UTC)
+	if _, err := a.Apply(revision("c1", map[string]string{"cj.yaml": cronJob}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	jobsNow := func() []string {
+		objs, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "Job"})
+		var out []string
+		for _, o := range objs {
+			out = append(out, o.Name)
+		}
+		return out
+	}
+	settle(t, c)
+	if j := jobsNow(); len(j) != 0 {
+		t.Fatalf("jobs before the schedule: %v", j)
+	}
+	clk.t = time.Date(2026, 1, 1, 10, 5, 1, 0, time.UTC)
+	settle(t, c)
+	j := jobsNow()
+	if len(j) != 1 || j[0] != fmt.Sprintf("report-%d", time.Date(2026, 1, 1, 10, 5, 0, 0, time.UTC).Unix()/60) {
+		t.Fatalf("jobs at 10:05: %v", j)
+	}
+	if n := len(podsOf(t, st)); n != 1 {
+		t.Errorf("%d pods for the job, want 1", n)
+	}
+	// At 10:10 the first one still runs: Forbid skips this run.
+	clk.t = time.Date(2026, 1, 1, 10, 10, 1, 0, time.UTC)
+	settle(t, c)
+	if j := jobsNow(); len(j) != 1 {
+		t.Fatalf("Forbid: jobs %v", j)
+	}
+	// It completes; at 10:15 a new one runs, and history keeps one.
+	for _, p := range podsOf(t, st) {
+		setPhase(t, st, p.Key, corev1.PodSucceeded)
+	}
+	settle(t, c)
+	clk.t = time.Date(2026, 1, 1, 10, 15, 1, 0, time.UTC)
+	settle(t, c)
+	if j := jobsNow(); len(j) != 2 {
+		t.Fatalf("at 10:15: jobs %v", j)
+	}
+	for _, p := range podsOf(t, st) {
+		if p.Phase != string(corev1.PodSucceeded) {
+			setPhase(t, st, p.Key, corev1.PodSucceeded)
+		}
+	}
+	settle(t, c)
+	if j := jobsNow(); len(j) != 1 {
+		t.Fatalf("history limit 1: jobs %v", j)
 	}
 }

@@ -3,9 +3,11 @@ package reconciler
 import (
 	"fmt"
 	"reflect"
+	"sort"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/robfig/cron/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -281,4 +283,193 @@ func deploymentStatus(plan *clusterPlan, o *store.Object, rsKey string, podsByOw
 	}
 	st.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: avail}}
 	plan.setStatus(o, st)
+}
+
+// statefulSets gives each StatefulSet pods with stable names
+// (<name>-<ordinal>), created in order, each once the one before is Ready
+// (OrderedReady, the default) or all at once (Parallel), and removed from
+// the highest ordinal down.
+func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*store.Pod, deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time) {
+	for _, o := range objs {
+		ss, ok := o.Obj.(*appsv1.StatefulSet)
+		if !ok {
+			continue
+		}
+		want := 1
+		if ss.Spec.Replicas != nil {
+			want = int(*ss.Spec.Replicas)
+		}
+		ordered := ss.Spec.PodManagementPolicy != appsv1.ParallelPodManagement
+		byOrdinal := map[int]*store.Pod{}
+		for _, p := range podsByOwner[o.Key] {
+			if deleted[p.Key] {
+				continue
+			}
+			var ord int
+			if _, err := fmt.Sscanf(p.Name[len(o.Name):], "-%d", &ord); err != nil || p.Name != fmt.Sprintf("%s-%d", o.Name, ord) {
+				deletePod(p, "not a pod of StatefulSet "+o.Name)
+				continue
+			}
+			if p.Phase == string(corev1.PodFailed) || p.Phase == string(corev1.PodSucceeded) {
+				deletePod(p, "pod of StatefulSet "+o.Name+" ended; it is recreated with the same name")
+				continue
+			}
+			byOrdinal[ord] = p
+		}
+		// Scale down from the top.
+		top := -1
+		for ord := range byOrdinal {
+			top = max(top, ord)
+		}
+		for ord := top; ord >= want; ord-- {
+			if p := byOrdinal[ord]; p != nil {
+				deletePod(p, fmt.Sprintf("StatefulSet %s scaled down to %d", o.Name, want))
+				delete(byOrdinal, ord)
+				if ordered {
+					break
+				}
+			}
+		}
+		var ready int32
+		for ord := 0; ord < want; ord++ {
+			p := byOrdinal[ord]
+			if p != nil {
+				if podReady(p.Pod) {
+					ready++
+					continue
+				}
+				if ordered {
+					break // the next waits for this one
+				}
+				continue
+			}
+			np := podOf(o, &ss.Spec.Template, "", now)
+			name := fmt.Sprintf("%s-%d", o.Name, ord)
+			np.Key, np.Name = o.Namespace+"/"+name, name
+			pod := *np.Pod
+			pod.Name = name
+			pod.Spec.Hostname, pod.Spec.Subdomain = name, ss.Spec.ServiceName
+			pod.Labels = withLabel(pod.Labels, "statefulset.kubernetes.io/pod-name", name)
+			np.Pod = &pod
+			plan.upsertPods = append(plan.upsertPods, np)
+			if ordered {
+				break
+			}
+		}
+		plan.setStatus(o, &appsv1.StatefulSetStatus{Replicas: int32(len(byOrdinal)), ReadyReplicas: ready, CurrentReplicas: int32(len(byOrdinal)), AvailableReplicas: ready})
+	}
+}
+
+// cronJobs creates each CronJob's Jobs on its schedule, with its
+// concurrency policy and history limits. The Jobs are objects owned by the
+// CronJob, run by the Job controller.
+func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.Object, now time.Time) {
+	owned := map[string][]*store.Object{}
+	for _, o := range objs {
+		if _, ok := o.Obj.(*batchv1.Job); ok && o.OwnerKey != "" {
+			owned[o.OwnerKey] = append(owned[o.OwnerKey], o)
+		}
+	}
+	for _, o := range objs {
+		cj, ok := o.Obj.(*batchv1.CronJob)
+		if !ok {
+			continue
+		}
+		var st batchv1.CronJobStatus
+		if s, ok := o.Status.(*batchv1.CronJobStatus); ok {
+			st = *s.DeepCopy()
+		}
+		jobsOf := owned[o.Key]
+		sort.Slice(jobsOf, func(i, j int) bool { return jobsOf[i].Name < jobsOf[j].Name })
+		var active []*store.Object
+		var succeeded, failed []*store.Object
+		for _, j := range jobsOf {
+			js, _ := j.Status.(*batchv1.JobStatus)
+			switch {
+			case js != nil && js.CompletionTime != nil:
+				succeeded = append(succeeded, j)
+			case js != nil && jobFailed(js):
+				failed = append(failed, j)
+			default:
+				active = append(active, j)
+			}
+		}
+		sched, err := cronParser.Parse(withTZ(cj))
+		if err != nil {
+			continue // validated on load; an unparsable schedule never runs
+		}
+		last := now
+		if st.LastScheduleTime != nil {
+			last = st.LastScheduleTime.Time
+		}
+		next := sched.Next(last)
+		suspended := cj.Spec.Suspend != nil && *cj.Spec.Suspend
+		if st.LastScheduleTime == nil {
+			t := metav1.NewTime(now)
+			st.LastScheduleTime = &t // the schedule counts from when Keelson first saw it
+		} else if !next.After(now) && !suspended {
+			t := metav1.NewTime(next)
+			st.LastScheduleTime = &t
+			run := true
+			switch cj.Spec.ConcurrencyPolicy {
+			case batchv1.ForbidConcurrent:
+				run = len(active) == 0
+				if !run {
+					plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeNormal, Reason: "JobAlreadyActive", Message: "not starting a Job: one is still running (concurrencyPolicy Forbid)"})
+				}
+			case batchv1.ReplaceConcurrent:
+				for _, j := range active {
+					plan.deleteObjects = append(plan.deleteObjects, j.Key)
+				}
+				active = nil
+			}
+			if run {
+				j := jobFor(o, cj, next)
+				if byKey[j.Key] == nil {
+					plan.upsertObjects = append(plan.upsertObjects, j)
+					active = append(active, j)
+					plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeNormal, Reason: "SuccessfulCreate", Message: "created Job " + j.Name})
+				}
+			}
+		}
+		keep := func(list []*store.Object, limit *int32, def int32) {
+			n := def
+			if limit != nil {
+				n = *limit
+			}
+			for i := 0; i < len(list)-int(n); i++ {
+				plan.deleteObjects = append(plan.deleteObjects, list[i].Key)
+			}
+		}
+		keep(succeeded, cj.Spec.SuccessfulJobsHistoryLimit, 3)
+		keep(failed, cj.Spec.FailedJobsHistoryLimit, 1)
+		st.Active = nil
+		for _, j := range active {
+			st.Active = append(st.Active, corev1.ObjectReference{Kind: "Job", Namespace: j.Namespace, Name: j.Name})
+		}
+		plan.setStatus(o, &st)
+	}
+}
+
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+func withTZ(cj *batchv1.CronJob) string {
+	if cj.Spec.TimeZone != nil && *cj.Spec.TimeZone != "" {
+		return "CRON_TZ=" + *cj.Spec.TimeZone + " " + cj.Spec.Schedule
+	}
+	return cj.Spec.Schedule
+}
+
+// jobFor is the Job a CronJob runs for the time t, named as Kubernetes
+// names them (the scheduled time in minutes).
+func jobFor(o *store.Object, cj *batchv1.CronJob, t time.Time) *store.Object {
+	name := fmt.Sprintf("%s-%d", cj.Name, t.Unix()/60)
+	j := &batchv1.Job{
+		TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cj.Namespace, Labels: cj.Spec.JobTemplate.Labels, Annotations: cj.Spec.JobTemplate.Annotations,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob", Name: cj.Name, Controller: ptrTrue()}}},
+		Spec: cj.Spec.JobTemplate.Spec,
+	}
+	return &store.Object{Key: "Job/" + cj.Namespace + "/" + name, APIVersion: "batch/v1", Kind: "Job", Namespace: cj.Namespace, Name: name,
+		Labels: j.Labels, OwnerKey: o.Key, Obj: j, File: o.File, Line: o.Line, Hash: fmt.Sprintf("%s@%d", o.Hash, t.Unix()), Revision: o.Revision}
 }

@@ -112,7 +112,9 @@ var resources = []resource{
 		{header: "IMAGES", wide: true, value: typed(func(d *appsv1.DaemonSet) string { return images(d.Spec.Template.Spec) })},
 	}},
 	{kind: "StatefulSet", names: []string{"statefulsets", "statefulset", "sts"}, namespaced: true, columns: []column{
-		{header: "REPLICAS", value: typed(func(d *appsv1.StatefulSet) string { return replicas(d.Spec.Replicas) })},
+		{header: "READY", value: typed(func(d *appsv1.StatefulSet) string {
+			return fmt.Sprintf("%d/%s", d.Status.ReadyReplicas, replicas(d.Spec.Replicas))
+		})},
 		{header: "IMAGES", wide: true, value: typed(func(d *appsv1.StatefulSet) string { return images(d.Spec.Template.Spec) })},
 	}},
 	{kind: "Job", names: []string{"jobs", "job"}, namespaced: true, columns: []column{
@@ -127,6 +129,13 @@ var resources = []resource{
 		{header: "SCHEDULE", value: typed(func(j *batchv1.CronJob) string { return j.Spec.Schedule })},
 		{header: "SUSPEND", value: typed(func(j *batchv1.CronJob) string {
 			return strconv.FormatBool(j.Spec.Suspend != nil && *j.Spec.Suspend)
+		})},
+		{header: "ACTIVE", value: typed(func(j *batchv1.CronJob) string { return strconv.Itoa(len(j.Status.Active)) })},
+		{header: "LAST SCHEDULE", value: typed(func(j *batchv1.CronJob) string {
+			if j.Status.LastScheduleTime == nil {
+				return "<none>"
+			}
+			return j.Status.LastScheduleTime.UTC().Format(time.RFC3339)
 		})},
 	}},
 	{kind: "Service", names: []string{"services", "service", "svc"}, namespaced: true, columns: []column{
