@@ -15,7 +15,7 @@ import (
 	"github.com/keelson/keelson/store"
 )
 
-// LeaseInterval is how often an agent renews its node's lease.
+// LeaseInterval is how often an agent renews its node's lease by default.
 const LeaseInterval = 10 * time.Second
 
 // Join registers the node with the controller, retrying with back-off
@@ -41,11 +41,14 @@ func Join(ctx context.Context, c *client.Client, reg *api.NodeRegistration, log 
 	}
 }
 
-// KeepLease renews the node's lease every LeaseInterval until ctx ends,
+// KeepLease renews the node's lease every interval until ctx ends,
 // registering again when the controller does not know the node (it
 // restarted).
-func KeepLease(ctx context.Context, c *client.Client, reg *api.NodeRegistration, log *slog.Logger) {
-	t := time.NewTicker(LeaseInterval)
+func KeepLease(ctx context.Context, c *client.Client, reg *api.NodeRegistration, interval time.Duration, log *slog.Logger) {
+	if interval <= 0 {
+		interval = LeaseInterval
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {

@@ -44,6 +44,7 @@ type agentOptions struct {
 	logLevel           string
 	server             string
 	tokenFile          string
+	leaseInterval      time.Duration
 	labels             map[string]string
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
@@ -86,6 +87,7 @@ Killing the agent leaves its containers running; a new agent adopts them.`,
 	f.StringVar(&o.server, "server", "", "the controller to join (instead of --pod-manifests)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token the controller wrote (DATA_DIR/agent-token)")
 	f.StringToStringVar(&o.labels, "node-labels", nil, "labels of this node, key=value,...")
+	f.DurationVar(&o.leaseInterval, "lease-interval", nodeagent.LeaseInterval, "how often to renew the node's lease with the controller")
 	return cmd
 }
 
@@ -209,7 +211,7 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 				}
 				return nodeagent.ReportAll(ctx, st, ctl, o.name)
 			}}
-		wg.Go(func() { nodeagent.KeepLease(ctx, ctl, reg, log.With("component", "lease")) })
+		wg.Go(func() { nodeagent.KeepLease(ctx, ctl, reg, o.leaseInterval, log.With("component", "lease")) })
 		wg.Go(func() { nodeagent.ReportStatus(ctx, st, ctl, o.name, log.With("component", "report")) })
 	} else {
 		source = &nodeagent.DirSource{Dir: o.podManifests, Log: log.With("component", "pod-manifests")}

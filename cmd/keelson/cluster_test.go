@@ -169,3 +169,125 @@ spec:
 	}
 	t.Logf("controller restarted; pods adopted %s after its start", adopted.Round(time.Millisecond))
 }
+
+// TestNodeLossReplacesPods runs two agents (each its own process, private
+// containerd, bridge and pod CIDR) with one controller. A Deployment spreads
+// over both; killing one agent with SIGKILL makes its node NotReady and
+// its pods are replaced on the other node.
+func TestNodeLossReplacesPods(t *testing.T) {
+	gittest.RequireRoot(t, "runs containers")
+	repo := gittest.NewRepo(t, "", "deploy")
+	deploy := func(n int) map[string]string {
+		return map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: '%s', imagePullPolicy: Never, command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]}
+`, n, testimages.BusyboxRef)}
+	}
+	repo.CommitFiles("web", deploy(4))
+	ctlDir := t.TempDir()
+	ctlAddr := freeAddr(t)
+	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
+		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+(os.Getpid()+7)%100),
+		"--node-lease-timeout", "3s", "--pod-eviction-timeout", "1s", "--log-level", "debug")
+	c, _ := client.New("http://" + ctlAddr)
+	eventually(t, "controller up", func() string {
+		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	type node struct {
+		name, dir string
+		args      []string
+		p         *proc
+	}
+	var nodes []*node
+	for i := range 2 {
+		dir, err := os.MkdirTemp("", "kn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testimages.Build(t, filepath.Join(dir, "images"))
+		n := &node{name: fmt.Sprintf("loss-%d-%d", os.Getpid()%10000, i), dir: dir}
+		n.args = []string{"agent", "--name", n.name, "--data-dir", dir, "--server", "http://" + ctlAddr,
+			"--token-file", filepath.Join(ctlDir, "agent-token"), "--listen", freeAddr(t), "--lease-interval", "500ms", "--log-level", "debug"}
+		n.p = startProc(t, n.args...)
+		nodes = append(nodes, n)
+	}
+	t.Cleanup(func() {
+		repo.CommitFiles("none", deploy(0))
+		time.Sleep(3 * time.Second)
+		for _, n := range nodes {
+			n.p.stop()
+			// A killed agent left its containers: a standalone agent with no
+			// pods cleans them up.
+			empty := t.TempDir()
+			cleaner := exec.Command(os.Args[0], "agent", "--name", n.name, "--data-dir", n.dir, "--pod-manifests", empty,
+				"--pod-cidr", "10.250.0.0/24", "--listen", "127.0.0.1:0")
+			cleaner.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
+			if err := cleaner.Start(); err == nil {
+				time.Sleep(6 * time.Second)
+				_ = cleaner.Process.Signal(os.Interrupt)
+				_ = cleaner.Wait()
+			}
+			_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(n.name)).Run()
+			_ = os.RemoveAll(n.dir)
+		}
+		ctl.stop()
+	})
+	onNode := func() map[string]int {
+		out := map[string]int{}
+		l, err := c.Pods(context.Background(), client.PodQuery{})
+		if err != nil {
+			return out
+		}
+		for _, p := range l.Items {
+			if p.Status.Phase == "Running" {
+				out[p.Spec.NodeName]++
+			}
+		}
+		return out
+	}
+	eventually(t, "4 pods over both nodes", func() string {
+		got := onNode()
+		if got[nodes[0].name]+got[nodes[1].name] != 4 || got[nodes[0].name] == 0 || got[nodes[1].name] == 0 {
+			return fmt.Sprintf("running per node: %v", got)
+		}
+		return ""
+	})
+	nodes[1].p.kill9()
+	lost := time.Now()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := onNode()
+		if got[nodes[0].name] == 4 && got[nodes[1].name] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods of the lost node not replaced: running per node %v", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("pods replaced on the remaining node %s after the other was lost", time.Since(lost).Round(100*time.Millisecond))
+	l, _ := c.Nodes(context.Background(), client.Query{})
+	for _, n := range l.Items {
+		ready := false
+		for _, cnd := range n.Status.Conditions {
+			if cnd.Type == "Ready" && cnd.Status == "True" {
+				ready = true
+			}
+		}
+		if ready != (n.Name == nodes[0].name) {
+			t.Errorf("node %s ready=%v", n.Name, ready)
+		}
+	}
+}

@@ -50,6 +50,7 @@ type controllerOptions struct {
 	logLevel          string
 	clusterCIDR       string
 	evictionTimeout   time.Duration
+	leaseTimeout      time.Duration
 	pprof             bool
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
@@ -102,6 +103,7 @@ Credentials never come from flags: HTTPS passwords and tokens are read from
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "pod addresses, a /24 for each node")
 	f.DurationVar(&o.evictionTimeout, "pod-eviction-timeout", 60*time.Second, "how long pods stay on a NotReady node before they are replaced elsewhere")
+	f.DurationVar(&o.leaseTimeout, "node-lease-timeout", 40*time.Second, "how long a node may go without renewing its lease before it is NotReady")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the API address")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
@@ -183,7 +185,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		},
 	}
 
-	cluster, err := reconciler.NewCluster(st, reconciler.ClusterConfig{ClusterCIDR: o.clusterCIDR, PodEvictionTimeout: o.evictionTimeout, Log: log.With("component", "cluster")})
+	cluster, err := reconciler.NewCluster(st, reconciler.ClusterConfig{ClusterCIDR: o.clusterCIDR, PodEvictionTimeout: o.evictionTimeout, NodeLeaseTimeout: o.leaseTimeout, Log: log.With("component", "cluster")})
 	if err != nil {
 		return err
 	}

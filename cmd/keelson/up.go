@@ -59,7 +59,7 @@ Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 
 func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	c, a := o.controller, o.agent
-	c.clusterCIDR, c.evictionTimeout = "10.244.0.0/16", 60*time.Second
+	c.clusterCIDR, c.evictionTimeout, c.leaseTimeout = "10.244.0.0/16", 60*time.Second, 40*time.Second
 	a.logLevel = c.logLevel
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
