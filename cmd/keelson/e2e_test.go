@@ -254,3 +254,41 @@ func TestCLIErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestGetWatchPrintsChanges(t *testing.T) {
+	repo := gittest.NewRepo(t, "", "watch")
+	repo.CommitFiles("one", map[string]string{"a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n"})
+	server := startController(t, repo.Dir, "")
+	eventually(t, "applied", func() string {
+		if _, out, _ := cli(t, "get", "cm", "--server", server); !strings.Contains(out, "first") {
+			return out
+		}
+		return ""
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"get", "cm", "-w", "--server", server}, &out, io.Discard) }()
+	eventually(t, "first listing", func() string {
+		if !strings.Contains(out.String(), "first") {
+			return out.String()
+		}
+		return ""
+	})
+	repo.CommitFiles("two", map[string]string{"b.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: second}\n"})
+	eventually(t, "listing after the commit", func() string {
+		if !strings.Contains(out.String(), "second") {
+			return out.String()
+		}
+		return ""
+	})
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("get -w exited %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("get -w did not stop when interrupted")
+	}
+}

@@ -232,6 +232,7 @@ type getOptions struct {
 	allNamespaces bool
 	selector      string
 	output        string
+	watch         bool
 }
 
 func newGetCmd() *cobra.Command {
@@ -245,7 +246,10 @@ func newGetCmd() *cobra.Command {
 never shown.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runGet(cmd, args, o)
+			if !o.watch {
+				return runGet(cmd, args, o)
+			}
+			return watchGet(cmd, args, o)
 		},
 	}
 	f := cmd.Flags()
@@ -253,6 +257,7 @@ never shown.`,
 	f.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "list objects of every namespace")
 	f.StringVarP(&o.selector, "selector", "l", "", "label selector, for example app=web,tier!=db")
 	f.StringVarP(&o.output, "output", "o", "", "wide, json or yaml")
+	f.BoolVarP(&o.watch, "watch", "w", false, "print again each time the cluster changes, until interrupted")
 	return cmd
 }
 
@@ -469,4 +474,37 @@ func getNodes(cmd *cobra.Command, c *client.Client, o getOptions) error {
 		fmt.Fprintln(tw, row)
 	}
 	return tw.Flush()
+}
+
+// watchGet prints the list, then again after each change of the cluster,
+// with blocking queries, until the command is interrupted.
+func watchGet(cmd *cobra.Command, args []string, o getOptions) error {
+	c, err := apiClient(cmd)
+	if err != nil {
+		return err
+	}
+	st, err := c.Status(cmd.Context(), client.Query{})
+	if err != nil {
+		return err
+	}
+	idx := st.Index
+	for {
+		if err := runGet(cmd, args, o); err != nil {
+			return err
+		}
+		for {
+			st, err := c.Status(cmd.Context(), client.Query{Index: idx, Wait: 5 * time.Minute})
+			if cmd.Context().Err() != nil {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if st.Index != idx {
+				idx = st.Index
+				break
+			}
+		}
+		fmt.Fprintln(cmd.OutOrStdout())
+	}
 }
