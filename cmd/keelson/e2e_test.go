@@ -155,6 +155,10 @@ func TestControllerFollowsCommitsAndRejectsBadOnes(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "web") || !strings.Contains(out, "3") || !strings.Contains(out, good[:12]) {
 		t.Fatalf("get deploy: %d\n%s", code, out)
 	}
+	code, out, _ = cli(t, "describe", "deploy", "web", "-n", "shop", "--server", server)
+	if code != 0 || !strings.Contains(out, "Source:     web.yaml:1 (commit "+good[:12]+")") || !strings.Contains(out, "replicas: 3") {
+		t.Fatalf("describe deploy: %d\n%s", code, out)
+	}
 	code, out, _ = cli(t, "get", "svc", "-A", "-o", "json", "--server", server)
 	if code != 0 || !strings.Contains(out, `"kind": "List"`) || !strings.Contains(out, `"kind": "Service"`) {
 		t.Fatalf("get svc -o json: %d\n%s", code, out)

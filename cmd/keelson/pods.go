@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/keelson/keelson/apiserver/client"
 	"github.com/keelson/keelson/nodeagent/runtime"
@@ -54,12 +56,16 @@ func printPods(w io.Writer, pods []corev1.Pod, withNS, wide bool, now time.Time)
 func newDescribeCmd() *cobra.Command {
 	var namespace string
 	cmd := &cobra.Command{
-		Use:   "describe pod NAME",
-		Short: "Show a pod's containers, states and events",
+		Use:   "describe KIND NAME",
+		Short: "Show an object: a pod's containers and states, any object's source, status and events",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if r, err := lookupResource(args[0]); err != nil || r.kind != "Pod" {
-				return fmt.Errorf("describe supports pods for now, not %q", args[0])
+			r, err := lookupResource(args[0])
+			if err != nil {
+				return err
+			}
+			if r.kind != "Pod" {
+				return describeObject(cmd, r, namespace, args[1])
 			}
 			c, err := apiClient(cmd)
 			if err != nil {
@@ -303,4 +309,74 @@ func writeState(b *strings.Builder, label string, s corev1.ContainerState) {
 			fmt.Fprintf(b, "      Message: %s\n", t.Message)
 		}
 	}
+}
+
+// describeObject shows a desired object: where it comes from in Git, its
+// labels, its observed status and its events.
+func describeObject(cmd *cobra.Command, r *resource, namespace, name string) error {
+	c, err := apiClient(cmd)
+	if err != nil {
+		return err
+	}
+	ns := namespace
+	if !r.namespaced {
+		ns = ""
+	}
+	o, err := c.Object(cmd.Context(), r.kind, ns, name)
+	if err != nil {
+		return err
+	}
+	ev, err := c.Events(cmd.Context(), o.Key, client.Query{})
+	if err != nil {
+		return err
+	}
+	var obj struct {
+		Metadata struct {
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+		Spec   any `json:"spec"`
+		Status any `json:"status"`
+	}
+	_ = json.Unmarshal(o.Object, &obj)
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "Name:       %s\n", o.Name)
+	if o.Namespace != "" {
+		fmt.Fprintf(w, "Namespace:  %s\n", o.Namespace)
+	}
+	fmt.Fprintf(w, "Kind:       %s\n", o.Kind)
+	fmt.Fprintf(w, "Source:     %s:%d (commit %s)\n", o.File, o.Line, shortSHA(o.Revision))
+	if len(obj.Metadata.Labels) > 0 {
+		fmt.Fprintf(w, "Labels:     %s\n", selectorString(obj.Metadata.Labels))
+	}
+	for _, part := range []struct {
+		title string
+		v     any
+	}{{"Spec", obj.Spec}, {"Status", obj.Status}} {
+		if part.v == nil {
+			continue
+		}
+		b, err := json.Marshal(part.v)
+		if err != nil {
+			continue
+		}
+		y, err := yaml.JSONToYAML(b)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(w, "%s:\n", part.title)
+		for _, line := range strings.Split(strings.TrimRight(string(y), "\n"), "\n") {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+	}
+	fmt.Fprintln(w, "Events:")
+	if len(ev.Items) == 0 {
+		fmt.Fprintln(w, "  <none>")
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, e := range ev.Items {
+		fmt.Fprintf(tw, "  %s\t%s\t%s ago\t%s\n", e.Type, e.Reason, humanDuration(now.Sub(e.Time)), e.Message)
+	}
+	return tw.Flush()
 }
