@@ -40,6 +40,8 @@ type Options struct {
 	// get Secret values, which agents need to run pods.
 	Agents     Agents
 	AgentToken string
+	// Usage, when set, serves GET /v1/usage (keelson top).
+	Usage func(ctx context.Context) (*api.UsageList, error)
 	Log        *slog.Logger
 }
 
@@ -76,6 +78,18 @@ func New(st *store.Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/log", s.podLog)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/exec", s.podExec)
 	s.mux.HandleFunc("GET /v1/nodes", s.nodes)
+	s.mux.HandleFunc("GET /v1/usage", func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.Usage == nil {
+			writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not measure usage"))
+			return
+		}
+		u, err := s.opts.Usage(r.Context())
+		if err != nil {
+			writeError(w, http.StatusBadGateway, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, u)
+	})
 	s.mux.HandleFunc("POST /v1/nodes", s.register)
 	s.mux.HandleFunc("PUT /v1/nodes/{name}/lease", s.lease)
 	s.mux.HandleFunc("PUT /v1/pods/{namespace}/{name}/status", s.podStatus)

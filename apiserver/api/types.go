@@ -88,3 +88,27 @@ type NodeList struct {
 
 // AgentTokenHeader carries an agent's token (as "Bearer TOKEN" in Authorization).
 const AgentTokenHeader = "Authorization"
+
+// Usage is what `keelson top` shows: CPU in millicores over a short
+// window, memory in bytes.
+type Usage struct {
+	Node  string     `json:"node"`
+	CPU   int64      `json:"cpuMillis"`
+	Mem   int64      `json:"memoryBytes"`
+	Cores int64      `json:"cores"`
+	Total int64      `json:"memoryTotalBytes"`
+	Pods  []PodUsage `json:"pods"`
+}
+
+// PodUsage is one pod's usage, summed over its containers.
+type PodUsage struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	CPU       int64  `json:"cpuMillis"`
+	Mem       int64  `json:"memoryBytes"`
+}
+
+// UsageList is the answer of GET /v1/usage: one entry per node.
+type UsageList struct {
+	Items []Usage `json:"items"`
+}

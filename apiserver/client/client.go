@@ -295,3 +295,9 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, o LogOptions,
 	}
 	return err
 }
+
+// Usage returns the CPU and memory of nodes and pods (keelson top).
+func (c *Client) Usage(ctx context.Context) (*api.UsageList, error) {
+	var out api.UsageList
+	return &out, c.get(ctx, "/v1/usage", nil, &out)
+}

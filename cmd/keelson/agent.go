@@ -186,7 +186,14 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := apiserver.New(st, apiserver.Options{Gatherer: metrics, Log: log.With("component", "api"), Logs: agentLogs(agent), Exec: agentExec(agent)})
+	srv := apiserver.New(st, apiserver.Options{Gatherer: metrics, Log: log.With("component", "api"), Logs: agentLogs(agent), Exec: agentExec(agent),
+		Usage: func(ctx context.Context) (*api.UsageList, error) {
+			u, err := agent.Usage(ctx, 500*time.Millisecond)
+			if err != nil {
+				return nil, err
+			}
+			return &api.UsageList{Items: []api.Usage{*u}}, nil
+		}})
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())

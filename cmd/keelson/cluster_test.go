@@ -148,6 +148,14 @@ spec:
 		return ""
 	})
 
+	// top, through the controller, from the node's cgroups.
+	if code, out, errOut := cli(t, "top", "pods", "--server", "http://"+ctlAddr); code != 0 || strings.Count(out, "web-") != 2 || !strings.Contains(out, "Mi") {
+		t.Errorf("top pods: %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, "top", "nodes", "--server", "http://"+ctlAddr); code != 0 || !strings.Contains(out, node) {
+		t.Errorf("top nodes: %d\n%s%s", code, out, errOut)
+	}
+
 	ctl.kill9()
 	start := time.Now()
 	ctl = startProc(t, ctlArgs...)

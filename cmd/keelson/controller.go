@@ -28,6 +28,7 @@ import (
 
 	"github.com/keelson/keelson/apiserver"
 	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/apiserver/client"
 	"github.com/keelson/keelson/gitsync"
 	"github.com/keelson/keelson/manifest"
 	"github.com/keelson/keelson/reconciler"
@@ -202,6 +203,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		AgentToken: token,
 		Logs:       nodeProxy(st),
 		Exec:       nodeProxy(st),
+		Usage:      nodesUsage(st),
 	})
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -317,5 +319,39 @@ func nodeProxy(st *store.Store) func(w http.ResponseWriter, r *http.Request, pod
 			return
 		}
 		fail(http.StatusBadGateway, fmt.Sprintf("node %s of pod %s/%s is not registered", pod.Spec.NodeName, pod.Namespace, pod.Name))
+	}
+}
+
+// nodesUsage asks every node's agent for its usage, in parallel.
+func nodesUsage(st *store.Store) func(ctx context.Context) (*api.UsageList, error) {
+	return func(ctx context.Context) (*api.UsageList, error) {
+		nodes, err := st.Snapshot().Nodes(memdb.NewWatchSet())
+		if err != nil {
+			return nil, err
+		}
+		var (
+			mu  sync.Mutex
+			wg  sync.WaitGroup
+			out api.UsageList
+		)
+		for _, n := range nodes {
+			wg.Go(func() {
+				c, err := client.New(n.API)
+				if err != nil {
+					return
+				}
+				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				u, err := c.Usage(ctx)
+				if err != nil {
+					return // a node that does not answer is left out
+				}
+				mu.Lock()
+				out.Items = append(out.Items, u.Items...)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return &out, nil
 	}
 }

@@ -62,6 +62,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newExecCmd(),
 		newUpCmd(),
 		newDownCmd(),
+		newTopCmd(),
 	)
 	return root
 }
