@@ -45,6 +45,7 @@ type agentOptions struct {
 	server             string
 	tokenFile          string
 	leaseInterval      time.Duration
+	simulate           int
 	labels             map[string]string
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
@@ -88,6 +89,7 @@ Killing the agent leaves its containers running; a new agent adopts them.`,
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token the controller wrote (DATA_DIR/agent-token)")
 	f.StringToStringVar(&o.labels, "node-labels", nil, "labels of this node, key=value,...")
 	f.DurationVar(&o.leaseInterval, "lease-interval", nodeagent.LeaseInterval, "how often to renew the node's lease with the controller")
+	f.IntVar(&o.simulate, "simulate", 0, "register N simulated nodes named NAME-00000... whose pods a fake runtime reports running (for scale tests); needs --server")
 	return cmd
 }
 
@@ -98,6 +100,9 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 	}
 	if (o.podManifests == "") == (o.server == "") {
 		return errors.New("give either --server (join a controller) or --pod-manifests (run static pods)")
+	}
+	if o.simulate > 0 && o.server == "" {
+		return errors.New("--simulate needs --server")
 	}
 	var ctl *client.Client
 	if o.server != "" {
@@ -113,6 +118,9 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 			return fmt.Errorf("--server: %w", err)
 		}
 		ctl = c.WithToken(strings.TrimSpace(string(b)))
+	}
+	if o.simulate > 0 {
+		return simulate(ctx, ctl, o.name, o.simulate, o.leaseInterval, log.With("component", "simulate"))
 	}
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)

@@ -299,3 +299,56 @@ spec:
 		}
 	}
 }
+
+// TestSimulatedNodes: `keelson agent --simulate N` registers N nodes whose
+// pods a fake runtime reports running; the real controller, scheduler and
+// API work over them.
+func TestSimulatedNodes(t *testing.T) {
+	repo := gittest.NewRepo(t, "", "sim")
+	repo.CommitFiles("web", map[string]string{"web.yaml": `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 12
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: c, image: web:v1, resources: {requests: {cpu: "1", memory: 1Gi}}}
+`})
+	ctlDir := t.TempDir()
+	ctlAddr := freeAddr(t)
+	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr)
+	t.Cleanup(ctl.stop)
+	c, _ := client.New("http://" + ctlAddr)
+	eventually(t, "controller up", func() string {
+		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	sim := startProc(t, "agent", "--name", "sim", "--simulate", "4", "--server", "http://"+ctlAddr,
+		"--token-file", filepath.Join(ctlDir, "agent-token"), "--listen", "127.0.0.1:0")
+	t.Cleanup(sim.stop)
+	eventually(t, "12 pods running on 4 simulated nodes", func() string {
+		l, err := c.Pods(context.Background(), client.PodQuery{})
+		if err != nil {
+			return err.Error()
+		}
+		per := map[string]int{}
+		for _, p := range l.Items {
+			if p.Status.Phase == "Running" {
+				per[p.Spec.NodeName]++
+			}
+		}
+		if len(per) != 4 || per["sim-00000"]+per["sim-00001"]+per["sim-00002"]+per["sim-00003"] != 12 {
+			return fmt.Sprintf("running per node %v", per)
+		}
+		return ""
+	})
+	code, out, _ := cli(t, "get", "nodes", "--server", "http://"+ctlAddr)
+	if code != 0 || strings.Count(out, "Ready") != 4 {
+		t.Errorf("get nodes:\n%s", out)
+	}
+}
