@@ -76,8 +76,13 @@ func (s *Server) pod(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) podLog(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Logs == nil {
-		writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not serve logs"))
+	s.withPod(w, r, s.opts.Logs, "this server does not serve logs")
+}
+
+// withPod looks the request's pod up and hands it to h (logs, exec).
+func (s *Server) withPod(w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, *corev1.Pod), missing string) {
+	if h == nil {
+		writeError(w, http.StatusNotImplemented, fmt.Errorf("%s", missing))
 		return
 	}
 	key := r.PathValue("namespace") + "/" + r.PathValue("name")
@@ -86,19 +91,9 @@ func (s *Server) podLog(w http.ResponseWriter, r *http.Request) {
 		s.answer(w, r, 0, nil, err)
 		return
 	}
-	s.opts.Logs(w, r, p.Pod)
+	h(w, r, p.Pod)
 }
 
 func (s *Server) podExec(w http.ResponseWriter, r *http.Request) {
-	if s.opts.Exec == nil {
-		writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not run commands in pods"))
-		return
-	}
-	key := r.PathValue("namespace") + "/" + r.PathValue("name")
-	p, err := s.store.Snapshot().Pod(memdb.NewWatchSet(), key)
-	if err != nil {
-		s.answer(w, r, 0, nil, err)
-		return
-	}
-	s.opts.Exec(w, r, p.Pod)
+	s.withPod(w, r, s.opts.Exec, "this server does not run commands in pods")
 }

@@ -42,7 +42,7 @@ type Options struct {
 	AgentToken string
 	// Usage, when set, serves GET /v1/usage (keelson top).
 	Usage func(ctx context.Context) (*api.UsageList, error)
-	Log        *slog.Logger
+	Log   *slog.Logger
 }
 
 // Server is the HTTP API. It holds no state of its own.

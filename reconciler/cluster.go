@@ -522,7 +522,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		switch {
 		case len(live) < want:
 			for i := len(live); i < want; i++ {
-				plan.upsertPods = append(plan.upsertPods, newPod(o, &rs.Spec.Template, now))
+				plan.upsertPods = append(plan.upsertPods, podOf(o, &rs.Spec.Template, "", now))
 			}
 		case len(live) > want:
 			sortForDeletion(live)
@@ -652,24 +652,6 @@ func withLabel(m map[string]string, k, v string) map[string]string {
 }
 
 func ptrTrue() *bool { t := true; return &t }
-
-// newPod is a new pod of a ReplicaSet.
-func newPod(rs *store.Object, tmpl *corev1.PodTemplateSpec, now time.Time) *store.Pod {
-	name := rs.Name + "-" + rand.String(5)
-	p := &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: rs.Namespace, UID: types.UID(uuid.NewUUID()),
-			Labels: tmpl.Labels, Annotations: tmpl.Annotations, CreationTimestamp: metav1.NewTime(now),
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: rs.Kind, Name: rs.Name, Controller: ptrTrue()}},
-		},
-		// The template is immutable in the store: replicas share its
-		// containers, volumes and maps instead of a copy each.
-		Spec:   tmpl.Spec,
-		Status: corev1.PodStatus{Phase: corev1.PodPending},
-	}
-	return &store.Pod{Key: rs.Namespace + "/" + name, Namespace: rs.Namespace, Name: name, OwnerKey: rs.Key, NodeName: p.Spec.NodeName, Phase: string(corev1.PodPending), Pod: p}
-}
 
 // sortForDeletion orders pods as Kubernetes deletes them when scaling
 // down: unscheduled first, then not ready, then the newest.

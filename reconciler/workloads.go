@@ -22,7 +22,9 @@ import (
 	"github.com/keelson/keelson/store"
 )
 
-// podOf makes a pod of a controller (DaemonSet, Job) from its template.
+// podOf makes a pod of a controller (ReplicaSet, DaemonSet, StatefulSet,
+// Job) from its template. The template is immutable in the store: pods
+// share its containers, volumes and maps instead of a copy each.
 func podOf(owner *store.Object, tmpl *corev1.PodTemplateSpec, nodeName string, now time.Time) *store.Pod {
 	name := owner.Name + "-" + rand.String(5)
 	p := &corev1.Pod{
