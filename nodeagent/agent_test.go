@@ -194,7 +194,8 @@ func (nd *node) waitFor(what string, f func() string, timeout time.Duration) {
 	}
 }
 
-// waitState waits until a container of a pod is in the state check accepts.
+// waitState waits until a container (app or init: their names are unique
+// in a pod) of a pod is in the state check accepts.
 func (nd *node) waitState(pod, container string, timeout time.Duration, check func(corev1.ContainerStatus) bool) corev1.ContainerStatus {
 	nd.t.Helper()
 	var last corev1.ContainerStatus
@@ -203,7 +204,7 @@ func (nd *node) waitState(pod, container string, timeout time.Duration, check fu
 		if p == nil {
 			return "no pod"
 		}
-		for _, cs := range p.Status.ContainerStatuses {
+		for _, cs := range append(p.Status.ContainerStatuses, p.Status.InitContainerStatuses...) {
 			if cs.Name == container {
 				last = cs
 				if check(cs) {

@@ -36,29 +36,6 @@ func (nd *node) waitEvent(pod, substr string, timeout time.Duration) {
 	}, timeout)
 }
 
-// waitInit waits until an init container of a pod is in the state check accepts.
-func (nd *node) waitInit(pod, container string, timeout time.Duration, check func(corev1.ContainerStatus) bool) corev1.ContainerStatus {
-	nd.t.Helper()
-	var last corev1.ContainerStatus
-	nd.waitFor(pod+"/"+container, func() string {
-		p := nd.pod(pod)
-		if p == nil {
-			return "no pod"
-		}
-		for _, cs := range p.Status.InitContainerStatuses {
-			if cs.Name == container {
-				last = cs
-				if check(cs) {
-					return ""
-				}
-				return fmt.Sprintf("state %+v restarts %d", cs.State, cs.RestartCount)
-			}
-		}
-		return "no status"
-	}, timeout)
-	return last
-}
-
 func condition(p *corev1.Pod, t corev1.PodConditionType) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == t {
@@ -367,7 +344,7 @@ spec:
 		t.Errorf("Initialized with a failed init container")
 	}
 
-	nd.waitInit("onfailure", "fails", 30*time.Second, func(cs corev1.ContainerStatus) bool {
+	nd.waitState("onfailure", "fails", 30*time.Second, func(cs corev1.ContainerStatus) bool {
 		return cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff"
 	})
 	p = nd.pod("onfailure")
