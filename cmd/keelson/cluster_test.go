@@ -352,3 +352,32 @@ spec:
 		t.Errorf("get nodes:\n%s", out)
 	}
 }
+
+// TestAgentWithWrongTokenIsRefused: an agent with a wrong token does not
+// join and says why; the controller keeps running.
+func TestAgentWithWrongTokenIsRefused(t *testing.T) {
+	repo := gittest.NewRepo(t, "", "tok")
+	repo.CommitFiles("cm", map[string]string{"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"})
+	ctlDir := t.TempDir()
+	ctlAddr := freeAddr(t)
+	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr)
+	t.Cleanup(ctl.stop)
+	eventually(t, "controller up", func() string {
+		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	bad := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(bad, []byte("not-the-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := cli(t, "agent", "--name", "intruder", "--simulate", "1", "--server", "http://"+ctlAddr, "--token-file", bad)
+	if code == 0 || !strings.Contains(errOut, "agent token missing or wrong") {
+		t.Errorf("agent with a wrong token: exit %d, stderr %q", code, errOut)
+	}
+	c, _ := client.New("http://" + ctlAddr)
+	if l, err := c.Nodes(context.Background(), client.Query{}); err != nil || len(l.Items) != 0 {
+		t.Errorf("nodes after a refused join: %v %v", l, err)
+	}
+}
