@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -567,4 +568,48 @@ func TestBadPodsAreReportedAndOthersRun(t *testing.T) {
 	if p := nd.pod("good"); p.Status.Phase != corev1.PodRunning || p.Status.ContainerStatuses[0].RestartCount != 0 {
 		t.Errorf("the good pod was disturbed: %+v", p.Status)
 	}
+}
+
+// TestContainerdDiesUnderTheAgent: containerd killed with SIGKILL is
+// restarted by its supervisor; running pods are not disturbed and the
+// agent still sees their exits (a crash after that is restarted).
+func TestContainerdDiesUnderTheAgent(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.start()
+	nd.write("app.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: steady}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: keelson.test/testapp:1
+    imagePullPolicy: Never
+`)
+	before := nd.waitState("steady", "app", 30*time.Second, running)
+	pid := nd.daemon.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	nd.waitFor("containerd restarted", func() string {
+		if p := nd.daemon.PID(); p == pid || p == 0 {
+			return fmt.Sprintf("pid %d", p)
+		}
+		return ""
+	}, 30*time.Second)
+	ip := nd.pod("steady").Status.PodIP
+	nd.waitFor("pod still serving", func() string {
+		body, err := httpGet("http://" + ip + ":8080/hostname")
+		if err != nil || strings.TrimSpace(body) != "steady" {
+			return fmt.Sprintf("%q %v", body, err)
+		}
+		return ""
+	}, 10*time.Second)
+	if cs := nd.pod("steady").Status.ContainerStatuses[0]; cs.RestartCount != 0 || cs.ContainerID != before.ContainerID {
+		t.Fatalf("containerd's restart disturbed the container: %+v", cs)
+	}
+	// The agent still follows the container: a crash now is restarted.
+	_, _ = httpGet("http://" + ip + ":8080/crash?code=3")
+	nd.waitState("steady", "app", 60*time.Second, func(cs corev1.ContainerStatus) bool { return cs.RestartCount >= 1 && cs.State.Running != nil })
 }
