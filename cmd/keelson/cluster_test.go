@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -379,5 +380,184 @@ func TestAgentWithWrongTokenIsRefused(t *testing.T) {
 	c, _ := client.New("http://" + ctlAddr)
 	if l, err := c.Nodes(context.Background(), client.Query{}); err != nil || len(l.Items) != 0 {
 		t.Errorf("nodes after a refused join: %v %v", l, err)
+	}
+}
+
+// netHost is a machine of its own for a test: a network namespace joined
+// to a test bridge on the host by a veth pair.
+type netHost struct {
+	ns, ip string
+}
+
+// newNetHosts makes n network namespaces on a bridge with addresses
+// 10.NET.0.2... and the host at 10.NET.0.1, and removes them at the end.
+func newNetHosts(t *testing.T, n int) (hostIP string, hosts []netHost) {
+	t.Helper()
+	id := os.Getpid() % 10000
+	net := 150 + id%50
+	br := fmt.Sprintf("kt%d", id)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	hostIP = fmt.Sprintf("10.%d.0.1", net)
+	run("ip", "link", "add", br, "type", "bridge")
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", br).Run() })
+	run("ip", "addr", "add", hostIP+"/24", "dev", br)
+	run("ip", "link", "set", br, "up")
+	for i := range n {
+		h := netHost{ns: fmt.Sprintf("kt%d-%d", id, i), ip: fmt.Sprintf("10.%d.0.%d", net, i+2)}
+		veth := fmt.Sprintf("kt%dv%d", id, i)
+		run("ip", "netns", "add", h.ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", h.ns).Run() })
+		run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+		run("ip", "link", "set", veth, "master", br, "up")
+		run("ip", "-n", h.ns, "addr", "add", h.ip+"/24", "dev", "eth0")
+		run("ip", "-n", h.ns, "link", "set", "eth0", "up")
+		run("ip", "-n", h.ns, "link", "set", "lo", "up")
+		run("ip", "-n", h.ns, "route", "add", "default", "via", hostIP)
+		hosts = append(hosts, h)
+	}
+	return hostIP, hosts
+}
+
+// TestAgentsInTheirOwnNetworkNamespaces runs two agents as two hosts (each
+// in its own network namespace, with its own containerd and pod network)
+// joined to a controller on the host. Cutting one host's link makes its
+// node NotReady and its pods are replaced on the other.
+func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
+	gittest.RequireRoot(t, "makes network namespaces and runs containers")
+	hostIP, hosts := newNetHosts(t, 2)
+	repo := gittest.NewRepo(t, "", "netns")
+	deploy := func(n int) map[string]string {
+		return map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: '%s', imagePullPolicy: Never, command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]}
+`, n, testimages.BusyboxRef)}
+	}
+	repo.CommitFiles("web", deploy(4))
+	ctlDir := t.TempDir()
+	l, err := net.Listen("tcp", hostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctlAddr := l.Addr().String()
+	l.Close()
+	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
+		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+(os.Getpid()+13)%100),
+		"--node-lease-timeout", "3s", "--pod-eviction-timeout", "1s")
+	c, _ := client.New("http://" + ctlAddr)
+	eventually(t, "controller up", func() string {
+		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	type agentHost struct {
+		h    netHost
+		name string
+		dir  string
+		cmd  *exec.Cmd
+	}
+	var agents []*agentHost
+	for i, h := range hosts {
+		dir, err := os.MkdirTemp("", "kh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testimages.Build(t, filepath.Join(dir, "images"))
+		a := &agentHost{h: h, name: fmt.Sprintf("nshost-%d-%d", os.Getpid()%10000, i), dir: dir}
+		// nsenter switches the network namespace only: `ip netns exec` would
+		// also remount /sys, hiding the cgroups runc needs.
+		a.cmd = exec.Command("nsenter", "--net=/run/netns/"+h.ns, os.Args[0], "agent", "--name", a.name, "--data-dir", dir,
+			"--server", "http://"+ctlAddr, "--token-file", filepath.Join(ctlDir, "agent-token"),
+			"--listen", h.ip+":7677", "--lease-interval", "500ms")
+		a.cmd.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
+		logf, _ := os.Create(filepath.Join(t.TempDir(), "agent.log"))
+		a.cmd.Stdout, a.cmd.Stderr = logf, logf
+		t.Cleanup(func() {
+			if t.Failed() {
+				b, _ := os.ReadFile(logf.Name())
+				t.Logf("agent %s log:\n%s", a.name, b)
+			}
+		})
+		if err := a.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		agents = append(agents, a)
+	}
+	t.Cleanup(func() {
+		repo.CommitFiles("none", deploy(0))
+		_ = exec.Command("ip", "-n", hosts[1].ns, "link", "set", "eth0", "up").Run()
+		time.Sleep(4 * time.Second)
+		for _, a := range agents {
+			_ = a.cmd.Process.Signal(os.Interrupt)
+			_ = a.cmd.Wait()
+			// Whatever the agent left (its link was cut), a standalone agent
+			// in the same namespace cleans up.
+			cleaner := exec.Command("nsenter", "--net=/run/netns/"+a.h.ns, os.Args[0], "agent", "--name", a.name, "--data-dir", a.dir,
+				"--pod-manifests", t.TempDir(), "--pod-cidr", "10.250.0.0/24", "--listen", "127.0.0.1:0")
+			cleaner.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
+			if err := cleaner.Start(); err == nil {
+				time.Sleep(6 * time.Second)
+				_ = cleaner.Process.Signal(os.Interrupt)
+				_ = cleaner.Wait()
+			}
+			_ = os.RemoveAll(a.dir)
+		}
+		ctl.stop()
+	})
+	perNode := func() map[string]int {
+		out := map[string]int{}
+		l, err := c.Pods(context.Background(), client.PodQuery{})
+		if err != nil {
+			return out
+		}
+		for _, p := range l.Items {
+			if p.Status.Phase == "Running" {
+				out[p.Spec.NodeName]++
+			}
+		}
+		return out
+	}
+	eventually(t, "pods on both hosts", func() string {
+		got := perNode()
+		if got[agents[0].name] == 0 || got[agents[1].name] == 0 || got[agents[0].name]+got[agents[1].name] != 4 {
+			return fmt.Sprintf("running per node: %v", got)
+		}
+		return ""
+	})
+	// logs through the controller reach a pod on the other host.
+	l2, _ := c.Pods(context.Background(), client.PodQuery{Node: agents[1].name})
+	if len(l2.Items) > 0 {
+		if code, _, errOut := cli(t, "logs", l2.Items[0].Name, "--server", "http://"+ctlAddr); code != 0 {
+			t.Errorf("logs of a pod on the second host: %s", errOut)
+		}
+	}
+	// Cut the second host's link.
+	if out, err := exec.Command("ip", "-n", hosts[1].ns, "link", "set", "eth0", "down").CombinedOutput(); err != nil {
+		t.Fatalf("cut link: %v %s", err, out)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := perNode()
+		if got[agents[0].name] == 4 && got[agents[1].name] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods of the cut-off host not replaced: %v", got)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
