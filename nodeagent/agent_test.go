@@ -310,14 +310,15 @@ spec:
     imagePullPolicy: Never
     command: ["sh", "-c", "echo run at $(date +%s); exit 3"]
 `)
+	// kubelet's back-off: the first restart is at once, the next after 10 s.
 	first := nd.waitState("crash", "c", 30*time.Second, func(cs corev1.ContainerStatus) bool {
 		return cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff"
 	})
-	if first.LastTerminationState.Terminated == nil || first.LastTerminationState.Terminated.ExitCode != 3 {
-		t.Errorf("last state after a crash: %+v", first.LastTerminationState)
+	if first.RestartCount != 1 || first.LastTerminationState.Terminated == nil || first.LastTerminationState.Terminated.ExitCode != 3 {
+		t.Errorf("in back-off after the second crash: restarts %d, last state %+v", first.RestartCount, first.LastTerminationState)
 	}
 	exitedAt := first.LastTerminationState.Terminated.FinishedAt.Time
-	second := nd.waitState("crash", "c", 30*time.Second, func(cs corev1.ContainerStatus) bool { return cs.RestartCount >= 1 })
+	second := nd.waitState("crash", "c", 30*time.Second, func(cs corev1.ContainerStatus) bool { return cs.RestartCount >= 2 })
 	restartedAt := time.Now()
 	if second.State.Running != nil {
 		restartedAt = second.State.Running.StartedAt.Time
@@ -325,7 +326,7 @@ spec:
 		restartedAt = second.LastTerminationState.Terminated.StartedAt.Time
 	}
 	if d := restartedAt.Sub(exitedAt); d < 9*time.Second || d > 15*time.Second {
-		t.Errorf("first restart %s after the crash, want the 10 s back-off", d)
+		t.Errorf("second restart %s after the crash, want the 10 s back-off", d)
 	}
 	nd.waitFor("previous log", func() string {
 		if l := nd.logs("crash", "c", true); !strings.Contains(l, "run at") {

@@ -2,9 +2,9 @@ package nodeagent
 
 import "time"
 
-// Restart back-off, as kubelet does it: 10 s after the first failure,
-// doubling up to 5 minutes, forgotten once a container has run for 10
-// minutes.
+// Restart back-off, as kubelet does it: the first restart is at once; each
+// one after waits 10 s, doubling up to 5 minutes; forgotten once a
+// container has run for 10 minutes.
 const (
 	backoffInitial = 10 * time.Second
 	backoffMax     = 5 * time.Minute
@@ -27,8 +27,15 @@ func (b backoff) exited(startedAt, exitedAt time.Time) backoff {
 	if !startedAt.IsZero() && exitedAt.Sub(startedAt) >= backoffReset {
 		b.failures = 0
 	}
+	if b.failures == 0 {
+		// kubelet keeps no back-off for a container that has not failed
+		// before: the first restart is immediate.
+		b.failures = 1
+		b.until = exitedAt
+		return b
+	}
 	d := backoffInitial
-	for i := 0; i < b.failures && d < backoffMax; i++ {
+	for i := 1; i < b.failures && d < backoffMax; i++ {
 		d *= 2
 	}
 	b.failures++

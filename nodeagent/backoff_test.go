@@ -17,16 +17,16 @@ func TestBackoffDoublesToFiveMinutesAndResets(t *testing.T) {
 		got = append(got, b.wait(now))
 		now = now.Add(b.wait(now))
 	}
-	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 300 * time.Second, 300 * time.Second, 300 * time.Second}
+	want := []time.Duration{0, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 300 * time.Second, 300 * time.Second}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("delays = %v, want %v", got, want)
 		}
 	}
-	// A run of 10 minutes resets the back-off.
+	// A run of 10 minutes resets the back-off: the next restart is immediate.
 	b = b.exited(now, now.Add(10*time.Minute))
-	if d := b.wait(now.Add(10 * time.Minute)); d != 10*time.Second {
-		t.Errorf("after a 10 minute run the delay is %v, want 10s", d)
+	if d := b.wait(now.Add(10 * time.Minute)); d != 0 {
+		t.Errorf("after a 10 minute run the delay is %v, want 0", d)
 	}
 	if d := b.wait(now.Add(time.Hour)); d != 0 {
 		t.Errorf("after the delay passed, wait = %v, want 0", d)
@@ -36,8 +36,11 @@ func TestBackoffDoublesToFiveMinutesAndResets(t *testing.T) {
 func TestBackoffFailedStart(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	b := backoff{}.failed(t0)
-	b = b.failed(t0.Add(10 * time.Second))
-	if d := b.wait(t0.Add(10 * time.Second)); d != 20*time.Second {
-		t.Errorf("second failed start waits %v, want 20s", d)
+	if d := b.wait(t0); d != 0 {
+		t.Errorf("first failed start waits %v, want 0 (retried at once)", d)
+	}
+	b = b.failed(t0.Add(time.Second))
+	if d := b.wait(t0.Add(time.Second)); d != 10*time.Second {
+		t.Errorf("second failed start waits %v, want 10s", d)
 	}
 }
