@@ -423,25 +423,7 @@ func BenchmarkGitToReplicasRunning(b *testing.B) {
 	defer os.RemoveAll(dataDir)
 	testimages.Build(b, filepath.Join(dataDir, "agent", "images"))
 	repo := gittest.NewRepo(b, "", "deploy")
-	manifest := func(n int) map[string]string {
-		return map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: %d
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: c
-        image: %s
-        imagePullPolicy: Never
-        command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
-`, n, testimages.BusyboxRef)}
-	}
-	repo.CommitFiles("none", manifest(0))
+	repo.CommitFiles("none", sleeperDeployment(0))
 	node := fmt.Sprintf("bench-up-%d", os.Getpid()%10000)
 	var o upOptions
 	o.controller.src.URL = repo.Dir
@@ -488,13 +470,13 @@ spec:
 	for range b.N {
 		var samples []time.Duration
 		for i := range 5 {
-			repo.WriteFile("web.yaml", manifest(10)["web.yaml"])
+			repo.WriteFile("web.yaml", sleeperDeployment(10)["web.yaml"])
 			repo.Git("add", "-A")
 			t0 := time.Now()
 			repo.Git("commit", "-q", "-m", fmt.Sprintf("scale up %d", i))
 			running(10)
 			samples = append(samples, time.Since(t0))
-			repo.CommitFiles(fmt.Sprintf("scale down %d", i), manifest(0))
+			repo.CommitFiles(fmt.Sprintf("scale down %d", i), sleeperDeployment(0))
 			running(0)
 			// Let the node finish stopping the old pods, so that each sample
 			// measures a start, not a start racing a teardown.

@@ -89,19 +89,7 @@ func podSet(t *testing.T, c *client.Client) []string {
 func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 	gittest.RequireRoot(t, "runs containers")
 	repo := gittest.NewRepo(t, "", "deploy")
-	repo.CommitFiles("web", map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - {name: c, image: '%s', imagePullPolicy: Never, command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]}
-`, testimages.BusyboxRef)})
+	repo.CommitFiles("web", sleeperDeployment(2))
 	ctlDir := t.TempDir()
 	agentDir, err := os.MkdirTemp("", "kc")
 	if err != nil {
@@ -116,12 +104,7 @@ spec:
 		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+os.Getpid()%100), "--log-level", "debug"}
 	ctl := startProc(t, ctlArgs...)
 	c, _ := client.New("http://" + ctlAddr)
-	eventually(t, "controller up", func() string {
-		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
+	waitAgentToken(t, ctlDir)
 	agent := startProc(t, "agent", "--name", node, "--data-dir", agentDir, "--server", "http://"+ctlAddr,
 		"--token-file", filepath.Join(ctlDir, "agent-token"), "--listen", agentAddr, "--log-level", "debug")
 	t.Cleanup(func() {
@@ -186,34 +169,14 @@ spec:
 func TestNodeLossReplacesPods(t *testing.T) {
 	gittest.RequireRoot(t, "runs containers")
 	repo := gittest.NewRepo(t, "", "deploy")
-	deploy := func(n int) map[string]string {
-		return map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: %d
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - {name: c, image: '%s', imagePullPolicy: Never, command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]}
-`, n, testimages.BusyboxRef)}
-	}
-	repo.CommitFiles("web", deploy(4))
+	repo.CommitFiles("web", sleeperDeployment(4))
 	ctlDir := t.TempDir()
 	ctlAddr := freeAddr(t)
 	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
 		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+(os.Getpid()+7)%100),
 		"--node-lease-timeout", "3s", "--pod-eviction-timeout", "1s", "--log-level", "debug")
 	c, _ := client.New("http://" + ctlAddr)
-	eventually(t, "controller up", func() string {
-		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
+	waitAgentToken(t, ctlDir)
 	type node struct {
 		name, dir string
 		args      []string
@@ -233,7 +196,7 @@ spec:
 		nodes = append(nodes, n)
 	}
 	t.Cleanup(func() {
-		repo.CommitFiles("none", deploy(0))
+		repo.CommitFiles("none", sleeperDeployment(0))
 		time.Sleep(3 * time.Second)
 		for _, n := range nodes {
 			n.p.stop()
@@ -323,12 +286,7 @@ spec:
 	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr)
 	t.Cleanup(ctl.stop)
 	c, _ := client.New("http://" + ctlAddr)
-	eventually(t, "controller up", func() string {
-		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
+	waitAgentToken(t, ctlDir)
 	sim := startProc(t, "agent", "--name", "sim", "--simulate", "4", "--server", "http://"+ctlAddr,
 		"--token-file", filepath.Join(ctlDir, "agent-token"), "--listen", "127.0.0.1:0")
 	t.Cleanup(sim.stop)
@@ -363,12 +321,7 @@ func TestAgentWithWrongTokenIsRefused(t *testing.T) {
 	ctlAddr := freeAddr(t)
 	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr)
 	t.Cleanup(ctl.stop)
-	eventually(t, "controller up", func() string {
-		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
+	waitAgentToken(t, ctlDir)
 	bad := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(bad, []byte("not-the-token\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -431,22 +384,7 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 	gittest.RequireRoot(t, "makes network namespaces and runs containers")
 	hostIP, hosts := newNetHosts(t, 2)
 	repo := gittest.NewRepo(t, "", "netns")
-	deploy := func(n int) map[string]string {
-		return map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: %d
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - {name: c, image: '%s', imagePullPolicy: Never, command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]}
-`, n, testimages.BusyboxRef)}
-	}
-	repo.CommitFiles("web", deploy(4))
+	repo.CommitFiles("web", sleeperDeployment(4))
 	ctlDir := t.TempDir()
 	l, err := net.Listen("tcp", hostIP+":0")
 	if err != nil {
@@ -458,12 +396,7 @@ spec:
 		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+(os.Getpid()+13)%100),
 		"--node-lease-timeout", "3s", "--pod-eviction-timeout", "1s")
 	c, _ := client.New("http://" + ctlAddr)
-	eventually(t, "controller up", func() string {
-		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
-			return err.Error()
-		}
-		return ""
-	})
+	waitAgentToken(t, ctlDir)
 	type agentHost struct {
 		h    netHost
 		name string
@@ -498,7 +431,7 @@ spec:
 		agents = append(agents, a)
 	}
 	t.Cleanup(func() {
-		repo.CommitFiles("none", deploy(0))
+		repo.CommitFiles("none", sleeperDeployment(0))
 		_ = exec.Command("ip", "-n", hosts[1].ns, "link", "set", "eth0", "up").Run()
 		time.Sleep(4 * time.Second)
 		for _, a := range agents {
@@ -560,4 +493,34 @@ spec:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// sleeperDeployment is a Deployment "web" of n busybox pods that stop at
+// once on SIGTERM, as a file map for gittest.Repo.CommitFiles.
+func sleeperDeployment(n int) map[string]string {
+	return map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: '%s', imagePullPolicy: Never, command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]}
+`, n, testimages.BusyboxRef)}
+}
+
+// waitAgentToken waits until a controller started with --data-dir ctlDir
+// has written the token agents join with (it is up).
+func waitAgentToken(t *testing.T, ctlDir string) {
+	t.Helper()
+	eventually(t, "controller up", func() string {
+		if _, err := os.Stat(filepath.Join(ctlDir, "agent-token")); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
 }
