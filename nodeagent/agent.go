@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -306,24 +307,15 @@ func (a *Agent) pullImage(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 // defaultPullPolicy is Kubernetes' default for an image reference.
 func defaultPullPolicy(image string) corev1.PullPolicy {
 	ref := image
-	if i := lastIndexByte(ref, '@'); i >= 0 {
+	if i := strings.LastIndexByte(ref, '@'); i >= 0 {
 		return corev1.PullIfNotPresent
 	}
-	slash := lastIndexByte(ref, '/')
-	colon := lastIndexByte(ref, ':')
+	slash := strings.LastIndexByte(ref, '/')
+	colon := strings.LastIndexByte(ref, ':')
 	if colon <= slash || ref[colon+1:] == "latest" {
 		return corev1.PullAlways
 	}
 	return corev1.PullIfNotPresent
-}
-
-func lastIndexByte(s string, c byte) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // podDir is where a pod's files and logs live.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -105,7 +106,7 @@ func ReportStatus(ctx context.Context, st *store.Store, c *client.Client, node s
 			if seen[key] {
 				continue
 			}
-			ns, name := splitKey(key)
+			ns, name, _ := strings.Cut(key, "/")
 			if err := c.ForgetPod(ctx, node, ns, name, uids[key]); err != nil {
 				failed = true
 				continue
@@ -138,13 +139,4 @@ func ReportAll(ctx context.Context, st *store.Store, c *client.Client, node stri
 		}
 	}
 	return nil
-}
-
-func splitKey(key string) (string, string) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == '/' {
-			return key[:i], key[i+1:]
-		}
-	}
-	return "", key
 }

@@ -100,6 +100,12 @@ func nodeCPUNanos() uint64 {
 	return busy * uint64(time.Second/100) // USER_HZ is 100 on Linux
 }
 
+// MemoryTotal is the machine's memory in bytes (0 when unknown).
+func MemoryTotal() int64 {
+	_, total := nodeMemory()
+	return total
+}
+
 // nodeMemory is the memory in use and the total, from /proc/meminfo.
 func nodeMemory() (used, total int64) {
 	b, err := os.ReadFile("/proc/meminfo")

@@ -1,7 +1,6 @@
 package nodeagent
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io/fs"
@@ -112,29 +111,9 @@ func (w *podWorker) specFor(pod *corev1.Pod, c *corev1.Container, restarts int, 
 // nodeResources is the node's allocatable CPU and memory, read once.
 func (a *Agent) nodeResources() nodeResources {
 	a.nodeResOnce.Do(func() {
-		a.nodeRes = nodeResources{cpuMilli: int64(goruntime.NumCPU()) * 1000, memory: memTotal()}
+		a.nodeRes = nodeResources{cpuMilli: int64(goruntime.NumCPU()) * 1000, memory: MemoryTotal()}
 	})
 	return a.nodeRes
-}
-
-// memTotal is MemTotal of /proc/meminfo in bytes (0 when unknown).
-func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			fields := strings.Fields(rest)
-			if len(fields) > 0 {
-				kb, _ := strconv.ParseInt(fields[0], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
 }
 
 // volumeDir is where a pod's volume lives on the node.

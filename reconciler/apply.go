@@ -3,7 +3,6 @@ package reconciler
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -184,5 +183,3 @@ func short(sha string) string {
 	}
 	return sha
 }
-
-func sortStrings(s []string) { slices.Sort(s) }

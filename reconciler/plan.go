@@ -1,6 +1,8 @@
 package reconciler
 
 import (
+	"slices"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	"github.com/keelson/keelson/manifest"
@@ -54,7 +56,7 @@ func ComputePlan(current []*store.Object, desired []*manifest.Object, sha string
 	for key := range have {
 		p.Deletes = append(p.Deletes, key)
 	}
-	sortStrings(p.Deletes)
+	slices.Sort(p.Deletes)
 	return p
 }
 

@@ -309,7 +309,7 @@ func nodeIP() string {
 // kernel, its address and labels.
 func nodeObject(name, ip string, labels map[string]string) corev1.Node {
 	cpu := k8sresource.NewQuantity(int64(goruntime.NumCPU()), k8sresource.DecimalSI)
-	mem := k8sresource.NewQuantity(memTotal(), k8sresource.BinarySI)
+	mem := k8sresource.NewQuantity(nodeagent.MemoryTotal(), k8sresource.BinarySI)
 	pods := k8sresource.NewQuantity(110, k8sresource.DecimalSI)
 	l := map[string]string{"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": goruntime.GOARCH}
 	for k, v := range labels {
@@ -325,19 +325,4 @@ func nodeObject(name, ip string, labels map[string]string) corev1.Node {
 			NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "keelson", ContainerRuntimeVersion: "containerd", OperatingSystem: "linux", Architecture: goruntime.GOARCH},
 		},
 	}
-}
-
-// memTotal is the machine's memory in bytes, from /proc/meminfo.
-func memTotal() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }
