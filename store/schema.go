@@ -46,7 +46,6 @@ func schema() *memdb.DBSchema {
 			"id":             id("Key"),
 			"namespace":      str("namespace", "Namespace"),
 			"kind_namespace": kindNS,
-			"owner":          str("owner", "OwnerKey"),
 		}},
 		TableRevisions: {Name: TableRevisions, Indexes: map[string]*memdb.IndexSchema{
 			"id":  {Name: "id", Unique: true, Indexer: &memdb.UintFieldIndex{Field: "ID"}},
