@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -228,6 +229,9 @@ func validateLabelsAnnotations(m *metav1.ObjectMeta, p *field.Path) field.ErrorL
 	var errs field.ErrorList
 	errs = append(errs, metav1validation.ValidateLabels(m.Labels, p.Child("labels"))...)
 	errs = append(errs, apivalidation.ValidateAnnotations(m.Annotations, p.Child("annotations"))...)
+	// Both validators range over a map: order their errors so that a
+	// revision's report is the same on every run.
+	slices.SortStableFunc(errs, func(a, b *field.Error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errs
 }
 
