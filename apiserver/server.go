@@ -78,6 +78,8 @@ func New(st *store.Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/log", s.podLog)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/exec", s.podExec)
 	s.mux.HandleFunc("GET /v1/nodes", s.nodes)
+	s.mux.HandleFunc("GET /v1/services", s.services)
+	s.mux.HandleFunc("GET /v1/endpointslices", s.endpointSlices)
 	s.mux.HandleFunc("GET /v1/usage", func(w http.ResponseWriter, r *http.Request) {
 		if s.opts.Usage == nil {
 			writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not measure usage"))
@@ -168,7 +170,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 			return 0, err
 		}
 		out.Nodes = len(nodes)
-		out.Index = snap.MaxIndex(ws, store.TableSync, store.TableRevisions, store.TableObjects, store.TablePods, store.TableNodes)
+		out.Index = snap.MaxIndex(ws, store.TableSync, store.TableRevisions, store.TableObjects, store.TablePods, store.TableNodes, store.TableEndpoints)
 		return out.Index, nil
 	})
 	s.answer(w, r, out.Index, out, err)

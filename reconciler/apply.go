@@ -23,6 +23,7 @@ type Applier struct {
 	log     *slog.Logger
 	now     func() time.Time
 	metrics *Metrics
+	svcNet  ServiceNetwork
 }
 
 // NewApplier returns an Applier writing to st. metrics may be nil.
@@ -30,8 +31,12 @@ func NewApplier(st *store.Store, loader *manifest.Loader, metrics *Metrics, log 
 	if now == nil {
 		now = time.Now
 	}
-	return &Applier{store: st, loader: loader, log: log, now: now, metrics: metrics}
+	return &Applier{store: st, loader: loader, log: log, now: now, metrics: metrics, svcNet: DefaultServiceNetwork()}
 }
+
+// SetServiceNetwork sets where Services get their addresses and ports
+// (DefaultServiceNetwork until then). Call it before the first Apply.
+func (a *Applier) SetServiceNetwork(n ServiceNetwork) { a.svcNet = n }
 
 // Apply loads rev's files and, if the revision is valid, makes its objects
 // the store's desired state in one transaction; otherwise it records the
@@ -72,20 +77,31 @@ func (a *Applier) Apply(rev *gitsync.Revision, fetchedAt time.Time) (*store.Revi
 	next.LastAttempt = a.now()
 	next.ObservedSHA = rev.Commit.SHA
 
-	if !res.OK() {
+	var (
+		plan   *Plan
+		events []*store.Event
+	)
+	if res.OK() {
+		current, err := snap.Objects(memdb.NewWatchSet(), store.ObjectQuery{})
+		if err != nil {
+			return nil, err
+		}
+		plan = ComputePlan(current, res.Objects, rev.Commit.SHA)
+		// Services get their addresses in the transaction that applies
+		// them; a request that cannot be met rejects the revision.
+		var issues []manifest.Issue
+		issues, events = allocateServices(a.svcNet, current, plan)
+		rec.Errors = append(rec.Errors, issues...)
+	}
+	if len(rec.Errors) > 0 {
 		rec.Status = store.RevisionFailed
 		next.State = "Failed"
-		next.LastError = fmt.Sprintf("commit %s rejected: %d error(s), first: %s", short(rev.Commit.SHA), len(res.Errors), res.Errors[0])
+		next.LastError = fmt.Sprintf("commit %s rejected: %d error(s), first: %s", short(rev.Commit.SHA), len(rec.Errors), rec.Errors[0])
 		if next.FailingSince.IsZero() {
 			next.FailingSince = next.LastAttempt
 		}
 		next.ConsecutiveKO++
 	} else {
-		current, err := snap.Objects(memdb.NewWatchSet(), store.ObjectQuery{})
-		if err != nil {
-			return nil, err
-		}
-		plan := ComputePlan(current, res.Objects, rev.Commit.SHA)
 		for _, o := range plan.Upserts {
 			if err := txn.UpsertObject(o); err != nil {
 				return nil, err
@@ -93,6 +109,11 @@ func (a *Applier) Apply(rev *gitsync.Revision, fetchedAt time.Time) (*store.Revi
 		}
 		for _, key := range plan.Deletes {
 			if err := txn.DeleteObject(key); err != nil {
+				return nil, err
+			}
+		}
+		for _, e := range events {
+			if err := txn.AddEvent(e, a.now()); err != nil {
 				return nil, err
 			}
 		}

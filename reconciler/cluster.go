@@ -363,7 +363,14 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 	if err != nil {
 		return err
 	}
+	eps, err := snap.AllEndpoints(ws, "")
+	if err != nil {
+		return err
+	}
 	plan := computeCluster(objs, pods, nodes, now, c.cfg, c.warm(snap, ws))
+	ep := computeEndpoints(objs, pods, plan.deletedPods(), eps)
+	plan.upsertEndpoints, plan.deleteEndpoints = ep.upserts, ep.deletes
+	plan.events = append(plan.events, ep.events...)
 	if plan.empty() {
 		return nil
 	}
@@ -392,6 +399,16 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 			return err
 		}
 	}
+	for _, e := range plan.upsertEndpoints {
+		if err := txn.UpsertEndpoints(e); err != nil {
+			return err
+		}
+	}
+	for _, k := range plan.deleteEndpoints {
+		if err := txn.DeleteEndpoints(k); err != nil {
+			return err
+		}
+	}
 	for _, e := range plan.events {
 		if err := txn.AddEvent(e, now); err != nil {
 			return err
@@ -408,10 +425,23 @@ type clusterPlan struct {
 	deletePods    []string
 	upsertNodes   []*store.Node
 	events        []*store.Event
+	// The endpoints controller's part (see computeEndpoints).
+	upsertEndpoints []*store.Endpoints
+	deleteEndpoints []string
 }
 
 func (p *clusterPlan) empty() bool {
-	return len(p.upsertObjects)+len(p.deleteObjects)+len(p.upsertPods)+len(p.deletePods)+len(p.upsertNodes)+len(p.events) == 0
+	return len(p.upsertObjects)+len(p.deleteObjects)+len(p.upsertPods)+len(p.deletePods)+len(p.upsertNodes)+len(p.events)+
+		len(p.upsertEndpoints)+len(p.deleteEndpoints) == 0
+}
+
+// deletedPods is the set of pods this pass deletes.
+func (p *clusterPlan) deletedPods() map[string]bool {
+	m := make(map[string]bool, len(p.deletePods))
+	for _, k := range p.deletePods {
+		m[k] = true
+	}
+	return m
 }
 
 // computeCluster is the controllers and the scheduler as one pure function

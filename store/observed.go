@@ -58,6 +58,9 @@ func (t *Txn) UpsertEndpoints(e *Endpoints) error {
 	return t.insert(TableEndpoints, e)
 }
 
+// DeleteEndpoints removes a Service's endpoints; missing ones are not an error.
+func (t *Txn) DeleteEndpoints(key string) error { return t.deleteByID(TableEndpoints, key) }
+
 func (t *Txn) deleteByID(table, id string) error {
 	raw, err := t.txn.First(table, "id", id)
 	if err != nil {
@@ -138,6 +141,30 @@ func (r *Snapshot) EndpointsOf(ws memdb.WatchSet, key string) (*Endpoints, error
 		return nil, fmt.Errorf("endpoints %s: %w", key, ErrNotFound)
 	}
 	return raw.(*Endpoints), nil
+}
+
+// AllEndpoints returns the endpoints of every Service, or of one namespace
+// when namespace is not empty, sorted by key.
+func (r *Snapshot) AllEndpoints(ws memdb.WatchSet, namespace string) ([]*Endpoints, error) {
+	var (
+		it  memdb.ResultIterator
+		err error
+	)
+	if namespace != "" {
+		it, err = r.txn.Get(TableEndpoints, "namespace", namespace)
+	} else {
+		it, err = r.txn.Get(TableEndpoints, "id")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: endpoints: %w", err)
+	}
+	ws.Add(it.WatchCh())
+	var out []*Endpoints
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Endpoints))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
 }
 
 // Pod returns one pod by namespace/name, or ErrNotFound.

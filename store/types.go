@@ -123,12 +123,16 @@ type Pod struct {
 }
 
 // Endpoints are the ready and not-ready addresses of a Service, in the
-// EndpointSlice form (the Endpoints kind is deprecated upstream).
+// EndpointSlice form (the Endpoints kind is deprecated upstream): one slice
+// per distinct set of resolved ports, as the EndpointSlice controller makes
+// them when a named targetPort resolves to different numbers on different
+// pods. Slices and their endpoints are sorted, so equal content compares
+// equal.
 type Endpoints struct {
 	Key         string // namespace/name
 	Namespace   string
 	Name        string
-	Slice       *discoveryv1.EndpointSlice
+	Slices      []*discoveryv1.EndpointSlice
 	CreateIndex uint64
 	ModifyIndex uint64
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/keelson/keelson/store"
 )
@@ -111,4 +112,25 @@ type PodUsage struct {
 // UsageList is the answer of GET /v1/usage: one entry per node.
 type UsageList struct {
 	Items []Usage `json:"items"`
+}
+
+// EndpointSliceList is the answer of GET /v1/endpointslices: the slices the
+// endpoints controller keeps for Services with a selector.
+type EndpointSliceList struct {
+	Index uint64                      `json:"index"`
+	Items []discoveryv1.EndpointSlice `json:"items"`
+}
+
+// ServiceEndpoints is a Service as the controller completed it (cluster
+// address, node ports, LoadBalancer address) with its endpoint slices.
+type ServiceEndpoints struct {
+	Service corev1.Service              `json:"service"`
+	Slices  []discoveryv1.EndpointSlice `json:"slices"`
+}
+
+// ServiceList is the answer of GET /v1/services: what agents program into
+// their load balancers and DNS servers.
+type ServiceList struct {
+	Index uint64             `json:"index"`
+	Items []ServiceEndpoints `json:"items"`
 }

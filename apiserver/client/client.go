@@ -220,6 +220,18 @@ func (c *Client) Nodes(ctx context.Context, q Query) (*api.NodeList, error) {
 	return &out, c.get(ctx, "/v1/nodes", q.values(), &out)
 }
 
+// Services lists the Services with their endpoint slices.
+func (c *Client) Services(ctx context.Context, q Query) (*api.ServiceList, error) {
+	var out api.ServiceList
+	return &out, c.get(ctx, "/v1/services", q.values(), &out)
+}
+
+// EndpointSlices lists the endpoint slices of Services.
+func (c *Client) EndpointSlices(ctx context.Context, q Query) (*api.EndpointSliceList, error) {
+	var out api.EndpointSliceList
+	return &out, c.get(ctx, "/v1/endpointslices", q.values(), &out)
+}
+
 // PodQuery narrows a pod list.
 type PodQuery struct {
 	Namespace string

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/keelson/keelson/apiserver"
@@ -50,6 +51,9 @@ type controllerOptions struct {
 	webhookSecretFile string
 	logLevel          string
 	clusterCIDR       string
+	serviceCIDR       string
+	nodePortRange     string
+	lbPool            string
 	evictionTimeout   time.Duration
 	leaseTimeout      time.Duration
 	pprof             bool
@@ -103,11 +107,19 @@ Credentials never come from flags: HTTPS passwords and tokens are read from
 	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the HMAC secret that webhook calls must be signed with")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "pod addresses, a /24 for each node")
+	addServiceFlags(f, &o)
 	f.DurationVar(&o.evictionTimeout, "pod-eviction-timeout", 60*time.Second, "how long pods stay on a NotReady node before they are replaced elsewhere")
 	f.DurationVar(&o.leaseTimeout, "node-lease-timeout", 40*time.Second, "how long a node may go without renewing its lease before it is NotReady")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the API address")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
+}
+
+// addServiceFlags adds the flags of the service network (controller and up).
+func addServiceFlags(f *pflag.FlagSet, o *controllerOptions) {
+	f.StringVar(&o.serviceCIDR, "service-cidr", "10.96.0.0/12", "the Services' cluster addresses")
+	f.StringVar(&o.nodePortRange, "node-port-range", "30000-32767", "the ports NodePort and LoadBalancer services get on every node")
+	f.StringVar(&o.lbPool, "loadbalancer-pool", "", "addresses LoadBalancer services get, CIDRs or addresses, comma-separated (none: they stay pending)")
 }
 
 func newLogger(w interface{ Write([]byte) (int, error) }, level string) (*slog.Logger, error) {
@@ -152,7 +164,12 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svcNet, err := reconciler.ParseServiceNetwork(o.serviceCIDR, o.nodePortRange, o.lbPool)
+	if err != nil {
+		return err
+	}
 	applier := reconciler.NewApplier(st, manifest.NewLoader(manifest.Options{}), reconciler.NewMetrics(reg), log.With("component", "reconciler"), nil)
+	applier.SetServiceNetwork(svcNet)
 	if err := applier.SetSource(o.src.String(), refLabel(o.src), o.src.Path); err != nil {
 		return err
 	}

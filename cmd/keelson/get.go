@@ -146,6 +146,20 @@ var resources = []resource{
 			return string(s.Spec.Type)
 		})},
 		{header: "CLUSTER-IP", value: typed(func(s *corev1.Service) string { return orNone(s.Spec.ClusterIP) })},
+		{header: "EXTERNAL-IP", value: typed(func(s *corev1.Service) string {
+			var ips []string
+			for _, in := range s.Status.LoadBalancer.Ingress {
+				ips = append(ips, in.IP)
+			}
+			ips = append(ips, s.Spec.ExternalIPs...)
+			if len(ips) == 0 && s.Spec.Type == corev1.ServiceTypeLoadBalancer {
+				return "<pending>"
+			}
+			if s.Spec.Type == corev1.ServiceTypeExternalName {
+				return s.Spec.ExternalName
+			}
+			return orNone(strings.Join(ips, ","))
+		})},
 		{header: "PORT(S)", value: typed(func(s *corev1.Service) string {
 			var ps []string
 			for _, p := range s.Spec.Ports {
@@ -163,6 +177,8 @@ var resources = []resource{
 		})},
 		{header: "SELECTOR", wide: true, value: typed(func(s *corev1.Service) string { return selectorString(s.Spec.Selector) })},
 	}},
+	{kind: "Endpoints", names: []string{"endpoints", "ep"}, namespaced: true},
+	{kind: "EndpointSlice", names: []string{"endpointslices", "endpointslice"}, namespaced: true},
 	{kind: "Ingress", names: []string{"ingresses", "ingress", "ing"}, namespaced: true, columns: []column{
 		{header: "CLASS", value: typed(func(i *networkingv1.Ingress) string {
 			if i.Spec.IngressClassName == nil {
@@ -286,6 +302,9 @@ func runGet(cmd *cobra.Command, args []string, o getOptions) error {
 	}
 	if res.kind == "Node" {
 		return getNodes(cmd, c, o)
+	}
+	if res.kind == "Endpoints" || res.kind == "EndpointSlice" {
+		return getEndpoints(cmd, c, res.kind, args, ns, o)
 	}
 	if res.kind == "Pod" {
 		done, err := getPods(cmd, c, args, ns, o)

@@ -53,6 +53,7 @@ Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 	f.StringVar(&o.agent.name, "node-name", host, "name of this node")
 	f.DurationVar(&o.controller.interval, "interval", 30*time.Second, "how often to poll a remote repository")
 	f.StringVar(&o.controller.logLevel, "log-level", "info", "debug, info, warn or error")
+	addServiceFlags(f, &o.controller)
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
