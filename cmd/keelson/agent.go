@@ -228,6 +228,8 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 			}}
 		wg.Go(func() { nodeagent.KeepLease(ctx, ctl, reg, o.leaseInterval, log.With("component", "lease")) })
 		wg.Go(func() { nodeagent.ReportStatus(ctx, st, ctl, o.name, log.With("component", "report")) })
+		routes := &nodeagent.Routes{Client: ctl, Node: o.name, Log: log.With("component", "routes")}
+		wg.Go(func() { routes.Run(ctx) })
 	} else {
 		source = &nodeagent.DirSource{Dir: o.podManifests, Log: log.With("component", "pod-manifests")}
 	}
