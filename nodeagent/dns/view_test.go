@@ -362,39 +362,3 @@ func TestReverseAddr(t *testing.T) {
 		}
 	}
 }
-
-func TestResolvConf(t *testing.T) {
-	tests := []struct {
-		namespace, nameserver, domain string
-		want                          string
-	}{
-		{"default", "10.88.0.1", "cluster.local",
-			"nameserver 10.88.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"},
-		{"Team-A", "10.88.0.1:53", "", // port dropped, default domain
-			"nameserver 10.88.0.1\nsearch team-a.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"},
-		{"kube-system", "fd00::1", "example.org.",
-			"nameserver fd00::1\nsearch kube-system.svc.example.org svc.example.org example.org\noptions ndots:5\n"},
-		{"", "10.88.0.1", "",
-			"nameserver 10.88.0.1\nsearch svc.cluster.local cluster.local\noptions ndots:5\n"},
-	}
-	for _, tt := range tests {
-		if diff := cmp.Diff(tt.want, ResolvConf(tt.namespace, tt.nameserver, tt.domain)); diff != "" {
-			t.Errorf("ResolvConf(%q, %q, %q) (-want +got):\n%s", tt.namespace, tt.nameserver, tt.domain, diff)
-		}
-	}
-}
-
-func TestParseResolvConf(t *testing.T) {
-	data := `# generated
-search example.org
-nameserver 127.0.0.53
-nameserver   10.0.0.2  # trailing
-nameserver fe80::1%eth0
-nameserver not-an-address
-options edns0 trust-ad
-`
-	want := []string{"127.0.0.53:53", "10.0.0.2:53", "[fe80::1%eth0]:53"}
-	if diff := cmp.Diff(want, parseResolvConf([]byte(data))); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
-}
