@@ -45,6 +45,8 @@ type Config struct {
 	// CacheSize is the number of upstream answers kept (DefaultCacheSize when
 	// zero); a negative size turns the cache off.
 	CacheSize int
+	// Now is the clock of the cache and of the SOA serial; nil is time.Now.
+	Now func() time.Time
 }
 
 // Server is a node's cluster DNS server. Its methods are safe for
@@ -124,6 +126,10 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	cacheSize := cfg.CacheSize
 	if cacheSize == 0 {
 		cacheSize = DefaultCacheSize
@@ -136,7 +142,7 @@ func New(cfg Config) (*Server, error) {
 		up:     &upstreams{fixed: fixed, path: path, self: self},
 		fwd:    &forwarder{timeout: upstreamTimeout},
 		cache:  newCache(cacheSize),
-		now:    time.Now,
+		now:    now,
 	}
 	s.Update(nil, nil)
 	return s, nil
