@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/miekg/dns"
 )
@@ -22,33 +23,57 @@ const dnsSchemaVersion = "1.1.0"
 // service naming another one), so that a loop of ExternalNames ends.
 const maxChain = 8
 
-// view is the agent's services and pods indexed by DNS name. It is built
-// once by newView and never changed afterwards, so any number of queries can
-// read it at once.
+// view is the agent's services and pods, indexed for lookup. It is built by
+// newView and never changed afterwards (but for the PTR index, made once on
+// the first PTR query), so any number of queries can read it at once.
+//
+// Names are not stored: a query name is parsed (as CoreDNS does) into the
+// service, endpoint, port or pod it names. A view of 10,000 services takes a
+// few megabytes and is built in a few milliseconds.
 type view struct {
 	zone     string // lower case, fully qualified: "cluster.local."
 	serial   uint32
-	insecure bool // pods insecure: answer any well-formed ns.pod name
+	insecure bool         // pods insecure: answer any well-formed ns.pod name
+	nsAddrs  []netip.Addr // the server's own addresses, for ns.dns.<zone>
 
-	names map[string]*rrset // lower-case owner name → its records
-	// ents are the names that have names below them but no records of their
-	// own (empty non-terminals): NOERROR/no data instead of NXDOMAIN.
-	ents map[string]struct{}
-	// PTR targets by address, in the order they are looked at.
-	ptrSvc, ptrEp, ptrPod map[netip.Addr][]string
+	services map[string]map[string]*svcEntry // namespace → name → service
+	pods     map[podKey]struct{}
+	podNS    map[string]struct{} // namespaces with pods
+
+	ptrOnce sync.Once
+	ptr     map[netip.Addr]ptrTarget
 }
 
-// rrset holds the records of one name.
-type rrset struct {
-	addrs []netip.Addr // A and AAAA
-	cname string       // ExternalName target, fully qualified
-	srv   []srvTarget
-	txt   []string
+// svcEntry is what the view keeps of a Service: lower-case names, the
+// published endpoints only, sorted.
+type svcEntry struct {
+	name, ns  string
+	clusterIP netip.Addr   // invalid: headless
+	cname     string       // ExternalName target, fully qualified
+	ports     []portEntry  // sorted by number
+	eps       []epEntry    // published endpoints, sorted by name then address
+	addrs     []netip.Addr // headless: the endpoints' addresses, sorted, unique
 }
 
-type srvTarget struct {
-	target string // fully qualified, lower case
-	port   uint16
+type portEntry struct {
+	name, proto string // lower case
+	port        uint16
+}
+
+type epEntry struct {
+	hostname string // lower case; "" when named by its address
+	ip       netip.Addr
+	ports    []portEntry // nil: the service's ports
+}
+
+type podKey struct {
+	ns string
+	ip netip.Addr
+}
+
+type ptrTarget struct {
+	rank int // 0 ClusterIP, 1 endpoint, 2 pod: the lowest answers
+	name string
 }
 
 // viewOptions are the parts of the configuration the view depends on.
@@ -59,143 +84,296 @@ type viewOptions struct {
 	nsAddrs      []netip.Addr // the server's own addresses, for ns.dns.<zone>
 }
 
-// newView indexes svcs and pods. Services and pods with missing names or
-// unusable addresses are left out; an ExternalName that is not a domain name
-// is too.
+// newView indexes svcs and pods; it keeps no slice of theirs. Services and
+// pods with names that cannot be labels are left out, as is an ExternalName
+// that is not a domain name, a headless service without published endpoints
+// (CoreDNS answers NXDOMAIN for it too), and every service but the first of
+// a namespace and name given twice.
 func newView(opts viewOptions, svcs []Service, pods []Pod) *view {
 	v := &view{
 		zone:     opts.zone,
 		serial:   opts.serial,
 		insecure: opts.insecurePods,
-		names:    make(map[string]*rrset, len(svcs)*2+len(pods)),
-		ents:     make(map[string]struct{}),
-		ptrSvc:   make(map[netip.Addr][]string, len(svcs)),
-		ptrEp:    make(map[netip.Addr][]string),
-		ptrPod:   make(map[netip.Addr][]string, len(pods)),
+		services: make(map[string]map[string]*svcEntry),
+		pods:     make(map[podKey]struct{}, len(pods)),
+		podNS:    make(map[string]struct{}),
 	}
-	set := func(name string) *rrset {
-		rs := v.names[name]
-		if rs == nil {
-			rs = &rrset{}
-			v.names[name] = rs
-		}
-		return rs
-	}
-
-	set("dns-version." + v.zone).txt = []string{dnsSchemaVersion}
 	for _, a := range opts.nsAddrs {
 		if a.IsValid() && !a.IsUnspecified() {
-			rs := set(nsName(v.zone))
-			rs.addrs = append(rs.addrs, a.Unmap())
+			v.nsAddrs = append(v.nsAddrs, a.Unmap())
 		}
 	}
+	slices.SortFunc(v.nsAddrs, netip.Addr.Compare)
+	v.nsAddrs = slices.Compact(v.nsAddrs)
 
 	for i := range svcs {
-		svc := &svcs[i]
-		ns, name := strings.ToLower(svc.Namespace), strings.ToLower(svc.Name)
-		if !isLabel(ns) || !isLabel(name) {
+		e := newSvcEntry(&svcs[i])
+		if e == nil {
 			continue
 		}
-		base := name + "." + ns + ".svc." + v.zone
-		switch {
-		case svc.ExternalName != "":
-			target := dns.Fqdn(strings.ToLower(svc.ExternalName))
-			if _, err := netip.ParseAddr(svc.ExternalName); err == nil {
-				continue // an address is not a CNAME target (CoreDNS skips it too)
-			}
-			if _, ok := dns.IsDomainName(target); !ok || target == "." {
-				continue
-			}
-			set(base).cname = target
-			continue
-		case svc.ClusterIP.IsValid():
-			ip := svc.ClusterIP.Unmap()
-			rs := set(base)
-			rs.addrs = append(rs.addrs, ip)
-			for _, p := range svc.Ports {
-				rs.srv = append(rs.srv, srvTarget{base, p.Port})
-				if pn := portName(p); pn != "" {
-					pr := set(pn + "." + base)
-					pr.srv = append(pr.srv, srvTarget{base, p.Port})
-				}
-			}
-			v.ptrSvc[ip] = append(v.ptrSvc[ip], base)
+		names := v.services[e.ns]
+		if names == nil {
+			names = make(map[string]*svcEntry)
+			v.services[e.ns] = names
 		}
-		headless := !svc.ClusterIP.IsValid()
-		for j := range svc.Endpoints {
-			ep := &svc.Endpoints[j]
-			if !ep.IP.IsValid() || !(ep.Ready || svc.PublishNotReadyAddresses) {
-				continue
-			}
-			ip := ep.IP.Unmap()
-			epName := endpointName(ep.Hostname, ip) + "." + base
-			er := set(epName)
-			er.addrs = append(er.addrs, ip)
-			v.ptrEp[ip] = append(v.ptrEp[ip], epName)
-			if !headless {
-				continue // a ClusterIP service's own names point to the ClusterIP
-			}
-			rs := set(base)
-			rs.addrs = append(rs.addrs, ip)
-			ports := ep.Ports
-			if len(ports) == 0 {
-				ports = svc.Ports
-			}
-			for _, p := range ports {
-				rs.srv = append(rs.srv, srvTarget{epName, p.Port})
-				if pn := portName(p); pn != "" {
-					pr := set(pn + "." + base)
-					pr.srv = append(pr.srv, srvTarget{epName, p.Port})
-				}
-			}
+		if _, dup := names[e.name]; !dup {
+			names[e.name] = e
 		}
 	}
-
 	for _, p := range pods {
 		ns := strings.ToLower(p.Namespace)
 		if !p.IP.IsValid() || !isLabel(ns) {
 			continue
 		}
-		ip := p.IP.Unmap()
-		name := dashed(ip) + "." + ns + ".pod." + v.zone
-		rs := set(name)
-		rs.addrs = append(rs.addrs, ip)
-		v.ptrPod[ip] = append(v.ptrPod[ip], name)
-	}
-
-	// Sorted and without duplicates, so that answers do not depend on the
-	// order of the input (the server shuffles addresses per answer).
-	for _, rs := range v.names {
-		slices.SortFunc(rs.addrs, netip.Addr.Compare)
-		rs.addrs = slices.Compact(rs.addrs)
-		slices.SortFunc(rs.srv, func(a, b srvTarget) int {
-			return cmp.Or(strings.Compare(a.target, b.target), cmp.Compare(a.port, b.port))
-		})
-		rs.srv = slices.Compact(rs.srv)
-	}
-	for _, m := range []map[netip.Addr][]string{v.ptrSvc, v.ptrEp, v.ptrPod} {
-		for ip, names := range m {
-			slices.Sort(names)
-			m[ip] = slices.Compact(names)
-		}
-	}
-
-	// Every ancestor of a name, up to the apex, exists.
-	v.ents[v.zone] = struct{}{}
-	v.ents["svc."+v.zone] = struct{}{}
-	v.ents["pod."+v.zone] = struct{}{}
-	for name := range v.names {
-		for parent := parentName(name); len(parent) > len(v.zone); parent = parentName(parent) {
-			if _, ok := v.ents[parent]; ok {
-				break // its own ancestors are in already
-			}
-			v.ents[parent] = struct{}{}
-		}
-	}
-	for name := range v.names {
-		delete(v.ents, name)
+		v.pods[podKey{ns, p.IP.Unmap()}] = struct{}{}
+		v.podNS[ns] = struct{}{}
 	}
 	return v
+}
+
+func newSvcEntry(svc *Service) *svcEntry {
+	e := &svcEntry{name: strings.ToLower(svc.Name), ns: strings.ToLower(svc.Namespace)}
+	if !isLabel(e.ns) || !isLabel(e.name) {
+		return nil
+	}
+	if svc.ExternalName != "" {
+		if _, err := netip.ParseAddr(svc.ExternalName); err == nil {
+			return nil // an address is not a CNAME target (CoreDNS skips it too)
+		}
+		target := dns.Fqdn(strings.ToLower(svc.ExternalName))
+		if _, ok := dns.IsDomainName(target); !ok || target == "." {
+			return nil
+		}
+		e.cname = target
+		return e
+	}
+	e.clusterIP = svc.ClusterIP.Unmap()
+	e.ports = portEntries(svc.Ports)
+	var last []Port
+	var lastEntries []portEntry
+	for _, ep := range svc.Endpoints {
+		if !ep.IP.IsValid() || !(ep.Ready || svc.PublishNotReadyAddresses) {
+			continue
+		}
+		h := strings.ToLower(ep.Hostname)
+		if !isLabel(h) || strings.HasPrefix(h, "_") {
+			h = ""
+		}
+		// Endpoints of a service mostly have the same ports: share them.
+		if !slices.Equal(ep.Ports, last) {
+			last, lastEntries = ep.Ports, portEntries(ep.Ports)
+		}
+		e.eps = append(e.eps, epEntry{hostname: h, ip: ep.IP.Unmap(), ports: lastEntries})
+	}
+	slices.SortFunc(e.eps, func(a, b epEntry) int {
+		return cmp.Or(strings.Compare(a.hostname, b.hostname), a.ip.Compare(b.ip))
+	})
+	if !e.clusterIP.IsValid() {
+		if len(e.eps) == 0 {
+			return nil
+		}
+		for _, ep := range e.eps {
+			e.addrs = append(e.addrs, ep.ip)
+		}
+		slices.SortFunc(e.addrs, netip.Addr.Compare)
+		e.addrs = slices.Compact(e.addrs)
+	}
+	return e
+}
+
+func portEntries(ports []Port) []portEntry {
+	if len(ports) == 0 {
+		return nil
+	}
+	out := make([]portEntry, 0, len(ports))
+	for _, p := range ports {
+		proto := strings.ToLower(p.Protocol)
+		if proto == "" {
+			proto = "tcp"
+		}
+		out = append(out, portEntry{name: strings.ToLower(p.Name), proto: proto, port: p.Port})
+	}
+	slices.SortFunc(out, func(a, b portEntry) int {
+		return cmp.Or(cmp.Compare(a.port, b.port), strings.Compare(a.proto, b.proto), strings.Compare(a.name, b.name))
+	})
+	return slices.Compact(out)
+}
+
+// fqdn is the service's name: name.ns.svc.<zone>.
+func (e *svcEntry) fqdn(zone string) string { return e.name + "." + e.ns + ".svc." + zone }
+
+// label is the endpoint's name under its service: its hostname, or else
+// its address with dashes, as CoreDNS names them.
+func (ep *epEntry) label() string {
+	if ep.hostname != "" {
+		return ep.hostname
+	}
+	return dashed(ep.ip)
+}
+
+// epPorts are the ports of an endpoint of e.
+func (e *svcEntry) epPorts(ep *epEntry) []portEntry {
+	if ep.ports != nil {
+		return ep.ports
+	}
+	return e.ports
+}
+
+// endpoints returns the published endpoints named label (several when they
+// share a hostname).
+func (e *svcEntry) endpoints(label string) []epEntry {
+	if ip, ok := undash(label); ok {
+		i, found := slices.BinarySearchFunc(e.eps, epEntry{ip: ip}, func(a, b epEntry) int {
+			return cmp.Or(strings.Compare(a.hostname, b.hostname), a.ip.Compare(b.ip))
+		})
+		if found {
+			return e.eps[i : i+1]
+		}
+	}
+	lo, _ := slices.BinarySearchFunc(e.eps, label, func(a epEntry, l string) int { return strings.Compare(a.hostname, l) })
+	hi := lo
+	for hi < len(e.eps) && e.eps[hi].hostname == label {
+		hi++
+	}
+	return e.eps[lo:hi]
+}
+
+// hasPort reports whether e has a named port name/proto ("" matches any
+// name): its own for a ClusterIP service, its endpoints' for a headless one.
+func (e *svcEntry) hasPort(name, proto string) bool {
+	match := func(ports []portEntry) bool {
+		return slices.ContainsFunc(ports, func(p portEntry) bool {
+			return p.name != "" && p.proto == proto && (name == "" || p.name == name)
+		})
+	}
+	if e.clusterIP.IsValid() {
+		return match(e.ports)
+	}
+	for i := range e.eps {
+		if match(e.epPorts(&e.eps[i])) {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeKind is what a name of the zone stands for.
+type nodeKind int
+
+const (
+	kindNone    nodeKind = iota // nothing: NXDOMAIN
+	kindEmpty                   // a name with names below it only
+	kindApex                    // the zone itself
+	kindVersion                 // dns-version.<zone>
+	kindNS                      // ns.dns.<zone>
+	kindSvc                     // svc.ns.svc.<zone>
+	kindEp                      // ep.svc.ns.svc.<zone>
+	kindPort                    // _port._proto.svc.ns.svc.<zone>
+	kindPod                     // 1-2-3-4.ns.pod.<zone>
+)
+
+type node struct {
+	kind        nodeKind
+	svc         *svcEntry
+	eps         []epEntry  // kindEp
+	port, proto string     // kindPort
+	pod         netip.Addr // kindPod
+}
+
+// find parses rest (a lower-case name of the zone without the zone, "" for
+// the apex) into what it names.
+func (v *view) find(rest string) node {
+	switch rest {
+	case "":
+		return node{kind: kindApex}
+	case "dns-version":
+		return node{kind: kindVersion}
+	case "svc", "pod":
+		return node{kind: kindEmpty}
+	case "ns.dns", "dns":
+		if len(v.nsAddrs) == 0 {
+			return node{}
+		}
+		if rest == "dns" {
+			return node{kind: kindEmpty}
+		}
+		return node{kind: kindNS}
+	}
+	// No name of the zone has more than five labels below it.
+	var buf [5]string
+	labels, ok := splitLabels(rest, buf[:0])
+	if !ok {
+		return node{}
+	}
+	n := len(labels)
+	switch labels[n-1] {
+	case "svc":
+		names := v.services[labels[n-2]]
+		if names == nil {
+			return node{}
+		}
+		if n == 2 {
+			return node{kind: kindEmpty}
+		}
+		svc := names[labels[n-3]]
+		if svc == nil {
+			return node{}
+		}
+		switch {
+		case n == 3:
+			return node{kind: kindSvc, svc: svc}
+		case svc.cname != "":
+			return node{} // an ExternalName has nothing below it
+		case n == 4 && strings.HasPrefix(labels[0], "_"):
+			if svc.hasPort("", labels[0][1:]) {
+				return node{kind: kindEmpty} // _proto, above _port._proto
+			}
+		case n == 4:
+			if eps := svc.endpoints(labels[0]); len(eps) > 0 {
+				return node{kind: kindEp, svc: svc, eps: eps}
+			}
+		case n == 5 && strings.HasPrefix(labels[0], "_") && strings.HasPrefix(labels[1], "_"):
+			port, proto := labels[0][1:], labels[1][1:]
+			if port != "" && svc.hasPort(port, proto) {
+				return node{kind: kindPort, svc: svc, port: port, proto: proto}
+			}
+		}
+	case "pod":
+		ns := labels[n-2]
+		if n == 2 {
+			if _, ok := v.podNS[ns]; ok || v.insecure {
+				return node{kind: kindEmpty}
+			}
+			return node{}
+		}
+		if n != 3 {
+			return node{}
+		}
+		ip, ok := undash(labels[0])
+		if !ok {
+			return node{}
+		}
+		if _, known := v.pods[podKey{ns, ip}]; known || v.insecure {
+			return node{kind: kindPod, pod: ip}
+		}
+	}
+	return node{}
+}
+
+// splitLabels splits name into its labels, in labels' room, and reports
+// false if they do not fit.
+func splitLabels(name string, labels []string) ([]string, bool) {
+	for {
+		if len(labels) == cap(labels) {
+			return nil, false
+		}
+		label, rest, more := strings.Cut(name, ".")
+		labels = append(labels, label)
+		if !more {
+			return labels, true
+		}
+		name = rest
+	}
 }
 
 // reply is the answer of the view to one question.
@@ -227,20 +405,14 @@ func (v *view) lookup(q dns.Question) reply {
 
 // answer answers for name (owner is name as the client wrote it).
 func (v *view) answer(owner, name string, qtype uint16, depth int) reply {
-	rs := v.names[name]
-	if rs == nil && v.insecure {
-		rs = v.insecurePod(name)
-	}
-	if rs == nil {
-		if _, ok := v.ents[name]; ok {
-			return v.noData(owner, name, qtype)
-		}
+	nd := v.find(strings.TrimSuffix(strings.TrimSuffix(name, v.zone), "."))
+	if nd.kind == kindNone {
 		return reply{handled: true, rcode: dns.RcodeNameError, ns: []dns.RR{v.soa()}}
 	}
 
-	if rs.cname != "" && qtype != dns.TypeCNAME {
-		cname := &dns.CNAME{Hdr: hdr(owner, dns.TypeCNAME), Target: rs.cname}
-		t := rs.cname
+	if nd.kind == kindSvc && nd.svc.cname != "" && qtype != dns.TypeCNAME {
+		cname := &dns.CNAME{Hdr: hdr(owner, dns.TypeCNAME), Target: nd.svc.cname}
+		t := nd.svc.cname
 		switch {
 		case t != v.zone && !strings.HasSuffix(t, "."+v.zone):
 			return reply{handled: true, rcode: dns.RcodeSuccess, answer: []dns.RR{cname}, chase: t}
@@ -255,54 +427,132 @@ func (v *view) answer(owner, name string, qtype uint16, depth int) reply {
 	}
 
 	r := reply{handled: true, rcode: dns.RcodeSuccess}
+	addrs := func(qtype uint16) []dns.RR { return addrRecords(owner, v.addrs(nd), qtype) }
 	switch qtype {
 	case dns.TypeA, dns.TypeAAAA:
-		r.answer = addrRecords(owner, rs.addrs, qtype)
+		r.answer = addrs(qtype)
 	case dns.TypeSRV:
-		r.answer, r.extra = v.srvRecords(owner, rs.srv)
+		r.answer, r.extra = v.srv(owner, nd)
 	case dns.TypeTXT:
-		for _, t := range rs.txt {
-			r.answer = append(r.answer, &dns.TXT{Hdr: hdr(owner, dns.TypeTXT), Txt: []string{t}})
-		}
+		r.answer = v.txt(owner, nd)
 	case dns.TypeCNAME:
-		if rs.cname != "" {
-			r.answer = []dns.RR{&dns.CNAME{Hdr: hdr(owner, dns.TypeCNAME), Target: rs.cname}}
+		if nd.kind == kindSvc && nd.svc.cname != "" {
+			r.answer = []dns.RR{&dns.CNAME{Hdr: hdr(owner, dns.TypeCNAME), Target: nd.svc.cname}}
+		}
+	case dns.TypeSOA:
+		if nd.kind == kindApex {
+			soa := v.soa()
+			soa.Hdr.Name = owner
+			r.answer = []dns.RR{soa}
+		}
+	case dns.TypeNS:
+		if nd.kind == kindApex {
+			r.answer = []dns.RR{&dns.NS{Hdr: hdr(owner, dns.TypeNS), Ns: nsName(v.zone)}}
+			r.extra = append(addrRecords(nsName(v.zone), v.nsAddrs, dns.TypeA), addrRecords(nsName(v.zone), v.nsAddrs, dns.TypeAAAA)...)
 		}
 	case dns.TypeANY:
-		r.answer = append(addrRecords(owner, rs.addrs, dns.TypeA), addrRecords(owner, rs.addrs, dns.TypeAAAA)...)
-		srv, _ := v.srvRecords(owner, rs.srv)
-		r.answer = append(r.answer, srv...)
-		for _, t := range rs.txt {
-			r.answer = append(r.answer, &dns.TXT{Hdr: hdr(owner, dns.TypeTXT), Txt: []string{t}})
-		}
+		srv, _ := v.srv(owner, nd)
+		r.answer = slices.Concat(addrs(dns.TypeA), addrs(dns.TypeAAAA), srv, v.txt(owner, nd))
 	}
 	if len(r.answer) == 0 {
-		return v.noData(owner, name, qtype)
+		return reply{handled: true, rcode: dns.RcodeSuccess, ns: []dns.RR{v.soa()}}
 	}
 	return r
 }
 
-// noData answers a name that exists but has no records of qtype, except for
-// the SOA and NS of the apex itself.
-func (v *view) noData(owner, name string, qtype uint16) reply {
-	r := reply{handled: true, rcode: dns.RcodeSuccess}
-	if name == v.zone {
-		switch qtype {
-		case dns.TypeSOA:
-			soa := v.soa()
-			soa.Hdr.Name = owner
-			r.answer = []dns.RR{soa}
-			return r
-		case dns.TypeNS:
-			r.answer = []dns.RR{&dns.NS{Hdr: hdr(owner, dns.TypeNS), Ns: nsName(v.zone)}}
-			if rs := v.names[nsName(v.zone)]; rs != nil {
-				r.extra = append(addrRecords(nsName(v.zone), rs.addrs, dns.TypeA), addrRecords(nsName(v.zone), rs.addrs, dns.TypeAAAA)...)
+// addrs returns the addresses of a node, sorted.
+func (v *view) addrs(nd node) []netip.Addr {
+	switch nd.kind {
+	case kindSvc:
+		if nd.svc.clusterIP.IsValid() {
+			return []netip.Addr{nd.svc.clusterIP}
+		}
+		return nd.svc.addrs
+	case kindEp:
+		out := make([]netip.Addr, 0, len(nd.eps))
+		for _, ep := range nd.eps {
+			out = append(out, ep.ip)
+		}
+		return out // sorted, as eps are
+	case kindPod:
+		return []netip.Addr{nd.pod}
+	case kindNS:
+		return v.nsAddrs
+	}
+	return nil
+}
+
+func (v *view) txt(owner string, nd node) []dns.RR {
+	if nd.kind != kindVersion {
+		return nil
+	}
+	return []dns.RR{&dns.TXT{Hdr: hdr(owner, dns.TypeTXT), Txt: []string{dnsSchemaVersion}}}
+}
+
+type srvTarget struct {
+	target string
+	port   uint16
+	ips    []netip.Addr
+}
+
+// srv returns the SRV records of a service (every port) or of one of its
+// named ports, and the targets' addresses for the additional section: the
+// service and its ports for a ClusterIP service, each endpoint and its
+// ports for a headless one.
+func (v *view) srv(owner string, nd node) (answer, extra []dns.RR) {
+	if nd.kind != kindSvc && nd.kind != kindPort {
+		return nil, nil
+	}
+	svc := nd.svc
+	match := func(p portEntry) bool {
+		return nd.kind == kindSvc || (p.name == nd.port && p.proto == nd.proto)
+	}
+	var targets []srvTarget
+	if svc.clusterIP.IsValid() {
+		base := svc.fqdn(v.zone)
+		for _, p := range svc.ports {
+			if match(p) {
+				targets = append(targets, srvTarget{base, p.port, []netip.Addr{svc.clusterIP}})
 			}
-			return r
+		}
+	} else {
+		base := svc.fqdn(v.zone)
+		for i := range svc.eps {
+			ep := &svc.eps[i]
+			for _, p := range svc.epPorts(ep) {
+				if match(p) {
+					targets = append(targets, srvTarget{ep.label() + "." + base, p.port, []netip.Addr{ep.ip}})
+				}
+			}
 		}
 	}
-	r.ns = []dns.RR{v.soa()}
-	return r
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(targets, func(a, b srvTarget) int {
+		return cmp.Or(strings.Compare(a.target, b.target), cmp.Compare(a.port, b.port), a.ips[0].Compare(b.ips[0]))
+	})
+	// The addresses of each target (endpoints can share a hostname), and
+	// one record per target and port.
+	byTarget := make(map[string][]netip.Addr)
+	var names []string
+	for _, t := range targets {
+		if _, ok := byTarget[t.target]; !ok {
+			names = append(names, t.target)
+		}
+		byTarget[t.target] = append(byTarget[t.target], t.ips...)
+	}
+	targets = slices.CompactFunc(targets, func(a, b srvTarget) bool { return a.target == b.target && a.port == b.port })
+	weight := uint16(max(1, 100/len(targets)))
+	for _, t := range targets {
+		answer = append(answer, &dns.SRV{Hdr: hdr(owner, dns.TypeSRV), Priority: 0, Weight: weight, Port: t.port, Target: t.target})
+	}
+	for _, name := range names {
+		ips := slices.Compact(byTarget[name])
+		extra = append(extra, addrRecords(name, ips, dns.TypeA)...)
+		extra = append(extra, addrRecords(name, ips, dns.TypeAAAA)...)
+	}
+	return answer, extra
 }
 
 // reverse answers a PTR query for an address the view knows, and leaves
@@ -315,73 +565,43 @@ func (v *view) reverse(q dns.Question, name string) reply {
 	if !ok {
 		return reply{}
 	}
-	targets := v.ptrSvc[ip]
-	if len(targets) == 0 {
-		targets = v.ptrEp[ip]
-	}
-	if len(targets) == 0 {
-		targets = v.ptrPod[ip]
-	}
-	if len(targets) == 0 {
+	t, ok := v.ptrIndex()[ip]
+	if !ok {
 		return reply{}
 	}
-	r := reply{handled: true, rcode: dns.RcodeSuccess}
-	for _, t := range targets {
-		r.answer = append(r.answer, &dns.PTR{Hdr: hdr(q.Name, dns.TypePTR), Ptr: t})
-	}
-	return r
+	return reply{handled: true, rcode: dns.RcodeSuccess, answer: []dns.RR{&dns.PTR{Hdr: hdr(q.Name, dns.TypePTR), Ptr: t.name}}}
 }
 
-// srvRecords returns the SRV records of targets and, for the additional
-// section, the addresses of the targets that are in the view.
-func (v *view) srvRecords(owner string, targets []srvTarget) (answer, extra []dns.RR) {
-	if len(targets) == 0 {
-		return nil, nil
-	}
-	weight := uint16(max(1, 100/len(targets)))
-	seen := make(map[string]bool)
-	for _, t := range targets {
-		answer = append(answer, &dns.SRV{Hdr: hdr(owner, dns.TypeSRV), Priority: 0, Weight: weight, Port: t.port, Target: t.target})
-		if seen[t.target] {
-			continue
+// ptrIndex returns the name of each address: a service's for a ClusterIP,
+// else an endpoint's, else a pod's; the first in name order when several
+// services or endpoints have it. It is made on the first call, so that views
+// that are never asked a PTR cost nothing for it.
+func (v *view) ptrIndex() map[netip.Addr]ptrTarget {
+	v.ptrOnce.Do(func() {
+		m := make(map[netip.Addr]ptrTarget)
+		offer := func(ip netip.Addr, rank int, name string) {
+			cur, ok := m[ip]
+			if !ok || rank < cur.rank || (rank == cur.rank && name < cur.name) {
+				m[ip] = ptrTarget{rank, name}
+			}
 		}
-		seen[t.target] = true
-		if rs := v.names[t.target]; rs != nil {
-			extra = append(extra, addrRecords(t.target, rs.addrs, dns.TypeA)...)
-			extra = append(extra, addrRecords(t.target, rs.addrs, dns.TypeAAAA)...)
+		for _, names := range v.services {
+			for _, svc := range names {
+				base := svc.fqdn(v.zone)
+				if svc.clusterIP.IsValid() {
+					offer(svc.clusterIP, 0, base)
+				}
+				for i := range svc.eps {
+					offer(svc.eps[i].ip, 1, svc.eps[i].label()+"."+base)
+				}
+			}
 		}
-	}
-	return answer, extra
-}
-
-// insecurePod makes the record of a well-formed pod name (10-1-2-3.ns.pod.<zone>)
-// that is not in the view, as CoreDNS's "pods insecure" does.
-func (v *view) insecurePod(name string) *rrset {
-	rest, ok := strings.CutSuffix(name, ".pod."+v.zone)
-	if !ok {
-		return nil
-	}
-	label, ns, ok := strings.Cut(rest, ".")
-	if !ok || !isLabel(ns) {
-		return nil
-	}
-	var ip netip.Addr
-	var err error
-	if strings.Count(label, "-") == 3 && !strings.Contains(label, "--") {
-		ip, err = netip.ParseAddr(strings.ReplaceAll(label, "-", "."))
-		if err == nil && !ip.Is4() {
-			return nil
+		for k := range v.pods {
+			offer(k.ip, 2, dashed(k.ip)+"."+k.ns+".pod."+v.zone)
 		}
-	} else {
-		ip, err = netip.ParseAddr(strings.ReplaceAll(label, "-", ":"))
-		if err == nil && !ip.Is6() {
-			return nil
-		}
-	}
-	if err != nil {
-		return nil
-	}
-	return &rrset{addrs: []netip.Addr{ip}}
+		v.ptr = m
+	})
+	return v.ptr
 }
 
 // soa is the zone's SOA record; its TTL and minimum bound negative caching.
@@ -416,27 +636,6 @@ func addrRecords(owner string, addrs []netip.Addr, qtype uint16) []dns.RR {
 	return out
 }
 
-// portName is the _name._proto prefix of a named port ("" for an unnamed one).
-func portName(p Port) string {
-	if p.Name == "" {
-		return ""
-	}
-	proto := strings.ToLower(p.Protocol)
-	if proto == "" {
-		proto = "tcp"
-	}
-	return "_" + strings.ToLower(p.Name) + "._" + proto
-}
-
-// endpointName is the label of an endpoint under its service: its hostname,
-// or else its address with dashes, as CoreDNS names them.
-func endpointName(hostname string, ip netip.Addr) string {
-	if h := strings.ToLower(hostname); isLabel(h) {
-		return h
-	}
-	return dashed(ip)
-}
-
 // dashed writes an address with dashes for dots or colons: 10-1-2-3, fd00--1.
 func dashed(ip netip.Addr) string {
 	if ip.Is4() {
@@ -445,20 +644,24 @@ func dashed(ip netip.Addr) string {
 	return strings.ReplaceAll(ip.WithZone("").String(), ":", "-")
 }
 
+// undash parses an address written by dashed.
+func undash(label string) (netip.Addr, bool) {
+	if strings.Count(label, "-") == 3 && !strings.Contains(label, "--") {
+		ip, err := netip.ParseAddr(strings.ReplaceAll(label, "-", "."))
+		return ip, err == nil && ip.Is4()
+	}
+	if !strings.Contains(label, "-") {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(strings.ReplaceAll(label, "-", ":"))
+	return ip, err == nil && ip.Is6() && ip.Zone() == ""
+}
+
 func nsName(zone string) string { return "ns.dns." + zone }
 
 // isLabel reports whether s can be one label of a name.
 func isLabel(s string) bool {
 	return s != "" && len(s) <= 63 && !strings.ContainsAny(s, ". \t\\")
-}
-
-// parentName returns name without its first label ("" for the root).
-func parentName(name string) string {
-	_, parent, ok := strings.Cut(name, ".")
-	if !ok {
-		return ""
-	}
-	return parent
 }
 
 // reverseAddr parses a lower-case in-addr.arpa. or ip6.arpa. name.

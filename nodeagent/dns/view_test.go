@@ -47,6 +47,15 @@ func testServices() []Service {
 		{Namespace: "default", Name: "byip", ExternalName: "192.0.2.1"}, // not a name: left out
 		{Namespace: "default", Name: "v6", ClusterIP: ip("fd00::10")},
 		{Namespace: "Other", Name: "Web", ClusterIP: ip("10.96.0.20")},
+		{
+			Namespace: "default", Name: "peers",
+			Endpoints: []Endpoint{
+				{IP: ip("10.244.5.2"), Hostname: "peer", Ready: true, Ports: []Port{{Name: "p2p", Protocol: "UDP", Port: 4000}}},
+				{IP: ip("10.244.5.1"), Hostname: "peer", Ready: true, Ports: []Port{{Name: "p2p", Protocol: "UDP", Port: 4000}}},
+				{IP: ip("10.244.5.3"), Hostname: "10-9-9-9", Ready: true, Ports: []Port{{Name: "p2p", Protocol: "UDP", Port: 4000}}},
+			},
+		},
+		{Namespace: "default", Name: "web", ClusterIP: ip("10.96.9.9")}, // given twice: the first wins
 	}
 }
 
@@ -180,6 +189,32 @@ func TestLookup(t *testing.T) {
 		{name: "headless without endpoints", qname: "empty.default.svc.cluster.local.", qtype: dns.TypeA,
 			want: nxdomain()},
 
+		{name: "endpoints sharing a hostname", qname: "peer.peers.default.svc.cluster.local.", qtype: dns.TypeA,
+			want: answer(
+				"peer.peers.default.svc.cluster.local. 5 IN A 10.244.5.1",
+				"peer.peers.default.svc.cluster.local. 5 IN A 10.244.5.2")},
+		{name: "hostname that looks like an address", qname: "10-9-9-9.peers.default.svc.cluster.local.", qtype: dns.TypeA,
+			want: answer("10-9-9-9.peers.default.svc.cluster.local. 5 IN A 10.244.5.3")},
+		{name: "endpoint with a hostname is not named by its address", qname: "10-244-5-3.peers.default.svc.cluster.local.", qtype: dns.TypeA,
+			want: nxdomain()},
+		{name: "SRV: one record per target and port", qname: "_p2p._udp.peers.default.svc.cluster.local.", qtype: dns.TypeSRV,
+			want: result{Handled: true, Rcode: "NOERROR",
+				Answer: []string{
+					"_p2p._udp.peers.default.svc.cluster.local. 5 IN SRV 0 50 4000 10-9-9-9.peers.default.svc.cluster.local.",
+					"_p2p._udp.peers.default.svc.cluster.local. 5 IN SRV 0 50 4000 peer.peers.default.svc.cluster.local.",
+				},
+				Extra: []string{
+					"10-9-9-9.peers.default.svc.cluster.local. 5 IN A 10.244.5.3",
+					"peer.peers.default.svc.cluster.local. 5 IN A 10.244.5.1",
+					"peer.peers.default.svc.cluster.local. 5 IN A 10.244.5.2",
+				}}},
+		{name: "protocol label of a headless service exists", qname: "_udp.peers.default.svc.cluster.local.", qtype: dns.TypeA,
+			want: nodata()},
+		{name: "protocol without a named port", qname: "_tcp.peers.default.svc.cluster.local.", qtype: dns.TypeA,
+			want: nxdomain()},
+		{name: "too many labels", qname: "a._http._tcp.web.default.svc.cluster.local.", qtype: dns.TypeA,
+			want: nxdomain()},
+
 		// ExternalName services.
 		{name: "ExternalName A: CNAME, target resolved upstream", qname: "ext.default.svc.cluster.local.", qtype: dns.TypeA,
 			want: result{Handled: true, Rcode: "NOERROR",
@@ -201,6 +236,8 @@ func TestLookup(t *testing.T) {
 				"loop1.default.svc.cluster.local. 5 IN CNAME loop2.default.svc.cluster.local.",
 				"loop2.default.svc.cluster.local. 5 IN CNAME loop1.default.svc.cluster.local.",
 				"loop1.default.svc.cluster.local. 5 IN CNAME loop2.default.svc.cluster.local.")},
+		{name: "ExternalName has nothing below it", qname: "x.ext.default.svc.cluster.local.", qtype: dns.TypeA,
+			want: nxdomain()},
 		{name: "ExternalName that is an address is left out", qname: "byip.default.svc.cluster.local.", qtype: dns.TypeA,
 			want: nxdomain()},
 
@@ -211,6 +248,8 @@ func TestLookup(t *testing.T) {
 			want: answer("fd00--99.default.pod.cluster.local. 5 IN AAAA fd00::99")},
 		{name: "pod in another namespace", qname: "10-244-1-5.kube-system.pod.cluster.local.", qtype: dns.TypeA,
 			want: nxdomain()},
+		{name: "namespace with pods exists", qname: "kube-system.pod.cluster.local.", qtype: dns.TypeA,
+			want: nodata()},
 		{name: "unknown pod, verified", qname: "10-1-2-3.default.pod.cluster.local.", qtype: dns.TypeA,
 			want: nxdomain()},
 		{name: "unknown pod, insecure", qname: "10-1-2-3.default.pod.cluster.local.", qtype: dns.TypeA, insecure: true,
@@ -245,6 +284,8 @@ func TestLookup(t *testing.T) {
 			want: result{Handled: true, Rcode: "NOERROR",
 				Answer: []string{"cluster.local. 5 IN NS ns.dns.cluster.local."},
 				Extra:  []string{"ns.dns.cluster.local. 5 IN A 10.88.0.1"}}},
+		{name: "the server's own name", qname: "ns.dns.cluster.local.", qtype: dns.TypeA,
+			want: answer("ns.dns.cluster.local. 5 IN A 10.88.0.1")},
 		{name: "dns-version", qname: "dns-version.cluster.local.", qtype: dns.TypeTXT,
 			want: answer(`dns-version.cluster.local. 5 IN TXT "1.1.0"`)},
 		{name: "ANY", qname: "web.default.svc.cluster.local.", qtype: dns.TypeANY,
