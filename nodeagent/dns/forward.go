@@ -19,15 +19,31 @@ const upstreamTimeout = 2 * time.Second
 // upstreams: the size that avoids IP fragmentation (DNS flag day 2020).
 const ednsSize = 1232
 
-// errNoUpstream is returned when there is no upstream to ask.
-var errNoUpstream = errors.New("no upstream resolver")
+// maxConcurrentForwards bounds the queries being forwarded at once, as
+// CoreDNS's forward plugin is configured in Kubernetes (max_concurrent
+// 1000): when the upstreams stop answering, each waiting query holds a
+// goroutine for up to upstreamTimeout per upstream, and the agent's memory
+// must stay bounded. Queries beyond it get SERVFAIL at once.
+const maxConcurrentForwards = 1000
+
+var (
+	// errNoUpstream is returned when there is no upstream to ask.
+	errNoUpstream = errors.New("no upstream resolver")
+	// errTooManyForwards is returned when maxConcurrentForwards are in flight.
+	errTooManyForwards = errors.New("too many queries forwarded at once")
+)
 
 // forwarder asks upstream resolvers, one after the other, starting with the
 // last one that answered. It is safe for concurrent use and starts no
 // goroutine that outlives a call.
 type forwarder struct {
 	timeout   time.Duration
+	inflight  chan struct{} // one token per query being forwarded
 	preferred atomic.Uint32 // index of the last upstream that answered
+}
+
+func newForwarder(timeout time.Duration, maxInflight int) *forwarder {
+	return &forwarder{timeout: timeout, inflight: make(chan struct{}, maxInflight)}
 }
 
 // exchange asks q of the servers and returns the first usable answer: a
@@ -36,6 +52,12 @@ type forwarder struct {
 func (f *forwarder) exchange(ctx context.Context, servers []string, q dns.Question, do bool) (*dns.Msg, error) {
 	if len(servers) == 0 {
 		return nil, errNoUpstream
+	}
+	select {
+	case f.inflight <- struct{}{}:
+		defer func() { <-f.inflight }()
+	default:
+		return nil, errTooManyForwards
 	}
 	req := new(dns.Msg)
 	req.Id = dns.Id()

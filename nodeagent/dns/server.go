@@ -140,7 +140,7 @@ func New(cfg Config) (*Server, error) {
 		listen: listen,
 		pods:   cfg.InsecurePods,
 		up:     &upstreams{fixed: fixed, path: path, self: self},
-		fwd:    &forwarder{timeout: upstreamTimeout},
+		fwd:    newForwarder(upstreamTimeout, maxConcurrentForwards),
 		cache:  newCache(cacheSize),
 		now:    now,
 	}
@@ -227,8 +227,12 @@ func (s *Server) Start(ctx context.Context) error {
 		srv.NotifyStartedFunc = func() { close(ready) }
 		s.wg.Go(func() {
 			if err := srv.ActivateAndServe(); err != nil {
-				failed <- err
-				s.log.Error("dns server stopped", "addr", serverAddr(srv), "err", err)
+				select {
+				case <-ready: // it served, then failed: nobody else hears of it
+					s.log.Error("dns server stopped", "addr", serverAddr(srv), "err", err)
+				default: // Start returns the error
+					failed <- err
+				}
 			}
 		})
 		select {
@@ -335,6 +339,9 @@ func (s *Server) respond(ctx context.Context, req *dns.Msg) *dns.Msg {
 		return m.SetRcodeFormatError(req)
 	}
 	q := req.Question[0]
+	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		return m.SetRcode(req, dns.RcodeRefused) // no zone transfers
+	}
 	do := false
 	if opt := req.IsEdns0(); opt != nil {
 		do = opt.Do()

@@ -474,3 +474,57 @@ func TestCloseEndsGoroutines(t *testing.T) {
 		t.Errorf("%d goroutines left after Close returned:\n%s", len(left), strings.Join(left, "\n\n"))
 	}
 }
+
+func TestForwarderBoundsQueriesInFlight(t *testing.T) {
+	blackhole, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer blackhole.Close()
+	wg.Go(func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, _, err := blackhole.ReadFrom(buf); err != nil {
+				return
+			}
+			select {
+			case asked <- struct{}{}:
+			default:
+			}
+		}
+	})
+
+	f := newForwarder(10*time.Second, 1)
+	servers := []string{blackhole.LocalAddr().String()}
+	q := dns.Question{Name: "example.com.", Qtype: dns.TypeA, Qclass: dns.ClassINET}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	wg.Go(func() {
+		_, err := f.exchange(ctx, servers, q, false)
+		first <- err
+	})
+	<-asked
+	if _, err := f.exchange(context.Background(), servers, q, false); !errors.Is(err, errTooManyForwards) {
+		t.Errorf("second query while one is in flight: %v, want errTooManyForwards", err)
+	}
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled query: %v, want context.Canceled", err)
+	}
+	// The token is back.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	if _, err := f.exchange(ctx2, servers, q, false); errors.Is(err, errTooManyForwards) {
+		t.Errorf("query after the first ended: %v", err)
+	}
+}
+
+func TestServerRefusesZoneTransfers(t *testing.T) {
+	s := startServer(t, Config{})
+	if resp := query(t, "tcp", addr(s), "cluster.local.", dns.TypeAXFR, 0); resp.Rcode != dns.RcodeRefused {
+		t.Errorf("AXFR: %s, want REFUSED", dns.RcodeToString[resp.Rcode])
+	}
+}
