@@ -18,7 +18,7 @@
 //     endpoint (its name and target port) for a headless one; a SRV query for
 //     svc.ns.svc.<zone> itself lists every port. Targets' addresses go in the
 //     additional section.
-//   - 10-1-2-3.ns.pod.<zone>: A of a pod in the view (or of any well-formed
+//   - 10-1-2-3.ns.pod.<zone>: A/AAAA of a pod in the view (or of any well-formed
 //     address with Config.InsecurePods, CoreDNS's "pods insecure").
 //   - PTR: the name of a ClusterIP's service, else of the endpoint, else of
 //     the pod with that address (one name, the first in order when several
@@ -46,5 +46,5 @@
 //     returned.
 //   - Answers fit the client's transport: UDP answers are truncated (TC set)
 //     to 512 bytes or the client's EDNS(0) size, so clients retry over TCP.
-//   - The package keeps no global state and has no init side effects.
+//   - The package keeps no mutable global state and has no init side effects.
 package dns
