@@ -310,6 +310,31 @@ spec:
 	if code != 0 || strings.Count(out, "Ready") != 4 {
 		t.Errorf("get nodes:\n%s", out)
 	}
+
+	// A pull request's diff says whether its pods fit the cluster: 4 nodes
+	// of 32 CPUs, 12 pods of 1 CPU running. 100 replicas of 1 CPU fit once
+	// the old 12 leave; a pod of 64 CPUs fits nowhere.
+	repo.WriteFile("web.yaml", strings.Replace(strings.Replace(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 12
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: c, image: web:v2, resources: {requests: {cpu: "1", memory: 1Gi}}}
+`, "replicas: 12", "replicas: 100", 1), "web:v1", "web:v2", 1))
+	code, out, errOut := cli(t, "diff", "--schedule", "--server", "http://"+ctlAddr, repo.Dir)
+	if code != 0 || !strings.Contains(out, "Deployment/default/web: 100 pod(s) fit (cpu 1000m, memory 1024Mi each)") || !strings.Contains(out, "4 node(s), 12 pod(s) running") {
+		t.Errorf("diff --schedule of a change that fits: %d\n%s%s", code, out, errOut)
+	}
+	repo.WriteFile("big.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: big}\nspec:\n  containers:\n  - {name: c, image: x, resources: {requests: {cpu: \"64\"}}}\n")
+	code, out, errOut = cli(t, "diff", "--schedule", "--server", "http://"+ctlAddr, repo.Dir)
+	if code != 3 || !strings.Contains(out, "Pod/default/big: 1 of 1 pod(s) do not fit (cpu 64000m, memory 0Mi each): 0/4 nodes available: 4 insufficient cpu") {
+		t.Errorf("diff --schedule of a pod that fits nowhere: %d\n%s%s", code, out, errOut)
+	}
 }
 
 // TestAgentWithWrongTokenIsRefused: an agent with a wrong token does not

@@ -12,7 +12,7 @@ import (
 
 func newDiffCmd() *cobra.Command {
 	var from, to string
-	var exitCode bool
+	var exitCode, schedule bool
 	cmd := &cobra.Command{
 		Use:   "diff [--from REV] [--to REV] [DIR]",
 		Short: "Show the object-level changes between two commits, or a commit and the working tree",
@@ -21,7 +21,12 @@ a controller would change: objects added, removed, and the fields changed.
 REV is anything Git resolves: a branch, a tag, a SHA, HEAD~1. --from defaults
 to HEAD; without --to, the working tree is compared. If either side has an
 error, its errors are printed and diff exits 1. With --exit-code, diff exits 2
-when there are changes (like git diff).`,
+when there are changes (like git diff).
+
+With --schedule, diff also asks the cluster (--server) for its nodes and
+running pods and shows what the scheduler would do with the pods the newer
+side wants: whether they fit the free capacity, and why not. It exits 3 when
+some do not fit.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := "."
@@ -68,6 +73,20 @@ when there are changes (like git diff).`,
 			}
 			changes := manifest.Diff(a.Objects, b.Objects)
 			printDiff(cmd.OutOrStdout(), from, toLabel, changes)
+			if schedule {
+				c, err := apiClient(cmd)
+				if err != nil {
+					return err
+				}
+				lines, nodes, pods, err := previewScheduling(cmd.Context(), c, a.Objects, b.Objects, changes)
+				if err != nil {
+					return err
+				}
+				server, _ := cmd.Flags().GetString("server")
+				if !printScheduling(cmd.OutOrStdout(), server, lines, nodes, pods) {
+					return exitError{3}
+				}
+			}
 			if exitCode && len(changes) > 0 {
 				return exitError{2}
 			}
@@ -77,6 +96,7 @@ when there are changes (like git diff).`,
 	cmd.Flags().StringVar(&from, "from", "HEAD", "the older side: a commit, branch or tag")
 	cmd.Flags().StringVar(&to, "to", "", "the newer side: a commit, branch or tag (default: the working tree)")
 	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "exit 2 when there are changes")
+	cmd.Flags().BoolVar(&schedule, "schedule", false, "also show whether the new pods fit the cluster (--server), exit 3 if not")
 	return cmd
 }
 
