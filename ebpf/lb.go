@@ -39,7 +39,16 @@ type LB struct {
 // CgroupPath), the TCX hooks to each external interface. Attached programs
 // of an older object are replaced atomically. It mounts bpffs at
 // /sys/fs/bpf when needed. Only one LB per node may be open at a time.
-func Open(cfg Config) (_ *LB, err error) {
+func Open(cfg Config) (*LB, error) {
+	spec, err := newSpec()
+	if err != nil {
+		return nil, err
+	}
+	return openSpec(cfg, spec)
+}
+
+// openSpec is Open with the object given (tests load changed programs).
+func openSpec(cfg Config, spec *ebpf.CollectionSpec) (_ *LB, err error) {
 	cfg, err = cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -66,10 +75,6 @@ func Open(cfg Config) (_ *LB, err error) {
 	}
 	if err := os.MkdirAll(lb.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("node %s: %w", cfg.Node, err)
-	}
-	spec, err := newSpec()
-	if err != nil {
-		return nil, err
 	}
 	if err := lb.load(spec); err != nil {
 		return nil, fmt.Errorf("node %s: %w", cfg.Node, err)
