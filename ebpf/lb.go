@@ -26,6 +26,7 @@ type LB struct {
 	cgroup string
 
 	mu     sync.Mutex
+	valid  validator
 	objs   lbObjects
 	links  []link.Link
 	st     *state // what the maps hold
@@ -142,11 +143,11 @@ func (lb *LB) load(spec *ebpf.CollectionSpec) error {
 // the entries that differ, in an order that keeps every intermediate state
 // consistent for the data path. Connections already made are not moved.
 func (lb *LB) Sync(svcs []Service) error {
-	if err := validate(svcs); err != nil {
-		return err
-	}
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
+	if err := lb.valid.validate(svcs); err != nil {
+		return err
+	}
 	if lb.closed {
 		return fmt.Errorf("node %s: sync: load balancer closed", lb.cfg.Node)
 	}

@@ -24,19 +24,29 @@ const (
 	scopeLocal = 1 // SCOPE_LOCAL
 )
 
-// frontend identifies a service: the key of its master entry.
-type frontend struct {
-	addr  [4]byte
-	port  uint16
-	proto Protocol
+// frontend identifies a service (the key of its master entry): address,
+// port and protocol packed in an integer, which Go maps hash fast.
+type frontend uint64
+
+func newFrontend(addr [4]byte, port uint16, proto Protocol) frontend {
+	return frontend(uint64(binary.BigEndian.Uint32(addr[:]))<<24 | uint64(port)<<8 | uint64(proto))
 }
 
 func frontendOf(s *Service) frontend {
-	return frontend{addr: s.Addr.Unmap().As4(), port: s.Port, proto: s.Protocol}
+	return newFrontend(s.Addr.Unmap().As4(), s.Port, s.Protocol)
 }
 
+func (f frontend) addr() (a [4]byte) {
+	binary.BigEndian.PutUint32(a[:], uint32(f>>24))
+	return a
+}
+
+func (f frontend) port() uint16 { return uint16(f >> 8) }
+
+func (f frontend) proto() Protocol { return Protocol(f) }
+
 func (f frontend) String() string {
-	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(netip.AddrFrom4(f.addr), f.port), f.proto)
+	return fmt.Sprintf("%s/%s", netip.AddrPortFrom(netip.AddrFrom4(f.addr()), f.port()), f.proto())
 }
 
 // beAddr is a backend's address and port.
@@ -73,11 +83,11 @@ func hostPort(v uint16) uint16 {
 // key returns the services-map key of this frontend's slot in scope; slot 0
 // of scope 0 is the master entry.
 func (f frontend) key(slot uint16, scope uint8) lbLb4Key {
-	return lbLb4Key{Addr: netAddr(f.addr), Port: netPort(f.port), Slot: slot, Proto: uint8(f.proto), Scope: scope}
+	return lbLb4Key{Addr: netAddr(f.addr()), Port: netPort(f.port()), Slot: slot, Proto: uint8(f.proto()), Scope: scope}
 }
 
 func decodeKey(k lbLb4Key) (f frontend, slot uint16, scope uint8) {
-	return frontend{addr: hostAddr(k.Addr), port: hostPort(k.Port), proto: Protocol(k.Proto)}, k.Slot, k.Scope
+	return newFrontend(hostAddr(k.Addr), hostPort(k.Port), Protocol(k.Proto)), k.Slot, k.Scope
 }
 
 func masterValue(e *svcEntry) lbLb4Service {

@@ -66,11 +66,11 @@ func TestKeyEncoding(t *testing.T) {
 		scope uint8
 		want  []byte
 	}{
-		{"master", frontend{[4]byte{10, 200, 0, 1}, 80, TCP}, 0, scopeAll,
+		{"master", newFrontend([4]byte{10, 200, 0, 1}, 80, TCP), 0, scopeAll,
 			append([]byte{10, 200, 0, 1, 0, 80}, le16(0)[0], le16(0)[1], 6, 0, 0, 0)},
-		{"slot", frontend{[4]byte{10, 200, 0, 1}, 8080, UDP}, 3, scopeAll,
+		{"slot", newFrontend([4]byte{10, 200, 0, 1}, 8080, UDP), 3, scopeAll,
 			append([]byte{10, 200, 0, 1, 0x1f, 0x90}, le16(3)[0], le16(3)[1], 17, 0, 0, 0)},
-		{"local slot", frontend{[4]byte{192, 168, 1, 2}, 30080, TCP}, 258, scopeLocal,
+		{"local slot", newFrontend([4]byte{192, 168, 1, 2}, 30080, TCP), 258, scopeLocal,
 			append([]byte{192, 168, 1, 2, 0x75, 0x80}, le16(258)[0], le16(258)[1], 6, 1, 0, 0)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -568,15 +568,8 @@ func decodeState(mc *mapContents) *state {
 	return st
 }
 
-func cmpFrontend(a, b frontend) int {
-	if c := cmpBytes(a.addr, b.addr); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(a.port, b.port); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.proto, b.proto)
-}
+// cmpFrontend orders by address, port and protocol (the packing's order).
+func cmpFrontend(a, b frontend) int { return cmp.Compare(a, b) }
 
 func cmpBeAddr(a, b beAddr) int {
 	if c := cmpBytes(a.addr, b.addr); c != 0 {
@@ -619,9 +612,9 @@ func (st *state) services() []Service {
 		e := st.svcs[fe]
 		s := Service{
 			Name:            e.name,
-			Addr:            netip.AddrFrom4(fe.addr),
-			Port:            fe.port,
-			Protocol:        fe.proto,
+			Addr:            netip.AddrFrom4(fe.addr()),
+			Port:            fe.port(),
+			Protocol:        fe.proto(),
 			External:        e.flags&svcFlagExternal != 0,
 			LocalOnly:       e.flags&svcFlagLocalOnly != 0,
 			AffinityTimeout: time.Duration(e.affinity) * time.Second,

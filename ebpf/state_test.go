@@ -439,8 +439,8 @@ func TestSyncRandom(t *testing.T) {
 // An agent that died in the middle of a Sync leaves entries that belong to
 // nothing; the state read back marks them, and the next Sync deletes them.
 func TestDecodeStrays(t *testing.T) {
-	web := frontend{feWeb.As4(), 80, TCP}
-	gone := frontend{feDNS.As4(), 53, UDP}
+	web := newFrontend(feWeb.As4(), 80, TCP)
+	gone := newFrontend(feDNS.As4(), 53, UDP)
 	f := newFakeMaps()
 	f.svcs[web.key(0, scopeAll)] = lbLb4Service{SvcId: 1, Count: 2}
 	f.svcs[web.key(1, scopeAll)] = slotValue(1, 10)
@@ -448,7 +448,7 @@ func TestDecodeStrays(t *testing.T) {
 	f.svcs[web.key(3, scopeAll)] = slotValue(1, 12)   // beyond the count
 	f.svcs[web.key(1, scopeLocal)] = slotValue(1, 10) // local count is 0
 	f.svcs[gone.key(1, scopeAll)] = slotValue(7, 13)  // no master
-	dup := frontend{feWeb.As4(), 81, TCP}
+	dup := newFrontend(feWeb.As4(), 81, TCP)
 	f.svcs[dup.key(0, scopeAll)] = lbLb4Service{SvcId: 1} // an ID taken by another master
 	for id, addr := range map[uint32]string{10: "10.202.0.2", 11: "10.202.0.3", 12: "10.202.0.4"} {
 		f.bes[id] = backendValue(beEntry{addr: beAddr{netip.MustParseAddr(addr).As4(), 8080}}, 1)

@@ -144,16 +144,32 @@ func (cfg Config) withDefaults() (Config, error) {
 // validate checks services before anything is written, so that a bad list
 // changes nothing. Every error names the service.
 func validate(svcs []Service) error {
+	var v validator
+	return v.validate(svcs)
+}
+
+// validator validates service lists; it keeps its scratch set between calls
+// so that a Sync of 10,000 services allocates nothing here.
+type validator struct {
+	seen map[frontend]int // index of the service with this frontend
+}
+
+func (v *validator) validate(svcs []Service) error {
 	var errs []error
-	seen := make(map[frontend]string, len(svcs))
+	if v.seen == nil {
+		v.seen = make(map[frontend]int, len(svcs))
+	}
+	clear(v.seen)
+	name := func(i int) string {
+		if svcs[i].Name == "" {
+			return fmt.Sprintf("#%d", i)
+		}
+		return svcs[i].Name
+	}
 	for i := range svcs {
 		s := &svcs[i]
-		name := s.Name
-		if name == "" {
-			name = fmt.Sprintf("#%d", i)
-		}
 		bad := func(format string, args ...any) {
-			errs = append(errs, fmt.Errorf("service %s: %s: %w", name, fmt.Sprintf(format, args...), ErrInvalid))
+			errs = append(errs, fmt.Errorf("service %s: %s: %w", name(i), fmt.Sprintf(format, args...), ErrInvalid))
 		}
 		if !s.Addr.IsValid() || !s.Addr.Unmap().Is4() {
 			bad("address %v is not IPv4", s.Addr)
@@ -172,12 +188,13 @@ func validate(svcs []Service) error {
 			bad("%d backends, at most %d", len(s.Backends), maxBackends)
 		}
 		fe := frontendOf(s)
-		if other, dup := seen[fe]; dup {
-			bad("same frontend %s as service %s", fe, other)
+		if other, dup := v.seen[fe]; dup {
+			bad("same frontend %s as service %s", fe, name(other))
+		} else {
+			v.seen[fe] = i
 		}
-		seen[fe] = name
-		bes := make(map[beAddr]bool, len(s.Backends))
-		for _, b := range s.Backends {
+		for j := range s.Backends {
+			b := &s.Backends[j]
 			if !b.IP.IsValid() || !b.IP.Unmap().Is4() {
 				bad("backend address %v is not IPv4", b.IP)
 				continue
@@ -185,14 +202,37 @@ func validate(svcs []Service) error {
 			if b.Port == 0 {
 				bad("backend %s: port 0", b.IP)
 			}
-			k := beAddr{b.IP.Unmap().As4(), b.Port}
-			if bes[k] {
-				bad("backend %s listed twice", netip.AddrPortFrom(b.IP.Unmap(), b.Port))
-			}
-			bes[k] = true
+		}
+		if dup, ok := duplicateBackend(s.Backends); ok {
+			bad("backend %s listed twice", dup)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// duplicateBackend returns a backend address listed twice, comparing pairs
+// for the usual short lists and with a set for long ones.
+func duplicateBackend(bes []Backend) (netip.AddrPort, bool) {
+	key := func(b *Backend) netip.AddrPort { return netip.AddrPortFrom(b.IP.Unmap(), b.Port) }
+	if len(bes) <= 32 {
+		for i := range bes {
+			for j := i + 1; j < len(bes); j++ {
+				if key(&bes[i]) == key(&bes[j]) {
+					return key(&bes[i]), true
+				}
+			}
+		}
+		return netip.AddrPort{}, false
+	}
+	seen := make(map[netip.AddrPort]bool, len(bes))
+	for i := range bes {
+		k := key(&bes[i])
+		if seen[k] {
+			return k, true
+		}
+		seen[k] = true
+	}
+	return netip.AddrPort{}, false
 }
 
 // affinitySeconds rounds a timeout up to whole seconds.
