@@ -74,8 +74,16 @@ func openSpec(cfg Config, spec *ebpf.CollectionSpec) (_ *LB, err error) {
 		dir:    filepath.Join(cfg.PinRoot, cfg.Node),
 		cgroup: cg,
 	}
-	if err := os.MkdirAll(lb.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("node %s: %w", cfg.Node, err)
+	// Unpin of another node removes PinRoot when it is empty; try again if
+	// that happened between making PinRoot and the node's directory.
+	for try := 0; ; try++ {
+		err := os.MkdirAll(lb.dir, 0o700)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) || try == 2 {
+			return nil, fmt.Errorf("node %s: %w", cfg.Node, err)
+		}
 	}
 	if err := lb.load(spec); err != nil {
 		return nil, fmt.Errorf("node %s: %w", cfg.Node, err)

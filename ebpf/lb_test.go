@@ -319,6 +319,7 @@ type nodeFixture struct {
 	*cluster
 	client *outside // the outside client
 	remote *outside // a namespace with a backend that is not local
+	cfg    Config
 	lb     *LB
 }
 
@@ -329,13 +330,15 @@ func newNodeFixture(t *testing.T) *nodeFixture {
 	f.remote = newOutside(t, 204, "rm")
 	startTCP(t, f.remote.ns, "remote", netip.AddrPortFrom(f.remote.ip, 8080))
 	startUDP(t, f.remote.ns, "remote", netip.AddrPortFrom(f.remote.ip, 8080))
-	cg := testCgroup(t)
-	f.lb = openLB(t, Config{
-		CgroupPath:         cg,
+	f.cfg = Config{
+		Node:               "ebpftest-" + randHex(4),
+		CgroupPath:         testCgroup(t),
 		ExternalInterfaces: []string{f.client.hostIf, f.remote.hostIf},
 		LocalCIDRs:         []netip.Prefix{f.net.cidr},
 		NodeAddr:           f.remote.hostIP,
-	})
+		Log:                testLogger(t),
+	}
+	f.lb = openLB(t, f.cfg)
 	return f
 }
 
@@ -472,6 +475,46 @@ func TestNodePort(t *testing.T) {
 			if err == nil {
 				t.Errorf("port %d: connected", port)
 			}
+		}
+	})
+	t.Run("pins keep translating over an agent restart", func(t *testing.T) {
+		dir := filepath.Join(DefaultPinRoot, f.cfg.Node)
+		before := pinnedIDs(t, dir)
+		if err := f.lb.Close(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := greetAll(netip.AddrPortFrom(f.client.hostIP, np), 50)
+		if err != nil {
+			t.Fatalf("with the load balancer closed: %v", err)
+		}
+		checkShares(t, r.backends, []string{"be0", "be1"}, 50)
+		lb, err := Open(f.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := pinnedIDs(t, dir)
+		lb.Close()
+		if diff := cmp.Diff(before, after); diff != "" {
+			t.Errorf("pinned objects after reopening (-before +after):\n%s", diff)
+		}
+
+		// An interface dropped from the config loses its programs.
+		cfg := f.cfg
+		cfg.ExternalInterfaces = []string{f.client.hostIf}
+		lb, err = Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after = pinnedIDs(t, dir)
+		lb.Close()
+		for pin := range before {
+			_, still := after[pin]
+			if strings.HasSuffix(pin, "_"+f.remote.hostIf) == still {
+				t.Errorf("%s: pinned %v after dropping %s", pin, still, f.remote.hostIf)
+			}
+		}
+		if _, err := greetAll(netip.AddrPortFrom(f.client.hostIP, np), 20); err != nil {
+			t.Errorf("after dropping the other interface: %v", err)
 		}
 	})
 	t.Run("from the node itself, by the socket programs", func(t *testing.T) {
