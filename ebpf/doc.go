@@ -25,8 +25,11 @@
 // then arrive back on an external interface; SNATed packets are sent with
 // bpf_fib_lookup and bpf_redirect(_neigh) rather than through the local
 // stack, which would drop them for their local source address. Packets of a
-// frontend without backends are dropped. IP fragments, ICMP errors and IP
-// options beyond the header length are not translated.
+// frontend without backends are dropped. IP fragments and ICMP errors are
+// not translated.
+//
+// It needs Linux 6.6 (TCX) with cgroup v2 and bpffs; CheckKernel says what
+// is missing. BTF is not needed (no CO-RE).
 //
 // # Maps
 //
@@ -58,6 +61,21 @@
 // link_tcx_<ingress|egress>_<interface>. Close leaves them, so traffic flows
 // while the agent restarts; Open reuses them, and replaces attached programs
 // of another object atomically (link update). Remove and Unpin delete them.
+//
+// # Capacity and limits
+//
+// lb4_services and lb4_backends hold 262,144 entries each (a service takes
+// one entry plus one per active backend, twice for the local ones of
+// LocalOnly services; 10,000 services of 3 backends take 40,000); a Sync
+// beyond that fails and changes are retried from the maps on the next one.
+// The LRU maps (affinity 65,536, UDP sockets 65,536, flows 131,072) forget
+// the least recently used entry when full: an unconnected UDP socket may
+// then move to another backend, a translated flow may break.
+//
+// Not handled: IPv6; NodePorts on 127.0.0.1 or on "any node address" (a
+// Service names each address); ICMP errors about translated flows (path MTU
+// discovery through NodePort SNAT); TTL decrement on redirected SNAT
+// packets; steering ports 80/443 to the ingress proxy (sk_lookup).
 //
 // # Invariants
 //

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
@@ -97,6 +98,22 @@ func TestClusterIPTCP(t *testing.T) {
 		got := greetMany(t, from.ns, front, n)
 		t.Logf("from the %s: %v", from.name, got)
 		checkShares(t, got, []string{"be0", "be1", "be2"}, n)
+	}
+
+	// getpeername(2) itself, on a connected socket.
+	conn, err := net.Dial("tcp4", front.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peer unix.Sockaddr
+	raw.Control(func(fd uintptr) { peer, err = unix.Getpeername(int(fd)) })
+	conn.Close()
+	if sa, ok := peer.(*unix.SockaddrInet4); err != nil || !ok || netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)) != front {
+		t.Errorf("getpeername = %+v, %v; want %s", peer, err, front)
 	}
 
 	// Addresses that are not services pass untouched.
@@ -715,4 +732,36 @@ func TestUnpin(t *testing.T) {
 			t.Errorf("link %d still exists", id)
 		}
 	}
+}
+
+// A pinned map of another layout (an older object) is replaced.
+func TestOpenReplacesIncompatibleMap(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	cfg := Config{Node: "ebpftest-" + randHex(4), CgroupPath: testCgroup(t), Log: testLogger(t)}
+	t.Cleanup(func() { Unpin(cfg) })
+	if err := ensureBPFFS(DefaultPinRoot); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(DefaultPinRoot, cfg.Node)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Name: lbMapLb4Names, Type: ebpf.Hash, KeySize: 4, ValueSize: 32, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(dir, lbMapLb4Names)); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	lb := openLB(t, cfg)
+	info, err := lb.objs.Lb4Names.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ValueSize != 64 {
+		t.Errorf("names map has values of %d bytes, want 64", info.ValueSize)
+	}
+	mustSync(t, lb, Service{Name: "test/web", Addr: serviceAddr(), Port: 80, Protocol: TCP})
 }
