@@ -500,11 +500,11 @@ func TestNodePort(t *testing.T) {
 		if err := f.lb.Close(); err != nil {
 			t.Fatal(err)
 		}
-		r, err := greetAll(netip.AddrPortFrom(f.client.hostIP, np), 50)
+		r, err := greetAll(netip.AddrPortFrom(f.client.hostIP, np), 100)
 		if err != nil {
 			t.Fatalf("with the load balancer closed: %v", err)
 		}
-		checkShares(t, r.backends, []string{"be0", "be1"}, 50)
+		checkShares(t, r.backends, []string{"be0", "be1"}, 100)
 		lb, err := Open(f.cfg)
 		if err != nil {
 			t.Fatal(err)
