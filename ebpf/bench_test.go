@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 )
 
@@ -455,15 +456,57 @@ func syncServices(n int) []Service {
 	return svcs
 }
 
+// threadCPU is the CPU time of the calling thread.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
+}
+
 // BenchmarkSync: a full sync of 10,000 services (three backends each) into
 // empty maps, and an endpoint change (one backend of one service added or
-// removed, the whole list given to Sync) until the maps hold it.
+// removed) until the maps hold it: through Sync given the whole list, and
+// through Update given the one service. "cpu" figures are the thread's CPU
+// time, which other load on the machine does not stretch.
 func BenchmarkSync(b *testing.B) {
 	requireRoot(b)
 	lb := openLB(b, Config{CgroupPath: testCgroup(b)})
 	const n = 10000
 	svcs := syncServices(n)
 	rng := rand.New(rand.NewPCG(3, 4))
+	change := func(i int) *Service {
+		s := &svcs[rng.IntN(n)]
+		if i%2 == 0 || len(s.Backends) < 2 {
+			s.Backends = append(s.Backends, Backend{IP: netip.AddrFrom4([4]byte{10, 214, byte(i >> 8), byte(i)}), Port: 8080})
+		} else {
+			s.Backends = s.Backends[1:]
+		}
+		return s
+	}
+	// samples makes 1000 endpoint changes through do and returns their wall
+	// times, or with cpu their thread CPU times (on a locked thread).
+	samples := func(do func(*Service) error, cpu bool) []time.Duration {
+		if cpu {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+		}
+		var out []time.Duration
+		for i := range 1000 {
+			s := change(i)
+			start, startCPU := time.Now(), threadCPU()
+			if err := do(s); err != nil {
+				b.Fatal(err)
+			}
+			if cpu {
+				out = append(out, threadCPU()-startCPU)
+			} else {
+				out = append(out, time.Since(start))
+			}
+		}
+		return out
+	}
+	viaSync := func(*Service) error { return lb.Sync(svcs) }
+	viaUpdate := func(s *Service) error { return lb.Update([]Service{*s}) }
 	for b.Loop() {
 		var full []time.Duration
 		for range 3 {
@@ -479,28 +522,20 @@ func BenchmarkSync(b *testing.B) {
 		b.ReportMetric(ms(percentile(full, 0.5)), "full-sync-ms")
 		b.ReportMetric(ms(slices.Max(full)), "full-sync-max-ms")
 
-		var changes []time.Duration
-		for i := range 1000 {
-			s := &svcs[rng.IntN(n)]
-			if i%2 == 0 || len(s.Backends) < 2 {
-				s.Backends = append(s.Backends, Backend{IP: netip.AddrFrom4([4]byte{10, 214, byte(i >> 8), byte(i)}), Port: 8080})
-			} else {
-				s.Backends = s.Backends[1:]
-			}
-			start := time.Now()
-			if err := lb.Sync(svcs); err != nil {
-				b.Fatal(err)
-			}
-			changes = append(changes, time.Since(start))
-		}
-		b.ReportMetric(ms(percentile(changes, 0.5)), "endpoint-p50-ms")
-		b.ReportMetric(ms(percentile(changes, 0.99)), "endpoint-p99-ms")
+		wall := samples(viaSync, false)
+		b.ReportMetric(ms(percentile(wall, 0.5)), "endpoint-p50-ms")
+		b.ReportMetric(ms(percentile(wall, 0.99)), "endpoint-p99-ms")
+		b.ReportMetric(ms(percentile(samples(viaSync, true), 0.99)), "endpoint-cpu-p99-ms")
+		wall = samples(viaUpdate, false)
+		b.ReportMetric(ms(percentile(wall, 0.5)), "update-p50-ms")
+		b.ReportMetric(ms(percentile(wall, 0.99)), "update-p99-ms")
+		b.ReportMetric(ms(percentile(samples(viaUpdate, true), 0.99)), "update-cpu-p99-ms")
 	}
 	got, err := lb.Services()
 	if err != nil {
 		b.Fatal(err)
 	}
-	if len(got) != n {
-		b.Fatalf("maps hold %d services, want %d", len(got), n)
+	if diff := cmp.Diff(normalize(svcs), got, addrCmp); diff != "" {
+		b.Fatalf("maps after the benchmark (-want +got):\n%s", diff)
 	}
 }

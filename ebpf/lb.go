@@ -150,36 +150,70 @@ func (lb *LB) load(spec *ebpf.CollectionSpec) error {
 // validates them all first (a bad list changes nothing), then writes only
 // the entries that differ, in an order that keeps every intermediate state
 // consistent for the data path. Connections already made are not moved.
+// Its cost grows with len(svcs) (about 1 ms of CPU for 10,000 services when
+// one changed); Update and Delete cost what they change.
 func (lb *LB) Sync(svcs []Service) error {
+	return lb.change("sync", svcs, func(st *state) ([]change, error) {
+		return st.diff(svcs, lb.cfg.LocalCIDRs)
+	})
+}
+
+// Update adds the given services or replaces the ones with the same
+// frontend (address, port, protocol); other services stay as they are. It
+// is Sync for a part of the services, for callers that know what changed.
+func (lb *LB) Update(svcs []Service) error {
+	return lb.change("update", svcs, func(st *state) ([]change, error) {
+		return st.diffSome(svcs, lb.cfg.LocalCIDRs)
+	})
+}
+
+// Delete removes the services with the frontends of svcs (only Addr, Port
+// and Protocol are read); frontends not programmed are ignored.
+func (lb *LB) Delete(svcs []Service) error {
+	fes := make([]frontend, 0, len(svcs))
+	for i := range svcs {
+		s := &svcs[i]
+		if !s.Addr.Unmap().Is4() {
+			return fmt.Errorf("node %s: delete service %s: address %v is not IPv4: %w", lb.cfg.Node, s.Name, s.Addr, ErrInvalid)
+		}
+		fes = append(fes, frontendOf(s))
+	}
+	return lb.change("delete", nil, func(st *state) ([]change, error) {
+		return st.diffDelete(fes), nil
+	})
+}
+
+// change validates svcs, computes the changes with diff and writes them.
+func (lb *LB) change(op string, svcs []Service, diff func(*state) ([]change, error)) error {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	if err := lb.valid.validate(svcs); err != nil {
 		return err
 	}
 	if lb.closed {
-		return fmt.Errorf("node %s: sync: load balancer closed", lb.cfg.Node)
+		return fmt.Errorf("node %s: %s: load balancer closed", lb.cfg.Node, op)
 	}
 	start := time.Now()
 	if lb.stale {
 		st, err := lb.readState()
 		if err != nil {
-			return fmt.Errorf("node %s: sync: %w", lb.cfg.Node, err)
+			return fmt.Errorf("node %s: %s: %w", lb.cfg.Node, op, err)
 		}
 		lb.st, lb.stale = st, false
 	}
-	changes, err := lb.st.diff(svcs, lb.cfg.LocalCIDRs)
+	changes, err := diff(lb.st)
 	if err != nil {
 		lb.stale = true
-		return fmt.Errorf("node %s: sync: %w", lb.cfg.Node, err)
+		return fmt.Errorf("node %s: %s: %w", lb.cfg.Node, op, err)
 	}
 	p := planFor(lb.st, changes)
 	if err := lb.apply(p); err != nil {
 		lb.stale = true
-		return fmt.Errorf("node %s: sync: %w", lb.cfg.Node, err)
+		return fmt.Errorf("node %s: %s: %w", lb.cfg.Node, op, err)
 	}
 	lb.st.commit(changes)
 	if len(changes) > 0 {
-		lb.log.Debug("synced services", "services", len(svcs), "changed", len(changes),
+		lb.log.Debug("programmed services", "op", op, "services", len(svcs), "changed", len(changes),
 			"writes", p.writes(), "took", time.Since(start))
 	}
 	return nil

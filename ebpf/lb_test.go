@@ -765,3 +765,40 @@ func TestOpenReplacesIncompatibleMap(t *testing.T) {
 	}
 	mustSync(t, lb, Service{Name: "test/web", Addr: serviceAddr(), Port: 80, Protocol: TCP})
 }
+
+// Update and Delete program single services next to the others.
+func TestUpdateDeleteInKernel(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	c := newCluster(t, 2)
+	lb := openLB(t, Config{CgroupPath: "", LocalCIDRs: []netip.Prefix{c.net.cidr}})
+	a := Service{Name: "test/a", Addr: serviceAddr(), Port: 80, Protocol: TCP, Backends: c.backendsOf(0)}
+	b := Service{Name: "test/b", Addr: serviceAddr(), Port: 80, Protocol: TCP, Backends: c.backendsOf(1)}
+	mustSync(t, lb, a)
+	if err := lb.Update([]Service{b}); err != nil {
+		t.Fatal(err)
+	}
+	if got := greetMany(t, c.client.ns, netip.AddrPortFrom(b.Addr, 80), 10); got["be1"] != 10 {
+		t.Errorf("updated service reached %v", got)
+	}
+	a.Backends = c.backendsOf(1)
+	if err := lb.Update([]Service{a}); err != nil {
+		t.Fatal(err)
+	}
+	if got := greetMany(t, c.client.ns, netip.AddrPortFrom(a.Addr, 80), 10); got["be1"] != 10 {
+		t.Errorf("replaced service reached %v", got)
+	}
+	if err := lb.Delete([]Service{{Addr: b.Addr, Port: 80, Protocol: TCP}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lb.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(normalize([]Service{a}), got, addrCmp); diff != "" {
+		t.Errorf("Services (-want +got):\n%s", diff)
+	}
+	if err := lb.Update([]Service{a, a}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Update with a frontend twice: %v, want ErrInvalid", err)
+	}
+}

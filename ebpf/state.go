@@ -195,6 +195,21 @@ func (e *svcEntry) same(s *Service, local []netip.Prefix) bool {
 // exactly svcs (validated). It allocates IDs for new services and backends
 // from st; if the changes are not committed, st must be rebuilt from the maps.
 func (st *state) diff(svcs []Service, local []netip.Prefix) ([]change, error) {
+	changes, err := st.diffSome(svcs, local)
+	if err != nil {
+		return nil, err
+	}
+	for fe, e := range st.svcs {
+		if e.seen != st.gen {
+			changes = append(changes, change{fe: fe, old: e})
+		}
+	}
+	return changes, nil
+}
+
+// diffSome returns the changes that add or replace svcs (validated), and
+// marks them seen; services not in svcs are left alone.
+func (st *state) diffSome(svcs []Service, local []netip.Prefix) ([]change, error) {
 	st.gen++
 	var changes []change
 	for i := range svcs {
@@ -213,12 +228,21 @@ func (st *state) diff(svcs []Service, local []netip.Prefix) ([]change, error) {
 		}
 		changes = append(changes, change{fe: fe, old: old, new: e})
 	}
-	for fe, e := range st.svcs {
-		if e.seen != st.gen {
+	return changes, nil
+}
+
+// diffDelete returns the changes that remove the services of these
+// frontends; frontends that are not programmed are ignored.
+func (st *state) diffDelete(fes []frontend) []change {
+	var changes []change
+	done := make(map[frontend]bool, len(fes))
+	for _, fe := range fes {
+		if e := st.svcs[fe]; e != nil && !done[fe] {
+			done[fe] = true
 			changes = append(changes, change{fe: fe, old: e})
 		}
 	}
-	return changes, nil
+	return changes
 }
 
 // entryFor builds the entry of s, keeping the IDs and slots of old.

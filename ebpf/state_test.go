@@ -424,7 +424,7 @@ func TestSyncRandom(t *testing.T) {
 		h.sync(svcs)
 		want := normalize(svcs)
 		got := decodeState(h.maps.contents()).services()
-		if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		if diff := cmp.Diff(want, got, addrCmp); diff != "" {
 			t.Fatalf("round %d: maps hold (-want +got):\n%s", round, diff)
 		}
 		if diff := cmp.Diff(want, h.st.services(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
@@ -503,4 +503,43 @@ func mapSlice[T, U any](in []T, f func(T) U) []U {
 		out = append(out, f(v))
 	}
 	return out
+}
+
+// Update and Delete change only the services they name.
+func TestUpdateDelete(t *testing.T) {
+	h := newHarness(t)
+	web := Service{Name: "web", Addr: feWeb, Port: 80, Protocol: TCP, Backends: []Backend{be("10.202.0.2", 8080)}}
+	dns := Service{Name: "dns", Addr: feDNS, Port: 53, Protocol: UDP, Backends: []Backend{be("10.202.0.3", 53)}}
+	h.sync([]Service{web, dns})
+
+	apply := func(changes []change) {
+		p := planFor(h.st, changes)
+		h.maps.apply(p, func(s step) {
+			if err := h.maps.checkDatapath(); err != nil {
+				t.Fatalf("after %q: %v", s.what, err)
+			}
+		})
+		h.st.commit(changes)
+	}
+	web.Backends = append(web.Backends, be("10.202.5.9", 8080))
+	extra := Service{Name: "extra", Addr: feWeb, Port: 443, Protocol: TCP}
+	changes, err := h.st.diffSome([]Service{web, extra}, h.local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(changes)
+	want := normalize([]Service{web, dns, extra})
+	if diff := cmp.Diff(want, decodeState(h.maps.contents()).services(), addrCmp); diff != "" {
+		t.Errorf("after Update (-want +got):\n%s", diff)
+	}
+
+	apply(h.st.diffDelete([]frontend{frontendOf(&dns), frontendOf(&dns), newFrontend(feDNS.As4(), 54, UDP)}))
+	want = normalize([]Service{web, extra})
+	if diff := cmp.Diff(want, decodeState(h.maps.contents()).services(), addrCmp); diff != "" {
+		t.Errorf("after Delete (-want +got):\n%s", diff)
+	}
+	// A full sync afterwards agrees with the state the partial ones left.
+	if p := h.sync([]Service{web, extra}); p.writes() != 0 {
+		t.Errorf("sync after update and delete writes %v", render(p))
+	}
 }
