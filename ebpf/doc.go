@@ -49,9 +49,10 @@
 //
 // Backend IDs belong to one service each, so a reference that outlived its
 // backend (affinity, a flow, a UDP socket) is found stale by one lookup.
-// Sync writes only the entries that change, batched, in an order that keeps
-// every intermediate state valid: backends before the slots that name them,
-// slots before the count that covers them, deletions after.
+// Sync (the whole list) and Update/Delete (some services) write only the
+// entries that change, batched, in an order that keeps every intermediate
+// state valid: backends before the slots that name them, slots before the
+// count that covers them, deletions after.
 //
 // # Pinning
 //
