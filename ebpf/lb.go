@@ -26,7 +26,6 @@ type LB struct {
 	cgroup string
 
 	mu     sync.Mutex
-	valid  validator
 	objs   lbObjects
 	links  []link.Link
 	st     *state // what the maps hold
@@ -183,13 +182,10 @@ func (lb *LB) Delete(svcs []Service) error {
 	})
 }
 
-// change validates svcs, computes the changes with diff and writes them.
+// change computes the changes with diff (which validates) and writes them.
 func (lb *LB) change(op string, svcs []Service, diff func(*state) ([]change, error)) error {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
-	if err := lb.valid.validate(svcs); err != nil {
-		return err
-	}
 	if lb.closed {
 		return fmt.Errorf("node %s: %s: load balancer closed", lb.cfg.Node, op)
 	}
@@ -202,6 +198,10 @@ func (lb *LB) change(op string, svcs []Service, diff func(*state) ([]change, err
 		lb.st, lb.stale = st, false
 	}
 	changes, err := diff(lb.st)
+	if errors.Is(err, ErrInvalid) {
+		// Found before any ID was allocated: the state is intact.
+		return err
+	}
 	if err != nil {
 		lb.stale = true
 		return fmt.Errorf("node %s: %s: %w", lb.cfg.Node, op, err)

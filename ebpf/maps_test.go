@@ -171,9 +171,11 @@ func TestValidate(t *testing.T) {
 		{"backend port 0", []Service{mod(func(s *Service) { s.Backends[0].Port = 0 })}, "backend 10.202.0.2: port 0"},
 		{"backend twice", []Service{mod(func(s *Service) { s.Backends = append(s.Backends, s.Backends[0]) })}, "backend 10.202.0.2:8080 listed twice"},
 		{"unnamed", []Service{mod(func(s *Service) { s.Name = ""; s.Port = 0 })}, "service #0: port 0"},
+		{"all errors", []Service{mod(func(s *Service) { s.Port = 0 }), mod(func(s *Service) { s.Name = "b"; s.Port = 81; s.Protocol = 1 })},
+			"service ok: port 0: invalid\nservice b: protocol proto-1 is neither TCP nor UDP"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := validate(tc.svcs)
+			_, err := newState().diff(tc.svcs, nil)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("validate: %v", err)

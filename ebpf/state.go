@@ -34,6 +34,7 @@ type svcEntry struct {
 	slots    []uint32  // scope all: slot i+1 holds backend slots[i]
 	local    []uint32  // scope local (LocalOnly services): local active backends
 	seen     uint64    // the diff generation that last saw it
+	seenAt   int       // and where in its list
 }
 
 // state mirrors the programmed maps.
@@ -175,16 +176,19 @@ func serviceFlags(s *Service) uint8 {
 }
 
 // same reports whether e already programs s (the fast path of a Sync that
-// changes little). Backends must be in the same order.
+// changes little). Backends must be in the same order. A service the same
+// as a programmed one is valid: it was validated when it was written, and
+// same compares everything validation looks at.
 func (e *svcEntry) same(s *Service, local []netip.Prefix) bool {
-	if e.flags != serviceFlags(s) || e.affinity != uint32(affinitySeconds(s.AffinityTimeout)) ||
+	if e.flags != serviceFlags(s) || s.AffinityTimeout < 0 || e.affinity != uint32(affinitySeconds(s.AffinityTimeout)) ||
 		e.name != truncName(s.Name) || len(e.backends) != len(s.Backends) {
 		return false
 	}
 	for i := range s.Backends {
 		b := &s.Backends[i]
 		eb := &e.backends[i]
-		if eb.addr.addr != b.IP.Unmap().As4() || eb.addr.port != b.Port || eb.flags != backendFlags(b, local) {
+		ip := b.IP.Unmap()
+		if !ip.Is4() || eb.addr.addr != ip.As4() || eb.addr.port != b.Port || eb.flags != backendFlags(b, local) {
 			return false
 		}
 	}
@@ -192,8 +196,10 @@ func (e *svcEntry) same(s *Service, local []netip.Prefix) bool {
 }
 
 // diff returns the services whose entries must change for the maps to hold
-// exactly svcs (validated). It allocates IDs for new services and backends
-// from st; if the changes are not committed, st must be rebuilt from the maps.
+// exactly svcs. It validates svcs on the way: a list with any error returns
+// them all and changes nothing. It allocates IDs for new services and
+// backends from st; if the changes are not committed, st must be rebuilt
+// from the maps.
 func (st *state) diff(svcs []Service, local []netip.Prefix) ([]change, error) {
 	changes, err := st.diffSome(svcs, local)
 	if err != nil {
@@ -207,21 +213,60 @@ func (st *state) diff(svcs []Service, local []netip.Prefix) ([]change, error) {
 	return changes, nil
 }
 
-// diffSome returns the changes that add or replace svcs (validated), and
-// marks them seen; services not in svcs are left alone.
+// diffSome returns the changes that add or replace svcs, validating them,
+// and marks them seen; services not in svcs are left alone.
 func (st *state) diffSome(svcs []Service, local []netip.Prefix) ([]change, error) {
 	st.gen++
-	var changes []change
+	var errs []error
+	var todo []int             // services to (re)write
+	var fresh map[frontend]int // frontends not programmed yet, by index
 	for i := range svcs {
+		s := &svcs[i]
+		if !s.Addr.IsValid() || !s.Addr.Unmap().Is4() {
+			errs = append(errs, validateOne(svcs, i))
+			continue
+		}
+		fe := frontendOf(s)
+		other := -1
+		old := st.svcs[fe]
+		if old != nil {
+			if old.seen == st.gen {
+				other = old.seenAt
+			} else {
+				old.seen, old.seenAt = st.gen, i
+			}
+		} else {
+			if fresh == nil {
+				fresh = map[frontend]int{}
+			}
+			if j, dup := fresh[fe]; dup {
+				other = j
+			} else {
+				fresh[fe] = i
+			}
+		}
+		if other >= 0 {
+			errs = append(errs, fmt.Errorf("service %s: same frontend %s as service %s: %w",
+				serviceName(svcs, i), fe, serviceName(svcs, other), ErrInvalid))
+			continue
+		}
+		if old != nil && old.same(s, local) {
+			continue
+		}
+		if err := validateOne(svcs, i); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		todo = append(todo, i)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	changes := make([]change, 0, len(todo))
+	for _, i := range todo {
 		s := &svcs[i]
 		fe := frontendOf(s)
 		old := st.svcs[fe]
-		if old != nil {
-			old.seen = st.gen
-			if old.same(s, local) {
-				continue
-			}
-		}
 		e, err := st.entryFor(s, old, local)
 		if err != nil {
 			return nil, fmt.Errorf("service %s (%s): %w", s.Name, fe, err)

@@ -234,9 +234,6 @@ func newHarness(t *testing.T) *harness {
 // and returns the plan.
 func (h *harness) sync(svcs []Service) *plan {
 	h.t.Helper()
-	if err := validate(svcs); err != nil {
-		h.t.Fatal(err)
-	}
 	changes, err := h.st.diff(svcs, h.local)
 	if err != nil {
 		h.t.Fatal(err)
@@ -541,5 +538,37 @@ func TestUpdateDelete(t *testing.T) {
 	// A full sync afterwards agrees with the state the partial ones left.
 	if p := h.sync([]Service{web, extra}); p.writes() != 0 {
 		t.Errorf("sync after update and delete writes %v", render(p))
+	}
+}
+
+// A bad list is rejected whole, also where it changes programmed services,
+// and leaves the state as it was.
+func TestInvalidChangesNothing(t *testing.T) {
+	h := newHarness(t)
+	web := Service{Name: "web", Addr: feWeb, Port: 80, Protocol: TCP, Backends: []Backend{be("10.202.0.2", 8080)}}
+	h.sync([]Service{web})
+	bad := web
+	bad.Backends = []Backend{be("10.202.0.2", 0)}
+	twice := web
+	twice.Name = "web2"
+	negative := web
+	negative.AffinityTimeout = -time.Second
+	for _, tc := range []struct {
+		name string
+		svcs []Service
+		want string
+	}{
+		{"bad backend", []Service{bad}, "service web: backend 10.202.0.2: port 0"},
+		{"programmed frontend twice", []Service{web, twice}, "service web2: same frontend 10.200.0.10:80/TCP as service web"},
+		{"negative affinity", []Service{negative}, "service web: affinity timeout -1s out of range"},
+		{"IPv6 next to a good one", []Service{web, {Name: "v6", Addr: netip.MustParseAddr("fd00::1"), Port: 80, Protocol: TCP}}, "service v6: address fd00::1 is not IPv4"},
+	} {
+		changes, err := h.st.diff(tc.svcs, h.local)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || changes != nil {
+			t.Errorf("%s: diff = %v, %v; want an error containing %q", tc.name, changes, err, tc.want)
+		}
+	}
+	if p := h.sync([]Service{web}); p.writes() != 0 {
+		t.Errorf("after rejected lists a sync of the same service writes %v", render(p))
 	}
 }

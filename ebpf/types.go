@@ -141,71 +141,49 @@ func (cfg Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
-// validate checks services before anything is written, so that a bad list
-// changes nothing. Every error names the service.
-func validate(svcs []Service) error {
-	var v validator
-	return v.validate(svcs)
+// serviceName names the i-th service of a list in errors.
+func serviceName(svcs []Service, i int) string {
+	if svcs[i].Name == "" {
+		return fmt.Sprintf("#%d", i)
+	}
+	return svcs[i].Name
 }
 
-// validator validates service lists; it keeps its scratch set between calls
-// so that a Sync of 10,000 services allocates nothing here.
-type validator struct {
-	seen map[frontend]int // index of the service with this frontend
-}
-
-func (v *validator) validate(svcs []Service) error {
+// validateOne checks the i-th service of svcs on its own (duplicate
+// frontends are found by the diff). Every error names the service.
+func validateOne(svcs []Service, i int) error {
+	s := &svcs[i]
 	var errs []error
-	if v.seen == nil {
-		v.seen = make(map[frontend]int, len(svcs))
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("service %s: %s: %w", serviceName(svcs, i), fmt.Sprintf(format, args...), ErrInvalid))
 	}
-	clear(v.seen)
-	name := func(i int) string {
-		if svcs[i].Name == "" {
-			return fmt.Sprintf("#%d", i)
-		}
-		return svcs[i].Name
+	if !s.Addr.IsValid() || !s.Addr.Unmap().Is4() {
+		bad("address %v is not IPv4", s.Addr)
 	}
-	for i := range svcs {
-		s := &svcs[i]
-		bad := func(format string, args ...any) {
-			errs = append(errs, fmt.Errorf("service %s: %s: %w", name(i), fmt.Sprintf(format, args...), ErrInvalid))
-		}
-		if !s.Addr.IsValid() || !s.Addr.Unmap().Is4() {
-			bad("address %v is not IPv4", s.Addr)
+	if s.Port == 0 {
+		bad("port 0")
+	}
+	if s.Protocol != TCP && s.Protocol != UDP {
+		bad("protocol %v is neither TCP nor UDP", s.Protocol)
+	}
+	if s.AffinityTimeout < 0 || affinitySeconds(s.AffinityTimeout) > math.MaxUint32 {
+		bad("affinity timeout %v out of range", s.AffinityTimeout)
+	}
+	if len(s.Backends) > maxBackends {
+		bad("%d backends, at most %d", len(s.Backends), maxBackends)
+	}
+	for j := range s.Backends {
+		b := &s.Backends[j]
+		if !b.IP.IsValid() || !b.IP.Unmap().Is4() {
+			bad("backend address %v is not IPv4", b.IP)
 			continue
 		}
-		if s.Port == 0 {
-			bad("port 0")
+		if b.Port == 0 {
+			bad("backend %s: port 0", b.IP)
 		}
-		if s.Protocol != TCP && s.Protocol != UDP {
-			bad("protocol %v is neither TCP nor UDP", s.Protocol)
-		}
-		if s.AffinityTimeout < 0 || affinitySeconds(s.AffinityTimeout) > math.MaxUint32 {
-			bad("affinity timeout %v out of range", s.AffinityTimeout)
-		}
-		if len(s.Backends) > maxBackends {
-			bad("%d backends, at most %d", len(s.Backends), maxBackends)
-		}
-		fe := frontendOf(s)
-		if other, dup := v.seen[fe]; dup {
-			bad("same frontend %s as service %s", fe, name(other))
-		} else {
-			v.seen[fe] = i
-		}
-		for j := range s.Backends {
-			b := &s.Backends[j]
-			if !b.IP.IsValid() || !b.IP.Unmap().Is4() {
-				bad("backend address %v is not IPv4", b.IP)
-				continue
-			}
-			if b.Port == 0 {
-				bad("backend %s: port 0", b.IP)
-			}
-		}
-		if dup, ok := duplicateBackend(s.Backends); ok {
-			bad("backend %s listed twice", dup)
-		}
+	}
+	if dup, ok := duplicateBackend(s.Backends); ok {
+		bad("backend %s listed twice", dup)
 	}
 	return errors.Join(errs...)
 }
