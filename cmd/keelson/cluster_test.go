@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keelson/keelson/apiserver/client"
+	"github.com/keelson/keelson/ebpf"
 	"github.com/keelson/keelson/internal/gittest"
 	"github.com/keelson/keelson/internal/testimages"
 	"github.com/keelson/keelson/nodeagent/network"
@@ -98,7 +99,10 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(agentDir) })
 	testimages.Build(t, filepath.Join(agentDir, "images"))
 	node := fmt.Sprintf("kill9-%d", os.Getpid()%10000)
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run() })
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+		_ = ebpf.Unpin(ebpf.Config{Node: node})
+	})
 	ctlAddr, agentAddr := freeAddr(t), freeAddr(t)
 	ctlArgs := []string{"controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
 		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+os.Getpid()%100), "--log-level", "debug"}
@@ -212,6 +216,7 @@ func TestNodeLossReplacesPods(t *testing.T) {
 				_ = cleaner.Wait()
 			}
 			_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(n.name)).Run()
+			_ = ebpf.Unpin(ebpf.Config{Node: n.name})
 			_ = os.RemoveAll(n.dir)
 		}
 		ctl.stop()
@@ -447,6 +452,7 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 				_ = cleaner.Process.Signal(os.Interrupt)
 				_ = cleaner.Wait()
 			}
+			_ = ebpf.Unpin(ebpf.Config{Node: a.name})
 			_ = os.RemoveAll(a.dir)
 		}
 		ctl.stop()
