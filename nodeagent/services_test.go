@@ -21,7 +21,6 @@ import (
 	"github.com/keelson/keelson/internal/gittest"
 )
 
-
 func endpoint(ip, node string, ready bool) discoveryv1.Endpoint {
 	return discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: ptr(node),
 		Conditions: discoveryv1.EndpointConditions{Ready: ptr(ready), Serving: ptr(ready), Terminating: ptr(false)}}
