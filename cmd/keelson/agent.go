@@ -47,10 +47,15 @@ type agentOptions struct {
 	leaseInterval      time.Duration
 	simulate           int
 	labels             map[string]string
+	clusterDomain      string
+	externalIfaces     []string
+	serviceLB          bool
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 	// onStart, when set, receives pod start latencies (benchmarks).
 	onStart func(pod string, d time.Duration)
+	// onServicesSynced, when set, is told each services index programmed (benchmarks).
+	onServicesSynced func(index uint64)
 }
 
 func newAgentCmd() *cobra.Command {
@@ -89,6 +94,9 @@ Killing the agent leaves its containers running; a new agent adopts them.`,
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token the controller wrote (DATA_DIR/agent-token)")
 	f.StringToStringVar(&o.labels, "node-labels", nil, "labels of this node, key=value,...")
 	f.DurationVar(&o.leaseInterval, "lease-interval", nodeagent.LeaseInterval, "how often to renew the node's lease with the controller")
+	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the DNS domain of Services and pods")
+	f.StringSliceVar(&o.externalIfaces, "external-interface", nil, "interfaces where NodePort and LoadBalancer traffic arrives (default: the one holding the node's address)")
+	f.BoolVar(&o.serviceLB, "service-lb", true, "load-balance Services in the kernel with eBPF and serve cluster DNS (with --server)")
 	f.IntVar(&o.simulate, "simulate", 0, "register N simulated nodes named NAME-00000... whose pods a fake runtime reports running (for scale tests); needs --server")
 	return cmd
 }
@@ -183,10 +191,17 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var svc *serviceParts
+	if ctl != nil && o.serviceLB {
+		if svc, err = startServiceParts(ctx, o, hostIP, log); err != nil {
+			return err
+		}
+		defer svc.Close()
+	}
 	agent, err := nodeagent.New(nodeagent.Config{
 		Node: o.name, DataDir: o.dataDir, HostIP: hostIP,
 		Runtime: rt, Network: netm, Store: st, Credentials: creds,
-		Log: log.With("component", "agent"), OnStart: o.onStart,
+		DNS: svc.podDNS(o.clusterDomain), Log: log.With("component", "agent"), OnStart: o.onStart,
 	})
 	if err != nil {
 		return err
@@ -230,6 +245,11 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		wg.Go(func() { nodeagent.ReportStatus(ctx, st, ctl, o.name, log.With("component", "report")) })
 		routes := &nodeagent.Routes{Client: ctl, Node: o.name, Log: log.With("component", "routes")}
 		wg.Go(func() { routes.Run(ctx) })
+		if svc != nil {
+			services := &nodeagent.Services{Client: ctl, Node: o.name, NodeAddrs: svc.nodeAddrs, LB: svc.lb, DNS: svc.dns,
+				Addresses: nodeagent.SyncLBAddresses, OnSynced: o.onServicesSynced, Log: log.With("component", "services")}
+			wg.Go(func() { services.Run(ctx) })
+		}
 	} else {
 		source = &nodeagent.DirSource{Dir: o.podManifests, Log: log.With("component", "pod-manifests")}
 	}

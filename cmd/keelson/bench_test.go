@@ -434,6 +434,7 @@ func BenchmarkGitToReplicasRunning(b *testing.B) {
 	o.agent.dataDir = filepath.Join(dataDir, "agent")
 	o.agent.listen = freeAddr(b)
 	o.agent.name = node
+	o.agent.serviceLB = true
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runUp(ctx, o, io.Discard, io.Discard) }()

@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/keelson/keelson/apiserver/client"
+	"github.com/keelson/keelson/ebpf"
 	"github.com/keelson/keelson/internal/gittest"
 	"github.com/keelson/keelson/internal/testimages"
 	"github.com/keelson/keelson/nodeagent/network"
@@ -98,7 +101,10 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(agentDir) })
 	testimages.Build(t, filepath.Join(agentDir, "images"))
 	node := fmt.Sprintf("kill9-%d", os.Getpid()%10000)
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run() })
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+		_ = ebpf.Unpin(ebpf.Config{Node: node})
+	})
 	ctlAddr, agentAddr := freeAddr(t), freeAddr(t)
 	ctlArgs := []string{"controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
 		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+os.Getpid()%100), "--log-level", "debug"}
@@ -212,6 +218,7 @@ func TestNodeLossReplacesPods(t *testing.T) {
 				_ = cleaner.Wait()
 			}
 			_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(n.name)).Run()
+			_ = ebpf.Unpin(ebpf.Config{Node: n.name})
 			_ = os.RemoveAll(n.dir)
 		}
 		ctl.stop()
@@ -409,7 +416,9 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 	gittest.RequireRoot(t, "makes network namespaces and runs containers")
 	hostIP, hosts := newNetHosts(t, 2)
 	repo := gittest.NewRepo(t, "", "netns")
-	repo.CommitFiles("web", sleeperDeployment(4))
+	files := sleeperDeployment(4)
+	files["echo.yaml"] = echoService(2)
+	repo.CommitFiles("web", files)
 	ctlDir := t.TempDir()
 	l, err := net.Listen("tcp", hostIP+":0")
 	if err != nil {
@@ -456,7 +465,9 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 		agents = append(agents, a)
 	}
 	t.Cleanup(func() {
-		repo.CommitFiles("none", sleeperDeployment(0))
+		none := sleeperDeployment(0)
+		none["echo.yaml"] = echoService(0)
+		repo.CommitFiles("none", none)
 		_ = exec.Command("ip", "-n", hosts[1].ns, "link", "set", "eth0", "up").Run()
 		time.Sleep(4 * time.Second)
 		for _, a := range agents {
@@ -472,6 +483,7 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 				_ = cleaner.Process.Signal(os.Interrupt)
 				_ = cleaner.Wait()
 			}
+			_ = ebpf.Unpin(ebpf.Config{Node: a.name})
 			_ = os.RemoveAll(a.dir)
 		}
 		ctl.stop()
@@ -491,8 +503,50 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 	}
 	eventually(t, "pods on both hosts", func() string {
 		got := perNode()
-		if got[agents[0].name] == 0 || got[agents[1].name] == 0 || got[agents[0].name]+got[agents[1].name] != 4 {
+		if got[agents[0].name] == 0 || got[agents[1].name] == 0 || got[agents[0].name]+got[agents[1].name] != 6 {
 			return fmt.Sprintf("running per node: %v", got)
+		}
+		return ""
+	})
+	// Pods reach pods on the other host (routes between the nodes' pod
+	// CIDRs), and a Service spreads over both hosts, by name.
+	echo, _ := c.Pods(context.Background(), client.PodQuery{Selector: "app=echo"})
+	byNode := map[string]corev1.Pod{}
+	for _, p := range echo.Items {
+		byNode[p.Spec.NodeName] = p
+	}
+	from, to := byNode[agents[0].name], byNode[agents[1].name]
+	if from.Name == "" || to.Name == "" {
+		t.Fatalf("echo pods are not on both hosts: %v", byNode)
+	}
+	ask := func(url string) (string, error) {
+		code, out, errOut := cli(t, "exec", from.Name, "--server", "http://"+ctlAddr, "--", "/testapp", "get", url)
+		if code != 0 {
+			return "", fmt.Errorf("get %s from %s: %d %s", url, from.Name, code, errOut)
+		}
+		return strings.TrimSpace(out), nil
+	}
+	eventually(t, "a pod on the other host by its address", func() string {
+		out, err := ask("http://" + net.JoinHostPort(to.Status.PodIP, "8080") + "/hostname")
+		if err != nil {
+			return err.Error()
+		}
+		if out != to.Name {
+			return "answered by " + out
+		}
+		return ""
+	})
+	eventually(t, "a Service spreads over both hosts", func() string {
+		seen := map[string]bool{}
+		for range 30 {
+			out, err := ask("http://echo/hostname")
+			if err != nil {
+				return err.Error()
+			}
+			seen[out] = true
+		}
+		if !seen[from.Name] || !seen[to.Name] {
+			return fmt.Sprintf("seen %v", seen)
 		}
 		return ""
 	})
@@ -510,7 +564,7 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		got := perNode()
-		if got[agents[0].name] == 4 && got[agents[1].name] == 0 {
+		if got[agents[0].name] == 6 && got[agents[1].name] == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -518,6 +572,32 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// echoService is a Deployment "echo" of n testapp pods behind a Service
+// "echo" on port 80.
+func echoService(n int) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo}
+spec:
+  replicas: %d
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: '%s', imagePullPolicy: Never, ports: [{name: http, containerPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports:
+  - {port: 80, targetPort: http}
+`, n, testimages.TestappRef)
 }
 
 // sleeperDeployment is a Deployment "web" of n busybox pods that stop at

@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keelson/keelson/ebpf"
+	"github.com/keelson/keelson/nodeagent"
 	"github.com/keelson/keelson/nodeagent/network"
 	"github.com/keelson/keelson/nodeagent/runtime"
 )
@@ -54,6 +56,7 @@ Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 	f.DurationVar(&o.controller.interval, "interval", 30*time.Second, "how often to poll a remote repository")
 	f.StringVar(&o.controller.logLevel, "log-level", "info", "debug, info, warn or error")
 	addServiceFlags(f, &o.controller)
+	f.BoolVar(&o.agent.serviceLB, "service-lb", true, "load-balance Services in the kernel with eBPF and serve cluster DNS")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
@@ -62,6 +65,9 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	c, a := o.controller, o.agent
 	c.clusterCIDR, c.evictionTimeout, c.leaseTimeout = "10.244.0.0/16", 60*time.Second, 40*time.Second
 	a.logLevel = c.logLevel
+	if a.clusterDomain == "" {
+		a.clusterDomain = "cluster.local"
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	listening := make(chan string, 1)
@@ -174,6 +180,15 @@ func runDown(ctx context.Context, dataDir, node string, out io.Writer) error {
 		fmt.Fprintf(out, "Removed %d pod network(s).\n", len(sbs))
 	}
 	_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+	if err := ebpf.Unpin(ebpf.Config{Node: node}); err != nil {
+		fmt.Fprintf(out, "remove the service load balancer: %v\n", err)
+	}
+	if err := nodeagent.RemoveLBAddresses(); err != nil {
+		fmt.Fprintf(out, "remove LoadBalancer addresses: %v\n", err)
+	}
+	if err := nodeagent.RemoveRoutes(); err != nil {
+		fmt.Fprintf(out, "remove pod routes: %v\n", err)
+	}
 	entries, _ := os.ReadDir(agentDir)
 	for _, e := range entries {
 		if e.Name() != "images" {

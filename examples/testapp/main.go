@@ -12,6 +12,13 @@
 //	/sleep?ms=N     answers after N milliseconds
 //	/echo           echoes the request body
 //
+// With --udp ADDR it also answers each UDP datagram with its host name, a space and
+// the datagram.
+//
+// As a client, `testapp get URL` prints the body of GET URL and `testapp lookup NAME`
+// the addresses NAME resolves to (with Go's own resolver, which reads /etc/resolv.conf:
+// static busybox tools cannot resolve names in a bare container).
+//
 // It listens on $PORT, else --listen (default :8080), logs each request to stdout, and on
 // SIGTERM logs "terminating" and exits 0 after --term-delay.
 package main
@@ -23,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -34,6 +42,37 @@ import (
 	"time"
 )
 
+// client runs one client command and prints its answer.
+func client(cmd, arg string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if cmd == "lookup" {
+		addrs, err := net.DefaultResolver.LookupHost(ctx, arg)
+		if err != nil {
+			return err
+		}
+		sort.Strings(addrs)
+		for _, a := range addrs {
+			fmt.Println(a)
+		}
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, arg, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", arg, resp.Status)
+	}
+	_, err = io.Copy(os.Stdout, resp.Body)
+	return err
+}
+
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "testapp:", err)
@@ -42,9 +81,13 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) == 2 && (args[0] == "get" || args[0] == "lookup") {
+		return client(args[0], args[1])
+	}
 	fs := flag.NewFlagSet("testapp", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to listen on ($PORT overrides the port)")
 	termDelay := fs.Duration("term-delay", 0, "how long to wait after SIGTERM before exiting")
+	udpAddr := fs.String("udp", "", "also answer UDP datagrams on this address with the host name")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -137,6 +180,25 @@ func run(args []string) error {
 			mux.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	if *udpAddr != "" {
+		pc, err := net.ListenPacket("udp", *udpAddr)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		go func() {
+			h, _ := os.Hostname()
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo(append([]byte(h+" "), buf[:n]...), from)
+			}
+		}()
 	}
 
 	sigs := make(chan os.Signal, 1)

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	"github.com/keelson/keelson/ebpf"
+	"github.com/keelson/keelson/nodeagent/dns"
+	"github.com/keelson/keelson/nodeagent/network"
+)
+
+// serviceParts are what an agent joined to a controller runs for Services:
+// the eBPF load balancer and the cluster DNS server on the bridge address.
+type serviceParts struct {
+	lb        *ebpf.LB
+	dns       *dns.Server
+	dnsAddr   netip.Addr
+	nodeAddrs []netip.Addr
+}
+
+// startServiceParts checks the kernel, loads (or finds pinned) the load
+// balancer programs and starts the DNS server. The bridge may not exist
+// yet: the DNS server binds its address with IP_FREEBIND.
+func startServiceParts(ctx context.Context, o agentOptions, hostIP string, log *slog.Logger) (*serviceParts, error) {
+	prefix, err := netip.ParsePrefix(o.podCIDR)
+	if err != nil {
+		return nil, fmt.Errorf("pod CIDR %q: %w", o.podCIDR, err)
+	}
+	p := &serviceParts{dnsAddr: prefix.Masked().Addr().Next()} // the bridge's address, as host-local gives it
+	if ip, err := netip.ParseAddr(hostIP); err == nil {
+		p.nodeAddrs = []netip.Addr{ip}
+	}
+	ifaces := o.externalIfaces
+	if len(ifaces) == 0 {
+		if name := interfaceWith(hostIP); name != "" {
+			ifaces = []string{name}
+		}
+	}
+	// Node ports answer on every address of the external interfaces.
+	for _, name := range ifaces {
+		for _, a := range addressesOf(name) {
+			if !slices.Contains(p.nodeAddrs, a) {
+				p.nodeAddrs = append(p.nodeAddrs, a)
+			}
+		}
+	}
+	cfg := ebpf.Config{Node: o.name, ExternalInterfaces: ifaces, LocalCIDRs: []netip.Prefix{prefix.Masked()},
+		Log: log.With("component", "ebpf")}
+	if len(p.nodeAddrs) > 0 {
+		cfg.NodeAddr = p.nodeAddrs[0]
+	}
+	if err := ebpf.CheckKernel(cfg); err != nil {
+		return nil, fmt.Errorf("this kernel cannot load-balance Services (run with --service-lb=false to go without): %w", err)
+	}
+	if p.lb, err = ebpf.Open(cfg); err != nil {
+		return nil, fmt.Errorf("service load balancer: %w", err)
+	}
+	p.dns, err = dns.New(dns.Config{Addrs: []string{net.JoinHostPort(p.dnsAddr.String(), strconv.Itoa(53))}, Domain: o.clusterDomain,
+		Log: log.With("component", "dns")})
+	if err == nil {
+		err = p.dns.Start(ctx)
+	}
+	if err != nil {
+		_ = p.lb.Close()
+		return nil, fmt.Errorf("cluster DNS on %s: %w", p.dnsAddr, err)
+	}
+	log.Info("services: eBPF load balancer and cluster DNS ready", "dns", p.dnsAddr, "external-interfaces", ifaces)
+	return p, nil
+}
+
+// podDNS is what pods' resolv.conf names: this node's DNS server, or the
+// node's own resolvers when there is none.
+func (p *serviceParts) podDNS(domain string) network.DNSConfig {
+	if p == nil {
+		return network.DNSConfig{}
+	}
+	return network.DNSConfig{ClusterDNS: []string{p.dnsAddr.String()}, ClusterDomain: domain}
+}
+
+// Close stops the DNS server and releases the load balancer; its programs
+// stay attached, so Services keep working while the agent is away.
+func (p *serviceParts) Close() error {
+	return errors.Join(p.dns.Close(), p.lb.Close())
+}
+
+// addressesOf lists the IPv4 addresses of an interface.
+func addressesOf(name string) []netip.Addr {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil
+	}
+	addrs, _ := ifc.Addrs()
+	var out []netip.Addr
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.IP.To4() != nil {
+				out = append(out, ip)
+			}
+		}
+	}
+	return out
+}
+
+// interfaceWith names the interface that holds ip, or "".
+func interfaceWith(ip string) string {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return ""
+	}
+	for _, ifc := range ifaces {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.String() == ip {
+				return ifc.Name
+			}
+		}
+	}
+	return ""
+}
