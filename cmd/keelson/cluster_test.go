@@ -175,7 +175,7 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 func TestNodeLossReplacesPods(t *testing.T) {
 	gittest.RequireRoot(t, "runs containers")
 	repo := gittest.NewRepo(t, "", "deploy")
-	repo.CommitFiles("web", sleeperDeployment(4))
+	repo.CommitFiles("none yet", sleeperDeployment(0))
 	ctlDir := t.TempDir()
 	ctlAddr := freeAddr(t)
 	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
@@ -201,6 +201,9 @@ func TestNodeLossReplacesPods(t *testing.T) {
 		n.p = startProc(t, n.args...)
 		nodes = append(nodes, n)
 	}
+	// Both nodes first, so that the pods spread over them.
+	waitNodes(t, c, 2)
+	repo.CommitFiles("web", sleeperDeployment(4))
 	t.Cleanup(func() {
 		repo.CommitFiles("none", sleeperDeployment(0))
 		time.Sleep(3 * time.Second)
@@ -416,9 +419,7 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 	gittest.RequireRoot(t, "makes network namespaces and runs containers")
 	hostIP, hosts := newNetHosts(t, 2)
 	repo := gittest.NewRepo(t, "", "netns")
-	files := sleeperDeployment(4)
-	files["echo.yaml"] = echoService(2)
-	repo.CommitFiles("web", files)
+	repo.CommitFiles("none yet", sleeperDeployment(0))
 	ctlDir := t.TempDir()
 	l, err := net.Listen("tcp", hostIP+":0")
 	if err != nil {
@@ -464,6 +465,11 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 		}
 		agents = append(agents, a)
 	}
+	// Both hosts first, so that the pods spread over them.
+	waitNodes(t, c, 2)
+	files := sleeperDeployment(4)
+	files["echo.yaml"] = echoService(2)
+	repo.CommitFiles("web", files)
 	t.Cleanup(func() {
 		none := sleeperDeployment(0)
 		none["echo.yaml"] = echoService(0)
@@ -572,6 +578,29 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// waitNodes waits until n nodes are Ready.
+func waitNodes(t *testing.T, c *client.Client, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d nodes ready", n), func() string {
+		l, err := c.Nodes(context.Background(), client.Query{})
+		if err != nil {
+			return err.Error()
+		}
+		ready := 0
+		for _, nd := range l.Items {
+			for _, cond := range nd.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		if ready != n {
+			return fmt.Sprintf("%d ready", ready)
+		}
+		return ""
+	})
 }
 
 // echoService is a Deployment "echo" of n testapp pods behind a Service
