@@ -683,26 +683,70 @@ func withLabel(m map[string]string, k, v string) map[string]string {
 
 func ptrTrue() *bool { t := true; return &t }
 
-// sortForDeletion orders pods as Kubernetes deletes them when scaling
-// down: unscheduled first, then not ready, then the newest.
+// sortForDeletion orders pods as Kubernetes' ReplicaSet controller deletes
+// them when scaling down: unscheduled before scheduled; Pending, then
+// Unknown, then Running; not ready before ready; ready for less time before
+// ready for longer (so a pod not yet available for minReadySeconds goes
+// before an available one); more container restarts first; newest first.
 func sortForDeletion(ps []*store.Pod) {
-	rank := func(p *store.Pod) int {
-		switch {
-		case p.NodeName == "":
-			return 0
-		case !podReady(p.Pod):
+	phase := func(p *store.Pod) int {
+		switch corev1.PodPhase(p.Phase) {
+		case corev1.PodUnknown:
 			return 1
-		default:
+		case corev1.PodRunning:
 			return 2
 		}
+		return 0
+	}
+	// earlier reports whether a goes first by time: a zero time first, then
+	// the later one.
+	earlier := func(a, b time.Time) bool {
+		if a.IsZero() || b.IsZero() {
+			return a.IsZero() && !b.IsZero()
+		}
+		return a.After(b)
 	}
 	sort.SliceStable(ps, func(i, j int) bool {
-		ri, rj := rank(ps[i]), rank(ps[j])
-		if ri != rj {
-			return ri < rj
+		a, b := ps[i], ps[j]
+		if (a.NodeName == "") != (b.NodeName == "") {
+			return a.NodeName == ""
 		}
-		return ps[i].Pod.CreationTimestamp.After(ps[j].Pod.CreationTimestamp.Time)
+		if pa, pb := phase(a), phase(b); pa != pb {
+			return pa < pb
+		}
+		ra, rb := podReady(a.Pod), podReady(b.Pod)
+		if ra != rb {
+			return !ra
+		}
+		if ra {
+			if ta, tb := readySince(a.Pod), readySince(b.Pod); !ta.Equal(tb) {
+				return earlier(ta, tb)
+			}
+		}
+		if ca, cb := maxRestarts(a.Pod), maxRestarts(b.Pod); ca != cb {
+			return ca > cb
+		}
+		ta, tb := a.Pod.CreationTimestamp.Time, b.Pod.CreationTimestamp.Time
+		return !ta.Equal(tb) && earlier(ta, tb)
 	})
+}
+
+// readySince is when p's Ready condition last changed.
+func readySince(p *corev1.Pod) time.Time {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return time.Time{}
+}
+
+func maxRestarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, c := range p.Status.ContainerStatuses {
+		n = max(n, c.RestartCount)
+	}
+	return n
 }
 
 func podReady(p *corev1.Pod) bool {

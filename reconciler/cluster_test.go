@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	memdb "github.com/hashicorp/go-memdb"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -560,5 +561,37 @@ func TestCronJobSchedulesJobs(t *testing.T) {
 	settle(t, c)
 	if j := jobsNow(); len(j) != 1 {
 		t.Fatalf("history limit 1: jobs %v", j)
+	}
+}
+
+func TestSortForDeletion(t *testing.T) {
+	at := func(s int) metav1.Time { return metav1.NewTime(time.Date(2026, 1, 1, 0, 0, s, 0, time.UTC)) }
+	pod := func(name, node string, phase corev1.PodPhase, readySince *metav1.Time, restarts int32, created metav1.Time) *store.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: created}, Status: corev1.PodStatus{Phase: phase}}
+		if readySince != nil {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: *readySince}}
+		}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{RestartCount: restarts}}
+		return &store.Pod{Key: "default/" + name, Name: name, NodeName: node, Phase: string(phase), Pod: p}
+	}
+	t10, t20 := at(10), at(20)
+	ps := []*store.Pod{
+		pod("ready-long", "n", corev1.PodRunning, &t10, 0, at(1)),
+		pod("ready-recently", "n", corev1.PodRunning, &t20, 0, at(1)),
+		pod("running-unready", "n", corev1.PodRunning, nil, 0, at(1)),
+		pod("pending", "n", corev1.PodPending, nil, 0, at(1)),
+		pod("unscheduled", "", corev1.PodPending, nil, 0, at(1)),
+		pod("unknown", "n", corev1.PodUnknown, nil, 0, at(1)),
+		pod("unready-restarting", "n", corev1.PodRunning, nil, 3, at(1)),
+		pod("unready-newer", "n", corev1.PodRunning, nil, 0, at(5)),
+	}
+	sortForDeletion(ps)
+	var got []string
+	for _, p := range ps {
+		got = append(got, p.Name)
+	}
+	want := []string{"unscheduled", "pending", "unknown", "unready-restarting", "unready-newer", "running-unready", "ready-recently", "ready-long"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("deletion order (-want +got):\n%s", diff)
 	}
 }
