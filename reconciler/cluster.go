@@ -251,7 +251,7 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		pod.Status = reported.Status
 		p.Pod = &pod
 		if p.Pod.Status.Conditions != nil {
-			p.Pod.Status.Conditions = mergeScheduled(p.Pod.Status.Conditions, cur.Pod.Status.Conditions)
+			p.Pod.Status.Conditions = keepTransitionTimes(mergeScheduled(p.Pod.Status.Conditions, cur.Pod.Status.Conditions), cur.Pod.Status.Conditions, c.now())
 		}
 		p.Phase = string(reported.Status.Phase)
 		if err := txn.UpsertPod(&p); err != nil {
@@ -267,6 +267,7 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		}
 		p := reported.DeepCopy()
 		p.Spec.NodeName = node
+		p.Status.Conditions = keepTransitionTimes(p.Status.Conditions, nil, c.now())
 		ownerKey := owner
 		if owner == "Pod/"+key {
 			ownerKey = ""
@@ -291,6 +292,32 @@ func mergeScheduled(reported, cur []corev1.PodCondition) []corev1.PodCondition {
 	for _, c := range cur {
 		if c.Type == corev1.PodScheduled {
 			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// keepTransitionTimes gives the reported conditions the lastTransitionTime
+// they had (in cur) when their status did not change (unless the report's
+// is earlier), and the time of the report when they carry none, so that
+// "Ready since" means what it says however often an agent reports:
+// minReadySeconds counts from it.
+func keepTransitionTimes(reported, cur []corev1.PodCondition, now time.Time) []corev1.PodCondition {
+	if len(reported) == 0 {
+		return reported
+	}
+	out := make([]corev1.PodCondition, len(reported))
+	copy(out, reported)
+	for i := range out {
+		c := &out[i]
+		for _, old := range cur {
+			if old.Type == c.Type && old.Status == c.Status && !old.LastTransitionTime.IsZero() &&
+				(c.LastTransitionTime.IsZero() || old.LastTransitionTime.Before(&c.LastTransitionTime)) {
+				c.LastTransitionTime = old.LastTransitionTime
+			}
+		}
+		if c.LastTransitionTime.IsZero() {
+			c.LastTransitionTime = metav1.NewTime(now)
 		}
 	}
 	return out

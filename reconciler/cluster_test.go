@@ -595,3 +595,42 @@ func TestSortForDeletion(t *testing.T) {
 		t.Errorf("deletion order (-want +got):\n%s", diff)
 	}
 }
+
+// TestReportKeepsReadySince: an agent that reports a pod Ready again (with
+// the time of each report) does not move the time it became Ready; a
+// report without a time gets the time it arrived.
+func TestReportKeepsReadySince(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": strings.Replace(deploy3, "replicas: 3", "replicas: 1", 1)}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	key := podsOf(t, st)[0].Key
+	report := func(status corev1.ConditionStatus, at time.Time) time.Time {
+		t.Helper()
+		p, _ := st.Snapshot().Pod(memdb.NewWatchSet(), key)
+		r := p.Pod.DeepCopy()
+		r.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.NewTime(at)}}
+		if err := c.ReportPod(context.Background(), "n1", r); err != nil {
+			t.Fatal(err)
+		}
+		p, _ = st.Snapshot().Pod(memdb.NewWatchSet(), key)
+		return readySince(p.Pod)
+	}
+	t0 := clk.t
+	for i, tc := range []struct {
+		status   corev1.ConditionStatus
+		at, want time.Time
+	}{
+		{corev1.ConditionTrue, t0, t0},
+		{corev1.ConditionTrue, t0.Add(5 * time.Second), t0},                       // again Ready: still since t0
+		{corev1.ConditionFalse, t0.Add(9 * time.Second), t0.Add(9 * time.Second)}, // a change moves it
+		{corev1.ConditionTrue, time.Time{}, clk.t.Add(time.Minute)},               // no time: the report's
+	} {
+		clk.t = t0.Add(time.Minute)
+		if got := report(tc.status, tc.at); !got.Equal(tc.want) {
+			t.Errorf("report %d (%s at %s): Ready since %s, want %s", i, tc.status, tc.at, got, tc.want)
+		}
+	}
+}
