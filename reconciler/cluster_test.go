@@ -128,11 +128,15 @@ func TestDeploymentToScheduledPods(t *testing.T) {
 		t.Fatalf("after scaling to 1: %d pods", len(ps))
 	}
 
-	// A new template makes a new ReplicaSet; the old one and its pods go.
+	// A new template rolls out to a new ReplicaSet as the pods become
+	// available; the old ReplicaSet stays, scaled to zero.
 	if _, err := a.Apply(revision("c3", map[string]string{"web.yaml": strings.Replace(deploy3, "web:v1", "web:v2", 1)}), clk.t); err != nil {
 		t.Fatal(err)
 	}
-	settle(t, c)
+	for range 10 {
+		settle(t, c)
+		reportReady(t, c, st, clk.t)
+	}
 	ps = podsOf(t, st)
 	if len(ps) != 3 {
 		t.Fatalf("after a new template: %d pods", len(ps))
@@ -143,8 +147,8 @@ func TestDeploymentToScheduledPods(t *testing.T) {
 		}
 	}
 	rss, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "ReplicaSet"})
-	if len(rss) != 1 {
-		t.Errorf("%d ReplicaSets, want 1", len(rss))
+	if len(rss) != 2 {
+		t.Errorf("%d ReplicaSets, want 2 (the old one at zero)", len(rss))
 	}
 
 	// n2 stops renewing its lease: NotReady at 40 s, its pods replaced after 60 s more.
@@ -206,11 +210,17 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 		t.Errorf("unschedulable pod: node %q condition %+v", ps[0].NodeName, cond)
 	}
 
-	// A node reports a pod the controller does not know (it restarted):
-	// adopted when its owner wants it, refused otherwise.
+	// A node reports a pod the controller does not know: adopted when its
+	// owner wants one more (here after one of its pods went), refused when
+	// it has its replicas (a pod it deleted, reported once more) or no
+	// owner wants it.
 	p := ps[0].Pod.DeepCopy()
 	p.Name = "web-adopted"
 	p.Status.Phase = corev1.PodRunning
+	if err := c.ReportPod(context.Background(), "small", p); err == nil || !strings.Contains(err.Error(), "has its 3 replicas") {
+		t.Errorf("a ReplicaSet with its replicas adopted a reported pod: %v", err)
+	}
+	deletePodRow(t, st, ps[1].Key)
 	if err := c.ReportPod(context.Background(), "small", p); err != nil {
 		t.Errorf("adoption refused: %v", err)
 	}
@@ -219,6 +229,18 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 	stray.OwnerReferences[0].Name = "nobody"
 	if err := c.ReportPod(context.Background(), "small", stray); err == nil || !strings.Contains(err.Error(), "no owner") {
 		t.Errorf("stray pod: %v", err)
+	}
+}
+
+func deletePodRow(t *testing.T, st *store.Store, key string) {
+	t.Helper()
+	txn := st.Write()
+	defer txn.Abort()
+	if err := txn.DeletePod(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -237,14 +259,22 @@ func TestRestartedControllerWaitsForReports(t *testing.T) {
 	if ps := podsOf(t, st); len(ps) != 0 {
 		t.Fatalf("during the start-up grace the controller made %d pods", len(ps))
 	}
+	// Nor ReplicaSets: their replicas are rollout state, which the first
+	// pass after the grace rebuilds from the pods the agents report.
 	rss, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "ReplicaSet"})
-	if len(rss) != 1 {
-		t.Fatalf("%d ReplicaSets during the grace, want 1", len(rss))
+	if len(rss) != 0 {
+		t.Fatalf("%d ReplicaSets during the grace, want none", len(rss))
 	}
+	d, err := st.Snapshot().Object(memdb.NewWatchSet(), "Deployment/default/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsName := replicaSetName(d.Obj.(*appsv1.Deployment))
 	// The agent reports the pod it still runs from before the restart.
 	running := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: rss[0].Name + "-x1", Namespace: "default", UID: "u1",
-			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: rss[0].Name, Controller: ptrTrue()}}},
+		ObjectMeta: metav1.ObjectMeta{Name: rsName + "-x1", Namespace: "default", UID: "u1",
+			Labels:          map[string]string{"app": "web", podTemplateHashLabel: strings.TrimPrefix(rsName, "web-")},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: rsName, Controller: ptrTrue()}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}
 	if err := c.ReportPod(context.Background(), "n1", running); err != nil {
@@ -561,6 +591,43 @@ func TestCronJobSchedulesJobs(t *testing.T) {
 	settle(t, c)
 	if j := jobsNow(); len(j) != 1 {
 		t.Fatalf("history limit 1: jobs %v", j)
+	}
+}
+
+// reportReady is the agents' part: every scheduled pod is reported Running
+// and Ready (its Ready condition keeps the time it first became so).
+func reportReady(t *testing.T, c *Cluster, st *store.Store, now time.Time) {
+	t.Helper()
+	reportPods(t, c, st, now, func(*store.Pod) bool { return true })
+}
+
+// reportPods renews every node's lease and reports every scheduled pod
+// Running, Ready when ready says so.
+func reportPods(t *testing.T, c *Cluster, st *store.Store, now time.Time, ready func(*store.Pod) bool) {
+	t.Helper()
+	nodes, err := st.Snapshot().Nodes(memdb.NewWatchSet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := c.RenewLease(context.Background(), n.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range podsOf(t, st) {
+		if p.NodeName == "" {
+			continue
+		}
+		r := p.Pod.DeepCopy()
+		status := corev1.ConditionFalse
+		if ready(p) {
+			status = corev1.ConditionTrue
+		}
+		r.Status.Phase = corev1.PodRunning
+		r.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.NewTime(now)}}
+		if err := c.ReportPod(context.Background(), p.NodeName, r); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

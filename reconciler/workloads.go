@@ -259,34 +259,6 @@ func finish(plan *clusterPlan, o *store.Object, st *batchv1.JobStatus, reason, m
 	plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeWarning, Reason: reason, Message: msg})
 }
 
-// deploymentStatus is what a Deployment's pods show.
-func deploymentStatus(plan *clusterPlan, o *store.Object, rsKey string, podsByOwner map[string][]*store.Pod, deleted map[string]bool) {
-	d := o.Obj.(*appsv1.Deployment)
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	st := &appsv1.DeploymentStatus{}
-	for _, p := range podsByOwner[rsKey] {
-		if deleted[p.Key] {
-			continue
-		}
-		st.Replicas++
-		st.UpdatedReplicas++
-		if podReady(p.Pod) {
-			st.ReadyReplicas++
-			st.AvailableReplicas++
-		}
-	}
-	st.UnavailableReplicas = max(want-st.AvailableReplicas, 0)
-	avail := corev1.ConditionFalse
-	if st.AvailableReplicas >= want {
-		avail = corev1.ConditionTrue
-	}
-	st.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: avail}}
-	plan.setStatus(o, st)
-}
-
 // statefulSets gives each StatefulSet pods with stable names
 // (<name>-<ordinal>), created in order, each once the one before is Ready
 // (OrderedReady, the default) or all at once (Parallel), and removed from
