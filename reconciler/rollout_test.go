@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	memdb "github.com/hashicorp/go-memdb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -588,6 +589,222 @@ func TestFenceposts(t *testing.T) {
 		if s, u := maxSurge(d), maxUnavailable(d); s != tc.wantSurge || u != tc.wantUnavail {
 			t.Errorf("%d replicas, surge %v, unavailable %v, recreate %v: got %d and %d, want %d and %d",
 				tc.replicas, tc.surge, tc.unavailable, tc.recreate, s, u, tc.wantSurge, tc.wantUnavail)
+		}
+	}
+}
+
+func agentDaemonSet(image, strategy string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+%s  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: c
+        image: %s
+`, strategy, image)
+}
+
+// TestDaemonSetUpdateStrategies rolls a DaemonSet on four nodes from v1 to
+// v2, the agents reporting pods Ready between passes, and checks at every
+// pass how many nodes lack an available pod and how many pods there are.
+func TestDaemonSetUpdateStrategies(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		strategy        string
+		maxDown, maxPod int // nodes without an available pod; pods in all
+	}{
+		{name: "default", maxDown: 1, maxPod: 4},
+		{name: "maxUnavailable 50%", strategy: "  updateStrategy:\n    rollingUpdate: {maxUnavailable: 50%}\n", maxDown: 2, maxPod: 4},
+		{name: "maxSurge", strategy: "  updateStrategy:\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n", maxDown: 0, maxPod: 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, a, st, clk := clusterFixture(t)
+			for i := range 4 {
+				register(t, c, fmt.Sprintf("n%d", i))
+			}
+			if _, err := a.Apply(revision("v1", map[string]string{"ds.yaml": agentDaemonSet("agent:v1", tc.strategy)}), clk.t); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				settle(t, c)
+				reportReady(t, c, st, clk.t)
+			}
+			if _, err := a.Apply(revision("v2", map[string]string{"ds.yaml": agentDaemonSet("agent:v2", tc.strategy)}), clk.t); err != nil {
+				t.Fatal(err)
+			}
+			sawDown, sawPods := 0, 0
+			for i := 0; ; i++ {
+				if i == 40 {
+					t.Fatalf("not rolled out after 40 passes: %v", images(t, st))
+				}
+				pass(t, c)
+				up := map[string]bool{}
+				for _, p := range podsOf(t, st) {
+					if podAvailable(p.Pod, 0, clk.t) {
+						up[p.NodeName] = true
+					}
+				}
+				down, pods := 4-len(up), len(podsOf(t, st))
+				if down > tc.maxDown || pods > tc.maxPod {
+					t.Fatalf("pass %d: %d nodes without an available pod, %d pods; want at most %d and %d", i, down, pods, tc.maxDown, tc.maxPod)
+				}
+				sawDown, sawPods = max(sawDown, down), max(sawPods, pods)
+				reportReady(t, c, st, clk.t)
+				clk.t = clk.t.Add(time.Second)
+				if got := images(t, st); got["agent:v2"] == 4 && len(got) == 1 {
+					break
+				}
+			}
+			if sawDown != tc.maxDown || sawPods != tc.maxPod {
+				t.Errorf("the update reached %d nodes down and %d pods, want exactly %d and %d", sawDown, sawPods, tc.maxDown, tc.maxPod)
+			}
+			settle(t, c)
+			o, _ := st.Snapshot().Object(memdb.NewWatchSet(), "DaemonSet/default/agent")
+			s := o.Status.(*appsv1.DaemonSetStatus)
+			if s.DesiredNumberScheduled != 4 || s.UpdatedNumberScheduled != 4 || s.NumberAvailable != 4 || s.NumberUnavailable != 0 || s.ObservedGeneration != 1 {
+				t.Errorf("status %+v", s)
+			}
+		})
+	}
+	t.Run("OnDelete", func(t *testing.T) {
+		strategy := "  updateStrategy: {type: OnDelete}\n"
+		c, a, st, clk := clusterFixture(t)
+		register(t, c, "n1")
+		register(t, c, "n2")
+		if _, err := a.Apply(revision("v1", map[string]string{"ds.yaml": agentDaemonSet("agent:v1", strategy)}), clk.t); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, c)
+		reportReady(t, c, st, clk.t)
+		if _, err := a.Apply(revision("v2", map[string]string{"ds.yaml": agentDaemonSet("agent:v2", strategy)}), clk.t); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, c)
+		if got := images(t, st); got["agent:v1"] != 2 {
+			t.Fatalf("OnDelete replaced pods by itself: %v", got)
+		}
+		// A pod that ends is replaced from the new template.
+		setPhase(t, st, podsOf(t, st)[0].Key, corev1.PodFailed)
+		settle(t, c)
+		if got := images(t, st); got["agent:v1"] != 1 || got["agent:v2"] != 1 {
+			t.Errorf("after one pod ended: %v, want one of each", got)
+		}
+		o, _ := st.Snapshot().Object(memdb.NewWatchSet(), "DaemonSet/default/agent")
+		if s := o.Status.(*appsv1.DaemonSetStatus); s.UpdatedNumberScheduled != 1 || s.DesiredNumberScheduled != 2 {
+			t.Errorf("status %+v", s)
+		}
+	})
+}
+
+// TestStatefulSetUpdateStrategies: RollingUpdate replaces one pod at a
+// time from the highest ordinal, each once the one above is Ready, down to
+// the partition; OnDelete replaces none by itself.
+func TestStatefulSetUpdateStrategies(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		strategy  string
+		wantOrder []string // pods in the order they get the new template
+		wantOld   []string // pods left at the old one
+	}{
+		{name: "RollingUpdate", wantOrder: []string{"db-2", "db-1", "db-0"}},
+		{name: "partition", strategy: "  updateStrategy:\n    rollingUpdate: {partition: 1}\n", wantOrder: []string{"db-2", "db-1"}, wantOld: []string{"db-0"}},
+		{name: "OnDelete", strategy: "  updateStrategy: {type: OnDelete}\n", wantOld: []string{"db-0", "db-1", "db-2"}},
+		{name: "Parallel", strategy: "  podManagementPolicy: Parallel\n", wantOrder: []string{"db-2", "db-1", "db-0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, a, st, clk := clusterFixture(t)
+			register(t, c, "n1")
+			manifest := func(image string) string {
+				return strings.Replace(strings.Replace(statefulSet, "db:v1", image, 1), "  serviceName: db\n", "  serviceName: db\n"+tc.strategy, 1)
+			}
+			if _, err := a.Apply(revision("v1", map[string]string{"ss.yaml": manifest("db:v1")}), clk.t); err != nil {
+				t.Fatal(err)
+			}
+			for range 4 {
+				settle(t, c)
+				reportReady(t, c, st, clk.t)
+			}
+			if got := images(t, st); got["db:v1"] != 3 {
+				t.Fatalf("fixture: %v", got)
+			}
+			if _, err := a.Apply(revision("v2", map[string]string{"ss.yaml": manifest("db:v2")}), clk.t); err != nil {
+				t.Fatal(err)
+			}
+			var order []string
+			for i := range 20 {
+				pass(t, c)
+				notReady := 0
+				for _, p := range podsOf(t, st) {
+					if !podReady(p.Pod) {
+						notReady++
+					}
+					if p.Pod.Spec.Containers[0].Image == "db:v2" && !slices.Contains(order, p.Name) {
+						order = append(order, p.Name)
+					}
+				}
+				if down := 3 - len(podsOf(t, st)) + notReady; down > 1 {
+					t.Fatalf("pass %d: %d pods down at once", i, down)
+				}
+				reportReady(t, c, st, clk.t)
+				clk.t = clk.t.Add(time.Second)
+			}
+			if !cmp.Equal(order, tc.wantOrder, cmpopts.EquateEmpty()) {
+				t.Errorf("pods updated in the order %v, want %v", order, tc.wantOrder)
+			}
+			var old []string
+			for _, p := range podsOf(t, st) {
+				if p.Pod.Spec.Containers[0].Image == "db:v1" {
+					old = append(old, p.Name)
+				}
+			}
+			if !cmp.Equal(old, tc.wantOld, cmpopts.EquateEmpty()) {
+				t.Errorf("pods left at v1 %v, want %v", old, tc.wantOld)
+			}
+			o, _ := st.Snapshot().Object(memdb.NewWatchSet(), "StatefulSet/default/db")
+			s := o.Status.(*appsv1.StatefulSetStatus)
+			if int(s.UpdatedReplicas) != len(tc.wantOrder) || s.ReadyReplicas != 3 || s.ObservedGeneration != 1 ||
+				(len(tc.wantOld) == 0) != (s.CurrentRevision == s.UpdateRevision) || int(s.CurrentReplicas) != max(len(tc.wantOld), 3*btoi(len(tc.wantOld) == 0)) {
+				t.Errorf("status %+v", s)
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestDaemonSetFenceposts(t *testing.T) {
+	pct := func(s string) *intstr.IntOrString { v := intstr.FromString(s); return &v }
+	num := func(n int) *intstr.IntOrString { v := intstr.FromInt32(int32(n)); return &v }
+	for _, tc := range []struct {
+		desired                int32
+		surge, unavailable     *intstr.IntOrString
+		wantSurge, wantUnavail int32
+	}{
+		{desired: 5, wantSurge: 0, wantUnavail: 1},
+		{desired: 5, unavailable: pct("30%"), wantSurge: 0, wantUnavail: 2}, // DaemonSets round up
+		{desired: 5, surge: pct("10%"), unavailable: num(0), wantSurge: 1, wantUnavail: 0},
+		{desired: 5, surge: num(0), unavailable: num(0), wantSurge: 0, wantUnavail: 1},
+		{desired: 0, wantSurge: 0, wantUnavail: 1},
+	} {
+		ds := &appsv1.DaemonSet{}
+		if tc.surge != nil || tc.unavailable != nil {
+			ds.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateDaemonSet{MaxSurge: tc.surge, MaxUnavailable: tc.unavailable}
+		}
+		if s, u := daemonSetFenceposts(ds, tc.desired); s != tc.wantSurge || u != tc.wantUnavail {
+			t.Errorf("DaemonSet on %d nodes, surge %v, unavailable %v: got %d and %d, want %d and %d",
+				tc.desired, tc.surge, tc.unavailable, s, u, tc.wantSurge, tc.wantUnavail)
 		}
 	}
 }
