@@ -43,7 +43,6 @@ const (
 	revisionHistoryAnnotation = "deployment.kubernetes.io/revision-history"
 	desiredReplicasAnnotation = "deployment.kubernetes.io/desired-replicas"
 	maxReplicasAnnotation     = "deployment.kubernetes.io/max-replicas"
-	changeCauseAnnotation     = "kubernetes.io/change-cause"
 	// rolloutStatusAnnotation holds, on a Deployment's ReplicaSet of the
 	// newest revision, the Deployment's last status as JSON.
 	rolloutStatusAnnotation = "keelson.dev/deployment-status"
@@ -996,8 +995,8 @@ func (x *deploymentRollout) syncRolloutStatus() {
 			setDeploymentCondition(&st, c)
 		case x.timedOut(&st):
 			if c := deploymentCondition(&st, appsv1.DeploymentProgressing); c.Reason != reasonTimedOut {
-				x.event(corev1.EventTypeWarning, reasonTimedOut, fmt.Sprintf("Deployment %s: %s (no progress for %ds); its old pods keep serving",
-					x.d.Name, msg("has timed out progressing"), progressDeadline(x.d)))
+				x.event(corev1.EventTypeWarning, reasonTimedOut, fmt.Sprintf("%s No progress for %ds (progressDeadlineSeconds): the rollout goes no further and the old pods keep serving.",
+					msg("has timed out progressing"), progressDeadline(x.d)))
 			}
 			setDeploymentCondition(&st, newDeploymentCondition(appsv1.DeploymentProgressing, corev1.ConditionFalse, reasonTimedOut, msg("has timed out progressing"), x.now))
 		}

@@ -319,7 +319,7 @@ func TestBrokenRolloutHaltsAtDeadline(t *testing.T) {
 	if got := images(t, st); got["web:v1"] != 8 || got["web:broken"] != 5 {
 		t.Errorf("pods %v, want 8 old serving and 5 new", got)
 	}
-	if w := eventsOf(t, st, "Deployment/default/web", reasonTimedOut); len(w) != 1 {
+	if w := eventsOf(t, st, "Deployment/default/web", reasonTimedOut); len(w) != 1 || !strings.Contains(w[0], "the old pods keep serving") {
 		t.Errorf("deadline warnings %q, want one", w)
 	}
 	if c := deploymentCondition(s, appsv1.DeploymentAvailable); c == nil || c.Status != corev1.ConditionTrue {
@@ -373,6 +373,38 @@ func TestUnhealthyOldPodsGoFirst(t *testing.T) {
 	}
 	if n := available(t, st, 0, clk.t); n != 8 {
 		t.Errorf("%d available after cleaning up unready pods, want all 8 old ones", n)
+	}
+}
+
+// TestPausedDeployment: a paused Deployment starts no rollout (its time
+// paused does not count against the deadline) and still scales; resumed,
+// it rolls out.
+func TestPausedDeployment(t *testing.T) {
+	spec := "  progressDeadlineSeconds: 30\n"
+	c, a, st, clk := rolloutFixture(t, 3, spec)
+	apply(t, a, clk, "v2", web(4, "web:v2", spec+"  paused: true\n"))
+	for range 5 {
+		pass(t, c)
+		reportReady(t, c, st, clk.t)
+		clk.t = clk.t.Add(20 * time.Second)
+	}
+	if got := images(t, st); got["web:v1"] != 4 || len(got) != 1 {
+		t.Errorf("paused: pods %v, want 4 of v1 (scaled, not rolled)", got)
+	}
+	if _, s := deployment(t, st); progressing(s).Reason != reasonPaused || progressing(s).Status != corev1.ConditionUnknown {
+		t.Errorf("paused: Progressing %+v", progressing(s))
+	}
+	apply(t, a, clk, "v3", web(4, "web:v2", spec))
+	for range 10 {
+		pass(t, c)
+		reportReady(t, c, st, clk.t)
+		clk.t = clk.t.Add(time.Second)
+	}
+	if got := images(t, st); got["web:v2"] != 4 || len(got) != 1 {
+		t.Errorf("resumed: pods %v, want 4 of v2", got)
+	}
+	if _, s := deployment(t, st); progressing(s).Reason != reasonNewRSAvailable {
+		t.Errorf("resumed: Progressing %+v", progressing(s))
 	}
 }
 
