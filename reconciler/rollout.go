@@ -1021,7 +1021,11 @@ func (x *deploymentRollout) timedOut(st *appsv1.DeploymentStatus) bool {
 // Deployment's row, and keeps the status on the ReplicaSet of the newest
 // revision, where it survives a change of the Deployment in Git.
 func (x *deploymentRollout) finish(st appsv1.DeploymentStatus) {
-	if r := x.newest(); r != nil {
+	prev, _ := x.o.Status.(*appsv1.DeploymentStatus)
+	same := prev != nil && cmp.Equal(*prev, st)
+	// The annotation was written with the row's status: unless either
+	// changed, it holds st already.
+	if r := x.newest(); r != nil && (!same || r.dirty || r.rs.Annotations[rolloutStatusAnnotation] == "") {
 		if raw, err := json.Marshal(st); err == nil && r.rs.Annotations[rolloutStatusAnnotation] != string(raw) {
 			r.edit().Annotations[rolloutStatusAnnotation] = string(raw)
 		}
@@ -1031,8 +1035,7 @@ func (x *deploymentRollout) finish(st appsv1.DeploymentStatus) {
 		rev = x.newRS.rs.Annotations[revisionAnnotation]
 	}
 	newRev := rev != "" && x.d.Annotations[revisionAnnotation] != rev
-	prev, _ := x.o.Status.(*appsv1.DeploymentStatus)
-	if !newRev && prev != nil && cmp.Equal(*prev, st) {
+	if !newRev && same {
 		return
 	}
 	c := *x.o
