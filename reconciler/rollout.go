@@ -353,7 +353,13 @@ func orphanedReplicaSets(byKey map[string]*store.Object, podsByOwner map[string]
 // surviving pod is the best witness of its age that remains; the
 // ReplicaSet of the current template then gets the next number, as a new
 // one would. Only the order of revisions matters to the controller (the
-// newest is the current template's; history is pruned oldest first).
+// newest is the current template's; history is pruned oldest first). Old
+// ReplicaSets without pods (history) are not rebuilt: there is nothing to
+// rebuild them from.
+//
+// The Deployment's last status is lost too, and with it the time of its
+// last progress: the progress deadline counts again from the restart
+// (FoundNewReplicaSet), which may fail a stuck rollout late, never early.
 func (x *deploymentRollout) reconstructReplicaSets(groups map[string][]*store.Pod, deleted map[string]bool) {
 	if len(groups) == 0 {
 		return
