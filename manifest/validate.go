@@ -3,6 +3,7 @@ package manifest
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -44,6 +45,12 @@ func validateObject(kind string, obj runtime.Object) field.ErrorList {
 		errs = append(errs, validateDeploymentStrategy(&o.Spec.Strategy, spec.Child("strategy"))...)
 		errs = append(errs, nonNegative32(o.Spec.RevisionHistoryLimit, spec.Child("revisionHistoryLimit"))...)
 		errs = append(errs, apivalidation.ValidateNonnegativeField(int64(o.Spec.MinReadySeconds), spec.Child("minReadySeconds"))...)
+		if d := o.Spec.ProgressDeadlineSeconds; d != nil {
+			errs = append(errs, nonNegative32(d, spec.Child("progressDeadlineSeconds"))...)
+			if *d >= 0 && *d <= o.Spec.MinReadySeconds {
+				errs = append(errs, field.Invalid(spec.Child("progressDeadlineSeconds"), *d, "must be greater than minReadySeconds"))
+			}
+		}
 	case *appsv1.ReplicaSet:
 		errs = validateMeta(&o.ObjectMeta, apivalidation.NameIsDNSSubdomain, meta)
 		spec := field.NewPath("spec")
@@ -58,6 +65,8 @@ func validateObject(kind string, obj runtime.Object) field.ErrorList {
 		if t := o.Spec.UpdateStrategy.Type; t != "" && t != appsv1.RollingUpdateDaemonSetStrategyType && t != appsv1.OnDeleteDaemonSetStrategyType {
 			errs = append(errs, field.NotSupported(spec.Child("updateStrategy", "type"), t, []string{"RollingUpdate", "OnDelete"}))
 		}
+		errs = append(errs, validateDaemonSetRollingUpdate(o.Spec.UpdateStrategy.RollingUpdate, spec.Child("updateStrategy", "rollingUpdate"))...)
+		errs = append(errs, apivalidation.ValidateNonnegativeField(int64(o.Spec.MinReadySeconds), spec.Child("minReadySeconds"))...)
 	case *appsv1.StatefulSet:
 		errs = validateMeta(&o.ObjectMeta, apivalidation.NameIsDNSSubdomain, meta)
 		spec := field.NewPath("spec")
@@ -67,6 +76,7 @@ func validateObject(kind string, obj runtime.Object) field.ErrorList {
 		if p := o.Spec.PodManagementPolicy; p != "" && p != appsv1.OrderedReadyPodManagement && p != appsv1.ParallelPodManagement {
 			errs = append(errs, field.NotSupported(spec.Child("podManagementPolicy"), p, []string{"OrderedReady", "Parallel"}))
 		}
+		errs = append(errs, validateStatefulSetStrategy(&o.Spec.UpdateStrategy, spec.Child("updateStrategy"))...)
 		for i := range o.Spec.VolumeClaimTemplates {
 			p := spec.Child("volumeClaimTemplates").Index(i)
 			errs = append(errs, validateMeta(&o.Spec.VolumeClaimTemplates[i].ObjectMeta, apivalidation.NameIsDNSLabel, p.Child("metadata"))...)
@@ -305,6 +315,8 @@ func validateDeploymentStrategy(s *appsv1.DeploymentStrategy, p *field.Path) fie
 		rp := p.Child("rollingUpdate")
 		errs = append(errs, validateIntOrPercent(ru.MaxUnavailable, rp.Child("maxUnavailable"))...)
 		errs = append(errs, validateIntOrPercent(ru.MaxSurge, rp.Child("maxSurge"))...)
+		errs = append(errs, notOver100Percent(ru.MaxUnavailable, rp.Child("maxUnavailable"))...)
+		// An unset field defaults to 25%: both are zero only when both are set.
 		if isZero(ru.MaxUnavailable) && isZero(ru.MaxSurge) && ru.MaxUnavailable != nil && ru.MaxSurge != nil {
 			errs = append(errs, field.Invalid(rp.Child("maxUnavailable"), ru.MaxUnavailable.String(), "may not be 0 when `maxSurge` is 0"))
 		}
@@ -312,6 +324,49 @@ func validateDeploymentStrategy(s *appsv1.DeploymentStrategy, p *field.Path) fie
 	return errs
 }
 
+// validateDaemonSetRollingUpdate checks a DaemonSet's rollingUpdate as
+// Kubernetes does after its defaults (maxUnavailable 1, maxSurge 0): exactly
+// one of the two is not zero.
+func validateDaemonSetRollingUpdate(ru *appsv1.RollingUpdateDaemonSet, p *field.Path) field.ErrorList {
+	if ru == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	errs = append(errs, validateIntOrPercent(ru.MaxUnavailable, p.Child("maxUnavailable"))...)
+	errs = append(errs, validateIntOrPercent(ru.MaxSurge, p.Child("maxSurge"))...)
+	errs = append(errs, notOver100Percent(ru.MaxUnavailable, p.Child("maxUnavailable"))...)
+	hasUnavailable := ru.MaxUnavailable == nil || !isZero(ru.MaxUnavailable)
+	hasSurge := !isZero(ru.MaxSurge)
+	switch {
+	case hasUnavailable && hasSurge:
+		errs = append(errs, field.Invalid(p.Child("maxSurge"), ru.MaxSurge.String(), "may not be set when maxUnavailable is non-zero (maxUnavailable defaults to 1: set it to 0 to surge)"))
+	case !hasUnavailable && !hasSurge:
+		errs = append(errs, field.Required(p.Child("maxUnavailable"), "cannot be 0 when maxSurge is 0"))
+	}
+	return errs
+}
+
+func validateStatefulSetStrategy(s *appsv1.StatefulSetUpdateStrategy, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	switch s.Type {
+	case "", appsv1.RollingUpdateStatefulSetStrategyType:
+	case appsv1.OnDeleteStatefulSetStrategyType:
+		if s.RollingUpdate != nil {
+			errs = append(errs, field.Forbidden(p.Child("rollingUpdate"), "only allowed for updateStrategy 'RollingUpdate'"))
+		}
+	default:
+		errs = append(errs, field.NotSupported(p.Child("type"), s.Type, []string{"RollingUpdate", "OnDelete"}))
+	}
+	if ru := s.RollingUpdate; ru != nil {
+		// maxUnavailable (Kubernetes' MaxUnavailableStatefulSet feature)
+		// is ignored, as by an API server without the feature: one pod at
+		// a time.
+		errs = append(errs, nonNegative32(ru.Partition, p.Child("rollingUpdate", "partition"))...)
+	}
+	return errs
+}
+
+// isZero reports whether an int-or-percent is 0 (nil is).
 func isZero(v *intstr.IntOrString) bool {
 	if v == nil {
 		return true
@@ -319,7 +374,19 @@ func isZero(v *intstr.IntOrString) bool {
 	if v.Type == intstr.Int {
 		return v.IntVal == 0
 	}
-	return v.StrVal == "0%" || v.StrVal == "0"
+	n, err := strconv.Atoi(strings.TrimSuffix(v.StrVal, "%"))
+	return err == nil && n == 0
+}
+
+// notOver100Percent refuses a percentage above 100%.
+func notOver100Percent(v *intstr.IntOrString, p *field.Path) field.ErrorList {
+	if v == nil || v.Type != intstr.String {
+		return nil
+	}
+	if n, err := strconv.Atoi(strings.TrimSuffix(v.StrVal, "%")); err == nil && strings.HasSuffix(v.StrVal, "%") && n > 100 {
+		return field.ErrorList{field.Invalid(p, v.StrVal, "must not be greater than 100%")}
+	}
+	return nil
 }
 
 func validateIntOrPercent(v *intstr.IntOrString, p *field.Path) field.ErrorList {

@@ -251,7 +251,7 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		pod.Status = reported.Status
 		p.Pod = &pod
 		if p.Pod.Status.Conditions != nil {
-			p.Pod.Status.Conditions = mergeScheduled(p.Pod.Status.Conditions, cur.Pod.Status.Conditions)
+			p.Pod.Status.Conditions = keepTransitionTimes(mergeScheduled(p.Pod.Status.Conditions, cur.Pod.Status.Conditions), cur.Pod.Status.Conditions, c.now())
 		}
 		p.Phase = string(reported.Status.Phase)
 		if err := txn.UpsertPod(&p); err != nil {
@@ -262,11 +262,17 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		if owner == "" {
 			owner = "Pod/" + key
 		}
-		if _, oerr := snap.Object(memdb.NewWatchSet(), owner); oerr != nil && c.warm(snap, memdb.NewWatchSet()) {
+		o, oerr := snap.Object(memdb.NewWatchSet(), owner)
+		if warm := c.warm(snap, memdb.NewWatchSet()); warm && oerr != nil {
 			return fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner)
+		} else if warm {
+			if err := wantsPod(snap, o); err != nil {
+				return fmt.Errorf("pod %s on node %s: %w: stop it", key, node, err)
+			}
 		}
 		p := reported.DeepCopy()
 		p.Spec.NodeName = node
+		p.Status.Conditions = keepTransitionTimes(p.Status.Conditions, nil, c.now())
 		ownerKey := owner
 		if owner == "Pod/"+key {
 			ownerKey = ""
@@ -291,6 +297,52 @@ func mergeScheduled(reported, cur []corev1.PodCondition) []corev1.PodCondition {
 	for _, c := range cur {
 		if c.Type == corev1.PodScheduled {
 			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// wantsPod says why a warm controller's ReplicaSet o does not want one more
+// pod: it has its replicas already. Such a report is of a pod the
+// controller deleted (scaled down) that its agent reported once more before
+// it learned so; adopting it would undo the scale-down. Other owners are
+// not asked (nil).
+func wantsPod(snap *store.Snapshot, o *store.Object) error {
+	rs, ok := o.Obj.(*appsv1.ReplicaSet)
+	if !ok {
+		return nil
+	}
+	ps, err := snap.Pods(memdb.NewWatchSet(), store.PodQuery{Namespace: o.Namespace, OwnerKey: o.Key})
+	if err != nil {
+		return err
+	}
+	if n := int32Or(rs.Spec.Replicas, 1); int32(len(ps)) >= n {
+		return fmt.Errorf("ReplicaSet %s has its %d replicas", o.Name, n)
+	}
+	return nil
+}
+
+// keepTransitionTimes gives the reported conditions the lastTransitionTime
+// they had (in cur) when their status did not change (unless the report's
+// is earlier), and the time of the report when they carry none, so that
+// "Ready since" means what it says however often an agent reports:
+// minReadySeconds counts from it.
+func keepTransitionTimes(reported, cur []corev1.PodCondition, now time.Time) []corev1.PodCondition {
+	if len(reported) == 0 {
+		return reported
+	}
+	out := make([]corev1.PodCondition, len(reported))
+	copy(out, reported)
+	for i := range out {
+		c := &out[i]
+		for _, old := range cur {
+			if old.Type == c.Type && old.Status == c.Status && !old.LastTransitionTime.IsZero() &&
+				(c.LastTransitionTime.IsZero() || old.LastTransitionTime.Before(&c.LastTransitionTime)) {
+				c.LastTransitionTime = old.LastTransitionTime
+			}
+		}
+		if c.LastTransitionTime.IsZero() {
+			c.LastTransitionTime = metav1.NewTime(now)
 		}
 	}
 	return out
@@ -446,8 +498,10 @@ func (p *clusterPlan) deletedPods() map[string]bool {
 
 // computeCluster is the controllers and the scheduler as one pure function
 // of a snapshot and the time.
-// Before the controller is warm (see Cluster.warm), it makes ReplicaSets and
-// keeps node leases but neither creates nor deletes pods.
+// Before the controller is warm (see Cluster.warm), it keeps node leases but
+// neither creates nor deletes pods, and leaves Deployments' ReplicaSets
+// alone (the first warm pass rebuilds those a restart lost from the
+// adopted pods).
 func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node, now time.Time, cfg ClusterConfig, warm bool) *clusterPlan {
 	plan := &clusterPlan{}
 	defer func() {
@@ -500,38 +554,12 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 	}
 
-	// Deployments own ReplicaSets named by their template's hash.
-	wantRS := map[string]*store.Object{}
-	for _, o := range objs {
-		d, ok := o.Obj.(*appsv1.Deployment)
-		if !ok {
-			continue
-		}
-		rs := replicaSetFor(d, o)
-		wantRS[rs.Key] = rs
-		if cur, ok := byKey[rs.Key]; !ok || cur.Hash != rs.Hash {
-			plan.upsertObjects = append(plan.upsertObjects, rs)
-		}
-	}
-	// ReplicaSets of a Deployment that no longer wants them go.
-	var rsList []*store.Object
-	for _, o := range objs {
-		if _, ok := o.Obj.(*appsv1.ReplicaSet); !ok {
-			continue
-		}
-		if o.OwnerKey != "" && wantRS[o.Key] == nil {
-			plan.deleteObjects = append(plan.deleteObjects, o.Key)
-			for _, p := range podsByOwner[o.Key] {
-				deletePod(p, "its ReplicaSet "+o.Name+" was replaced")
-			}
-			continue
-		}
-		rsList = append(rsList, o)
-	}
-	for _, rs := range wantRS {
-		if byKey[rs.Key] == nil {
-			rsList = append(rsList, rs)
-		}
+	// Deployments own ReplicaSets named by their template's hash, and roll
+	// from one to the next (rollout.go).
+	rsList := deployments(plan, objs, byKey, podsByOwner, deleted, deletePod, now, warm)
+	running := make(map[string]bool, len(rsList))
+	for _, o := range rsList {
+		running[o.Key] = true
 	}
 
 	// ReplicaSets → pods.
@@ -557,16 +585,11 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		case len(live) > want:
 			sortForDeletion(live)
 			for _, p := range live[:len(live)-want] {
-				deletePod(p, "scaled down")
+				deletePod(p, fmt.Sprintf("its ReplicaSet %s was scaled down to %d", o.Name, want))
 			}
 		}
 	}
 
-	for _, o := range objs {
-		if d, ok := o.Obj.(*appsv1.Deployment); ok {
-			deploymentStatus(plan, o, "ReplicaSet/"+o.Namespace+"/"+replicaSetName(d), podsByOwner, deleted)
-		}
-	}
 	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now)
 	statefulSets(plan, objs, podsByOwner, deleted, deletePod, now)
 	cronJobs(plan, objs, byKey, now)
@@ -619,7 +642,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 			}
 			continue
 		}
-		if byKey[p.OwnerKey] == nil && wantRS[p.OwnerKey] == nil && !deleted[p.Key] {
+		if byKey[p.OwnerKey] == nil && !running[p.OwnerKey] && !deleted[p.Key] {
 			deletePod(p, "its owner "+p.OwnerKey+" is gone")
 		}
 	}
@@ -643,32 +666,39 @@ func templateHash(d *appsv1.Deployment) string {
 
 func replicaSetName(d *appsv1.Deployment) string { return d.Name + "-" + templateHash(d) }
 
-// replicaSetFor is the ReplicaSet a Deployment wants for its current template.
-func replicaSetFor(d *appsv1.Deployment, o *store.Object) *store.Object {
-	hash := templateHash(d)
+// replicaSetFor is a new ReplicaSet of d for its current template (whose
+// hash is hash), made at created, with no replicas yet.
+func replicaSetFor(d *appsv1.Deployment, o *store.Object, hash string, created time.Time) *store.Object {
+	tmpl := *d.Spec.Template.DeepCopy()
+	tmpl.Labels = withLabel(d.Spec.Template.Labels, podTemplateHashLabel, hash)
+	return newReplicaSetObject(d, o, hash, tmpl, created)
+}
+
+// newReplicaSetObject is the row of a ReplicaSet of d (row o) with the pod
+// template tmpl, whose pods carry the pod-template-hash label hash.
+func newReplicaSetObject(d *appsv1.Deployment, o *store.Object, hash string, tmpl corev1.PodTemplateSpec, created time.Time) *store.Object {
+	zero := int32(0)
 	rs := &appsv1.ReplicaSet{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "ReplicaSet"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: d.Name + "-" + hash, Namespace: d.Namespace,
-			Labels:          withLabel(d.Spec.Template.Labels, podTemplateHashLabel, hash),
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: ptrTrue()}},
+			Labels:            withLabel(d.Spec.Template.Labels, podTemplateHashLabel, hash),
+			Annotations:       map[string]string{},
+			CreationTimestamp: metav1.NewTime(created),
+			OwnerReferences:   []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: ptrTrue()}},
 		},
-		Spec: appsv1.ReplicaSetSpec{Replicas: d.Spec.Replicas, Template: *d.Spec.Template.DeepCopy()},
+		Spec: appsv1.ReplicaSetSpec{Replicas: &zero, Template: tmpl},
 	}
-	rs.Spec.Template.Labels = withLabel(d.Spec.Template.Labels, podTemplateHashLabel, hash)
 	sel := d.Spec.Selector.DeepCopy()
 	if sel == nil {
 		sel = &metav1.LabelSelector{}
 	}
 	sel.MatchLabels = withLabel(sel.MatchLabels, podTemplateHashLabel, hash)
 	rs.Spec.Selector = sel
-	rb, _ := json.Marshal(rs)
-	rh := fnv.New64a()
-	rh.Write(rb)
 	return &store.Object{
 		Key: "ReplicaSet/" + d.Namespace + "/" + rs.Name, APIVersion: "apps/v1", Kind: "ReplicaSet",
 		Namespace: d.Namespace, Name: rs.Name, Labels: rs.Labels, OwnerKey: o.Key, Obj: rs,
-		File: o.File, Line: o.Line, Hash: fmt.Sprintf("%x", rh.Sum64()), Revision: o.Revision,
+		File: o.File, Line: o.Line, Hash: hash, Revision: o.Revision,
 	}
 }
 
@@ -683,26 +713,70 @@ func withLabel(m map[string]string, k, v string) map[string]string {
 
 func ptrTrue() *bool { t := true; return &t }
 
-// sortForDeletion orders pods as Kubernetes deletes them when scaling
-// down: unscheduled first, then not ready, then the newest.
+// sortForDeletion orders pods as Kubernetes' ReplicaSet controller deletes
+// them when scaling down: unscheduled before scheduled; Pending, then
+// Unknown, then Running; not ready before ready; ready for less time before
+// ready for longer (so a pod not yet available for minReadySeconds goes
+// before an available one); more container restarts first; newest first.
 func sortForDeletion(ps []*store.Pod) {
-	rank := func(p *store.Pod) int {
-		switch {
-		case p.NodeName == "":
-			return 0
-		case !podReady(p.Pod):
+	phase := func(p *store.Pod) int {
+		switch corev1.PodPhase(p.Phase) {
+		case corev1.PodUnknown:
 			return 1
-		default:
+		case corev1.PodRunning:
 			return 2
 		}
+		return 0
+	}
+	// earlier reports whether a goes first by time: a zero time first, then
+	// the later one.
+	earlier := func(a, b time.Time) bool {
+		if a.IsZero() || b.IsZero() {
+			return a.IsZero() && !b.IsZero()
+		}
+		return a.After(b)
 	}
 	sort.SliceStable(ps, func(i, j int) bool {
-		ri, rj := rank(ps[i]), rank(ps[j])
-		if ri != rj {
-			return ri < rj
+		a, b := ps[i], ps[j]
+		if (a.NodeName == "") != (b.NodeName == "") {
+			return a.NodeName == ""
 		}
-		return ps[i].Pod.CreationTimestamp.After(ps[j].Pod.CreationTimestamp.Time)
+		if pa, pb := phase(a), phase(b); pa != pb {
+			return pa < pb
+		}
+		ra, rb := podReady(a.Pod), podReady(b.Pod)
+		if ra != rb {
+			return !ra
+		}
+		if ra {
+			if ta, tb := readySince(a.Pod), readySince(b.Pod); !ta.Equal(tb) {
+				return earlier(ta, tb)
+			}
+		}
+		if ca, cb := maxRestarts(a.Pod), maxRestarts(b.Pod); ca != cb {
+			return ca > cb
+		}
+		ta, tb := a.Pod.CreationTimestamp.Time, b.Pod.CreationTimestamp.Time
+		return !ta.Equal(tb) && earlier(ta, tb)
 	})
+}
+
+// readySince is when p's Ready condition last changed.
+func readySince(p *corev1.Pod) time.Time {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return time.Time{}
+}
+
+func maxRestarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, c := range p.Status.ContainerStatuses {
+		n = max(n, c.RestartCount)
+	}
+	return n
 }
 
 func podReady(p *corev1.Pod) bool {

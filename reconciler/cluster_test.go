@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	memdb "github.com/hashicorp/go-memdb"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -127,11 +128,15 @@ func TestDeploymentToScheduledPods(t *testing.T) {
 		t.Fatalf("after scaling to 1: %d pods", len(ps))
 	}
 
-	// A new template makes a new ReplicaSet; the old one and its pods go.
+	// A new template rolls out to a new ReplicaSet as the pods become
+	// available; the old ReplicaSet stays, scaled to zero.
 	if _, err := a.Apply(revision("c3", map[string]string{"web.yaml": strings.Replace(deploy3, "web:v1", "web:v2", 1)}), clk.t); err != nil {
 		t.Fatal(err)
 	}
-	settle(t, c)
+	for range 10 {
+		settle(t, c)
+		reportReady(t, c, st, clk.t)
+	}
 	ps = podsOf(t, st)
 	if len(ps) != 3 {
 		t.Fatalf("after a new template: %d pods", len(ps))
@@ -142,8 +147,8 @@ func TestDeploymentToScheduledPods(t *testing.T) {
 		}
 	}
 	rss, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "ReplicaSet"})
-	if len(rss) != 1 {
-		t.Errorf("%d ReplicaSets, want 1", len(rss))
+	if len(rss) != 2 {
+		t.Errorf("%d ReplicaSets, want 2 (the old one at zero)", len(rss))
 	}
 
 	// n2 stops renewing its lease: NotReady at 40 s, its pods replaced after 60 s more.
@@ -205,11 +210,17 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 		t.Errorf("unschedulable pod: node %q condition %+v", ps[0].NodeName, cond)
 	}
 
-	// A node reports a pod the controller does not know (it restarted):
-	// adopted when its owner wants it, refused otherwise.
+	// A node reports a pod the controller does not know: adopted when its
+	// owner wants one more (here after one of its pods went), refused when
+	// it has its replicas (a pod it deleted, reported once more) or no
+	// owner wants it.
 	p := ps[0].Pod.DeepCopy()
 	p.Name = "web-adopted"
 	p.Status.Phase = corev1.PodRunning
+	if err := c.ReportPod(context.Background(), "small", p); err == nil || !strings.Contains(err.Error(), "has its 3 replicas") {
+		t.Errorf("a ReplicaSet with its replicas adopted a reported pod: %v", err)
+	}
+	deletePodRow(t, st, ps[1].Key)
 	if err := c.ReportPod(context.Background(), "small", p); err != nil {
 		t.Errorf("adoption refused: %v", err)
 	}
@@ -218,6 +229,18 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 	stray.OwnerReferences[0].Name = "nobody"
 	if err := c.ReportPod(context.Background(), "small", stray); err == nil || !strings.Contains(err.Error(), "no owner") {
 		t.Errorf("stray pod: %v", err)
+	}
+}
+
+func deletePodRow(t *testing.T, st *store.Store, key string) {
+	t.Helper()
+	txn := st.Write()
+	defer txn.Abort()
+	if err := txn.DeletePod(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -236,14 +259,22 @@ func TestRestartedControllerWaitsForReports(t *testing.T) {
 	if ps := podsOf(t, st); len(ps) != 0 {
 		t.Fatalf("during the start-up grace the controller made %d pods", len(ps))
 	}
+	// Nor ReplicaSets: their replicas are rollout state, which the first
+	// pass after the grace rebuilds from the pods the agents report.
 	rss, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "ReplicaSet"})
-	if len(rss) != 1 {
-		t.Fatalf("%d ReplicaSets during the grace, want 1", len(rss))
+	if len(rss) != 0 {
+		t.Fatalf("%d ReplicaSets during the grace, want none", len(rss))
 	}
+	d, err := st.Snapshot().Object(memdb.NewWatchSet(), "Deployment/default/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsName := replicaSetName(d.Obj.(*appsv1.Deployment))
 	// The agent reports the pod it still runs from before the restart.
 	running := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: rss[0].Name + "-x1", Namespace: "default", UID: "u1",
-			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: rss[0].Name, Controller: ptrTrue()}}},
+		ObjectMeta: metav1.ObjectMeta{Name: rsName + "-x1", Namespace: "default", UID: "u1",
+			Labels:          map[string]string{"app": "web", podTemplateHashLabel: strings.TrimPrefix(rsName, "web-")},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: rsName, Controller: ptrTrue()}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
 	}
 	if err := c.ReportPod(context.Background(), "n1", running); err != nil {
@@ -560,5 +591,113 @@ func TestCronJobSchedulesJobs(t *testing.T) {
 	settle(t, c)
 	if j := jobsNow(); len(j) != 1 {
 		t.Fatalf("history limit 1: jobs %v", j)
+	}
+}
+
+// reportReady is the agents' part: every scheduled pod is reported Running
+// and Ready (its Ready condition keeps the time it first became so).
+func reportReady(t *testing.T, c *Cluster, st *store.Store, now time.Time) {
+	t.Helper()
+	reportPods(t, c, st, now, func(*store.Pod) bool { return true })
+}
+
+// reportPods renews every node's lease and reports every scheduled pod
+// Running, Ready when ready says so.
+func reportPods(t *testing.T, c *Cluster, st *store.Store, now time.Time, ready func(*store.Pod) bool) {
+	t.Helper()
+	nodes, err := st.Snapshot().Nodes(memdb.NewWatchSet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := c.RenewLease(context.Background(), n.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range podsOf(t, st) {
+		if p.NodeName == "" {
+			continue
+		}
+		r := p.Pod.DeepCopy()
+		status := corev1.ConditionFalse
+		if ready(p) {
+			status = corev1.ConditionTrue
+		}
+		r.Status.Phase = corev1.PodRunning
+		r.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.NewTime(now)}}
+		if err := c.ReportPod(context.Background(), p.NodeName, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSortForDeletion(t *testing.T) {
+	at := func(s int) metav1.Time { return metav1.NewTime(time.Date(2026, 1, 1, 0, 0, s, 0, time.UTC)) }
+	pod := func(name, node string, phase corev1.PodPhase, readySince *metav1.Time, restarts int32, created metav1.Time) *store.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: created}, Status: corev1.PodStatus{Phase: phase}}
+		if readySince != nil {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: *readySince}}
+		}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{RestartCount: restarts}}
+		return &store.Pod{Key: "default/" + name, Name: name, NodeName: node, Phase: string(phase), Pod: p}
+	}
+	t10, t20 := at(10), at(20)
+	ps := []*store.Pod{
+		pod("ready-long", "n", corev1.PodRunning, &t10, 0, at(1)),
+		pod("ready-recently", "n", corev1.PodRunning, &t20, 0, at(1)),
+		pod("running-unready", "n", corev1.PodRunning, nil, 0, at(1)),
+		pod("pending", "n", corev1.PodPending, nil, 0, at(1)),
+		pod("unscheduled", "", corev1.PodPending, nil, 0, at(1)),
+		pod("unknown", "n", corev1.PodUnknown, nil, 0, at(1)),
+		pod("unready-restarting", "n", corev1.PodRunning, nil, 3, at(1)),
+		pod("unready-newer", "n", corev1.PodRunning, nil, 0, at(5)),
+	}
+	sortForDeletion(ps)
+	var got []string
+	for _, p := range ps {
+		got = append(got, p.Name)
+	}
+	want := []string{"unscheduled", "pending", "unknown", "unready-restarting", "unready-newer", "running-unready", "ready-recently", "ready-long"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("deletion order (-want +got):\n%s", diff)
+	}
+}
+
+// TestReportKeepsReadySince: an agent that reports a pod Ready again (with
+// the time of each report) does not move the time it became Ready; a
+// report without a time gets the time it arrived.
+func TestReportKeepsReadySince(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": strings.Replace(deploy3, "replicas: 3", "replicas: 1", 1)}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	key := podsOf(t, st)[0].Key
+	report := func(status corev1.ConditionStatus, at time.Time) time.Time {
+		t.Helper()
+		p, _ := st.Snapshot().Pod(memdb.NewWatchSet(), key)
+		r := p.Pod.DeepCopy()
+		r.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.NewTime(at)}}
+		if err := c.ReportPod(context.Background(), "n1", r); err != nil {
+			t.Fatal(err)
+		}
+		p, _ = st.Snapshot().Pod(memdb.NewWatchSet(), key)
+		return readySince(p.Pod)
+	}
+	t0 := clk.t
+	for i, tc := range []struct {
+		status   corev1.ConditionStatus
+		at, want time.Time
+	}{
+		{corev1.ConditionTrue, t0, t0},
+		{corev1.ConditionTrue, t0.Add(5 * time.Second), t0},                       // again Ready: still since t0
+		{corev1.ConditionFalse, t0.Add(9 * time.Second), t0.Add(9 * time.Second)}, // a change moves it
+		{corev1.ConditionTrue, time.Time{}, clk.t.Add(time.Minute)},               // no time: the report's
+	} {
+		clk.t = t0.Add(time.Minute)
+		if got := report(tc.status, tc.at); !got.Equal(tc.want) {
+			t.Errorf("report %d (%s at %s): Ready since %s, want %s", i, tc.status, tc.at, got, tc.want)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package reconciler
 
 import (
+	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"reflect"
 	"sort"
 	"time"
@@ -13,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	v1helper "k8s.io/component-helpers/scheduling/corev1"
@@ -54,9 +57,60 @@ func (p *clusterPlan) setStatus(o *store.Object, status any) {
 	p.upsertObjects = append(p.upsertObjects, &c)
 }
 
+// controllerRevisionHashLabel marks the pods of a DaemonSet or StatefulSet
+// with the revision of the template they were made from, as Kubernetes
+// does; a pod whose label differs from the current template's is old.
+const controllerRevisionHashLabel = "controller-revision-hash"
+
+// revisionHash names a pod template's revision.
+func revisionHash(t *corev1.PodTemplateSpec) string {
+	b, _ := json.Marshal(t)
+	h := fnv.New32a()
+	h.Write(b)
+	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
+}
+
+// podUpdated reports whether p was made from revision rev. A pod without
+// the label was made by a Keelson that did not label revisions: it counts
+// as current, so that upgrading the controller restarts no pod.
+func podUpdated(p *store.Pod, rev string) bool {
+	v, ok := p.Pod.Labels[controllerRevisionHashLabel]
+	return !ok || v == rev
+}
+
+// withRevision is tmpl whose pods carry the revision label rev (a shallow
+// copy: the template stays shared).
+func withRevision(tmpl *corev1.PodTemplateSpec, rev string) *corev1.PodTemplateSpec {
+	t := *tmpl
+	t.Labels = withLabel(tmpl.Labels, controllerRevisionHashLabel, rev)
+	return &t
+}
+
+// daemonSetFenceposts are a DaemonSet's maxSurge and maxUnavailable over
+// its desired nodes, both rounded up (defaults 0 and 1); none for OnDelete.
+func daemonSetFenceposts(ds *appsv1.DaemonSet, desired int32) (surge, unavailable int32) {
+	if ds.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType {
+		return 0, 0
+	}
+	var ms, mu *intstr.IntOrString
+	if ru := ds.Spec.UpdateStrategy.RollingUpdate; ru != nil {
+		ms, mu = ru.MaxSurge, ru.MaxUnavailable
+	}
+	surge = scaledValue(ms, intstr.FromInt32(0), desired, true)
+	unavailable = scaledValue(mu, intstr.FromInt32(1), desired, true)
+	if desired > 0 && surge == 0 && unavailable == 0 {
+		unavailable = 1
+	}
+	return surge, unavailable
+}
+
 // daemonSets runs one pod of each DaemonSet on every node it fits
 // (node selector, required affinity, taints), following nodes that join,
-// leave or change labels.
+// leave or change labels. A new template rolls out as Kubernetes does it:
+// RollingUpdate replaces the old pod of up to maxUnavailable nodes at a
+// time (delete, then make the new one), or with maxSurge starts the new pod
+// beside the old one and deletes the old once the new is available
+// (minReadySeconds); OnDelete makes new pods only where old ones are gone.
 func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*store.Pod, nodes []*store.Node, deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time) {
 	for _, o := range objs {
 		ds, ok := o.Obj.(*appsv1.DaemonSet)
@@ -66,6 +120,7 @@ func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string]
 		probe := &corev1.Pod{Spec: ds.Spec.Template.Spec}
 		aff := nodeaffinity.GetRequiredNodeAffinity(probe)
 		eligible := map[string]bool{}
+		var names []string
 		for _, n := range nodes {
 			if ok, _ := aff.Match(n.Node); !ok {
 				continue
@@ -76,39 +131,146 @@ func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string]
 				continue
 			}
 			eligible[n.Name] = true
+			names = append(names, n.Name)
 		}
-		have := map[string]bool{}
-		var ready int32
-		for _, p := range podsByOwner[o.Key] {
-			if deleted[p.Key] {
-				continue
+		sort.Strings(names)
+		rev := revisionHash(&ds.Spec.Template)
+		var tmpl *corev1.PodTemplateSpec
+		create := func(node string) *store.Pod {
+			if tmpl == nil {
+				tmpl = withRevision(&ds.Spec.Template, rev)
 			}
+			p := podOf(o, tmpl, node, now)
+			plan.upsertPods = append(plan.upsertPods, p)
+			return p
+		}
+		surge, maxUnavailable := daemonSetFenceposts(ds, int32(len(names)))
+		rolling := ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType
+		available := func(p *store.Pod) bool { return podAvailable(p.Pod, ds.Spec.MinReadySeconds, now) }
+
+		byNode := map[string][]*store.Pod{}
+		for _, p := range podsByOwner[o.Key] {
 			switch {
+			case deleted[p.Key]:
 			case !eligible[p.NodeName]:
 				deletePod(p, fmt.Sprintf("node %s no longer runs DaemonSet %s", p.NodeName, o.Name))
-			case have[p.NodeName]:
-				deletePod(p, "a second pod of DaemonSet "+o.Name+" on node "+p.NodeName)
-			case p.Phase == string(corev1.PodFailed) || p.Phase == string(corev1.PodSucceeded):
+			case podEnded(p):
 				deletePod(p, "pod of DaemonSet "+o.Name+" ended; it is replaced")
 			default:
-				have[p.NodeName] = true
-				if podReady(p.Pod) {
-					ready++
+				byNode[p.NodeName] = append(byNode[p.NodeName], p)
+			}
+		}
+		// Each node keeps one pod (with surge: the oldest new one and the
+		// oldest old one, until the new one is available).
+		type onNode struct{ newPod, oldPod *store.Pod }
+		state := make(map[string]*onNode, len(names))
+		for _, n := range names {
+			ps := byNode[n]
+			sort.SliceStable(ps, func(i, j int) bool { return ps[i].Pod.CreationTimestamp.Before(&ps[j].Pod.CreationTimestamp) })
+			st := &onNode{}
+			state[n] = st
+			switch {
+			case len(ps) == 0:
+				st.newPod = create(n)
+			case surge == 0:
+				for _, p := range ps[1:] {
+					deletePod(p, "a second pod of DaemonSet "+o.Name+" on node "+n)
+				}
+				if podUpdated(ps[0], rev) {
+					st.newPod = ps[0]
+				} else {
+					st.oldPod = ps[0]
+				}
+			default:
+				for _, p := range ps {
+					switch up := podUpdated(p, rev); {
+					case up && st.newPod == nil:
+						st.newPod = p
+					case !up && st.oldPod == nil:
+						st.oldPod = p
+					default:
+						deletePod(p, "a second pod of DaemonSet "+o.Name+" on node "+n)
+					}
+				}
+				if st.newPod != nil && st.oldPod != nil && (!podReady(st.oldPod.Pod) || available(st.newPod)) {
+					deletePod(st.oldPod, fmt.Sprintf("its node %s runs the new pod %s of DaemonSet %s", n, st.newPod.Name, o.Name))
+					st.oldPod = nil
 				}
 			}
 		}
-		for _, n := range nodes {
-			if eligible[n.Name] && !have[n.Name] {
-				plan.upsertPods = append(plan.upsertPods, podOf(o, &ds.Spec.Template, n.Name, now))
+		if rolling {
+			replaced := func(p *store.Pod) {
+				deletePod(p, fmt.Sprintf("DaemonSet %s rolls node %s to revision %s", o.Name, p.NodeName, rev))
+			}
+			if surge == 0 {
+				// Delete old pods, unavailable ones first, while at most
+				// maxUnavailable nodes lack an available pod; the next pass
+				// makes their new pods.
+				unavailable := int32(0)
+				var first, then []*store.Pod
+				for _, n := range names {
+					st := state[n]
+					switch {
+					case st.newPod != nil:
+						if !available(st.newPod) {
+							unavailable++
+						}
+					case !available(st.oldPod):
+						first = append(first, st.oldPod)
+					default:
+						then = append(then, st.oldPod)
+					}
+				}
+				room := min(max(maxUnavailable-unavailable, 0), int32(len(then)))
+				for _, p := range append(first, then[:room]...) {
+					replaced(p)
+					state[p.NodeName].oldPod = nil
+				}
+			} else {
+				// Start new pods beside old ones: at once where the old one
+				// is unavailable, else on at most maxSurge nodes at a time.
+				surging := int32(0)
+				var first, then []string
+				for _, n := range names {
+					st := state[n]
+					switch {
+					case st.oldPod == nil:
+					case st.newPod == nil && !available(st.oldPod):
+						first = append(first, n)
+					case st.newPod == nil:
+						then = append(then, n)
+					case !available(st.newPod):
+						surging++
+					}
+				}
+				room := min(max(surge-surging, 0), int32(len(then)))
+				for _, n := range append(first, then[:room]...) {
+					state[n].newPod = create(n)
+				}
 			}
 		}
-		st := &appsv1.DaemonSetStatus{
-			DesiredNumberScheduled: int32(len(eligible)),
-			CurrentNumberScheduled: int32(len(have)),
-			NumberReady:            ready,
-			NumberAvailable:        ready,
-			UpdatedNumberScheduled: int32(len(have)),
+		st := &appsv1.DaemonSetStatus{DesiredNumberScheduled: int32(len(names)), ObservedGeneration: generationOf(&ds.ObjectMeta)}
+		for _, n := range names {
+			// As Kubernetes, a node counts by its oldest pod.
+			p := state[n].oldPod
+			if p == nil {
+				p = state[n].newPod
+			}
+			if p == nil {
+				continue
+			}
+			st.CurrentNumberScheduled++
+			if podReady(p.Pod) {
+				st.NumberReady++
+			}
+			if available(p) {
+				st.NumberAvailable++
+			}
+			if podUpdated(p, rev) {
+				st.UpdatedNumberScheduled++
+			}
 		}
+		st.NumberUnavailable = st.DesiredNumberScheduled - st.NumberAvailable
 		prevDesired := int32(-1)
 		if s, ok := o.Status.(*appsv1.DaemonSetStatus); ok {
 			prevDesired = s.DesiredNumberScheduled
@@ -259,38 +421,14 @@ func finish(plan *clusterPlan, o *store.Object, st *batchv1.JobStatus, reason, m
 	plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeWarning, Reason: reason, Message: msg})
 }
 
-// deploymentStatus is what a Deployment's pods show.
-func deploymentStatus(plan *clusterPlan, o *store.Object, rsKey string, podsByOwner map[string][]*store.Pod, deleted map[string]bool) {
-	d := o.Obj.(*appsv1.Deployment)
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	st := &appsv1.DeploymentStatus{}
-	for _, p := range podsByOwner[rsKey] {
-		if deleted[p.Key] {
-			continue
-		}
-		st.Replicas++
-		st.UpdatedReplicas++
-		if podReady(p.Pod) {
-			st.ReadyReplicas++
-			st.AvailableReplicas++
-		}
-	}
-	st.UnavailableReplicas = max(want-st.AvailableReplicas, 0)
-	avail := corev1.ConditionFalse
-	if st.AvailableReplicas >= want {
-		avail = corev1.ConditionTrue
-	}
-	st.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: avail}}
-	plan.setStatus(o, st)
-}
-
 // statefulSets gives each StatefulSet pods with stable names
 // (<name>-<ordinal>), created in order, each once the one before is Ready
 // (OrderedReady, the default) or all at once (Parallel), and removed from
-// the highest ordinal down.
+// the highest ordinal down. A new template rolls out as Kubernetes does it:
+// RollingUpdate deletes the pod of the highest ordinal not yet updated, one
+// at a time, each after the pods above it are updated and Ready, down to
+// the partition; the deleted pod comes back with the same name from the new
+// template. OnDelete makes new pods only where old ones are gone.
 func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*store.Pod, deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time) {
 	for _, o := range objs {
 		ss, ok := o.Obj.(*appsv1.StatefulSet)
@@ -302,6 +440,7 @@ func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[strin
 			want = int(*ss.Spec.Replicas)
 		}
 		ordered := ss.Spec.PodManagementPolicy != appsv1.ParallelPodManagement
+		rev := o.Name + "-" + revisionHash(&ss.Spec.Template)
 		byOrdinal := map[int]*store.Pod{}
 		for _, p := range podsByOwner[o.Key] {
 			if deleted[p.Key] {
@@ -312,7 +451,7 @@ func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[strin
 				deletePod(p, "not a pod of StatefulSet "+o.Name)
 				continue
 			}
-			if p.Phase == string(corev1.PodFailed) || p.Phase == string(corev1.PodSucceeded) {
+			if podEnded(p) {
 				deletePod(p, "pod of StatefulSet "+o.Name+" ended; it is recreated with the same name")
 				continue
 			}
@@ -323,29 +462,35 @@ func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[strin
 		for ord := range byOrdinal {
 			top = max(top, ord)
 		}
+		scaledDown := false
 		for ord := top; ord >= want; ord-- {
 			if p := byOrdinal[ord]; p != nil {
 				deletePod(p, fmt.Sprintf("StatefulSet %s scaled down to %d", o.Name, want))
 				delete(byOrdinal, ord)
+				scaledDown = true
 				if ordered {
 					break
 				}
 			}
 		}
-		var ready int32
+		// Make the missing pods, from the current template.
+		progress, missing := true, false
+		var tmpl *corev1.PodTemplateSpec
 		for ord := 0; ord < want; ord++ {
-			p := byOrdinal[ord]
-			if p != nil {
-				if podReady(p.Pod) {
-					ready++
-					continue
-				}
-				if ordered {
-					break // the next waits for this one
+			if p := byOrdinal[ord]; p != nil {
+				if ordered && !podReady(p.Pod) {
+					progress = false // the next waits for this one
 				}
 				continue
 			}
-			np := podOf(o, &ss.Spec.Template, "", now)
+			missing = true
+			if ordered && !progress {
+				continue
+			}
+			if tmpl == nil {
+				tmpl = withRevision(&ss.Spec.Template, rev)
+			}
+			np := podOf(o, tmpl, "", now)
 			name := fmt.Sprintf("%s-%d", o.Name, ord)
 			np.Key, np.Name = o.Namespace+"/"+name, name
 			pod := *np.Pod
@@ -354,12 +499,69 @@ func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[strin
 			pod.Labels = withLabel(pod.Labels, "statefulset.kubernetes.io/pod-name", name)
 			np.Pod = &pod
 			plan.upsertPods = append(plan.upsertPods, np)
-			if ordered {
-				break
+			progress = false
+		}
+		// Roll: one pod at a time, from the top, once every pod is there
+		// (and, OrderedReady, Ready).
+		if ss.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType && !missing && !scaledDown && (!ordered || progress) {
+			partition := 0
+			if ru := ss.Spec.UpdateStrategy.RollingUpdate; ru != nil && ru.Partition != nil {
+				partition = int(*ru.Partition)
+			}
+			for ord := want - 1; ord >= partition; ord-- {
+				p := byOrdinal[ord]
+				if !podUpdated(p, rev) {
+					deletePod(p, fmt.Sprintf("StatefulSet %s updates pod %s to revision %s", o.Name, p.Name, rev))
+					delete(byOrdinal, ord)
+					break
+				}
+				if !podReady(p.Pod) {
+					break // wait for the updated pod above
+				}
 			}
 		}
-		plan.setStatus(o, &appsv1.StatefulSetStatus{Replicas: int32(len(byOrdinal)), ReadyReplicas: ready, CurrentReplicas: int32(len(byOrdinal)), AvailableReplicas: ready})
+		plan.setStatus(o, statefulSetStatus(o, ss, byOrdinal, want, rev, now))
 	}
+}
+
+// statefulSetStatus counts a StatefulSet's pods. Keelson keeps no history
+// of templates (ControllerRevisions): the current revision is that of the
+// pods not yet updated (the lowest ordinal's), and becomes the update
+// revision once every pod is updated and Ready.
+func statefulSetStatus(o *store.Object, ss *appsv1.StatefulSet, byOrdinal map[int]*store.Pod, want int, rev string, now time.Time) *appsv1.StatefulSetStatus {
+	st := &appsv1.StatefulSetStatus{ObservedGeneration: generationOf(&ss.ObjectMeta), Replicas: int32(len(byOrdinal)), UpdateRevision: rev}
+	ords := make([]int, 0, len(byOrdinal))
+	for ord := range byOrdinal {
+		ords = append(ords, ord)
+	}
+	sort.Ints(ords)
+	for _, ord := range ords {
+		p := byOrdinal[ord]
+		if podReady(p.Pod) {
+			st.ReadyReplicas++
+		}
+		if podAvailable(p.Pod, ss.Spec.MinReadySeconds, now) {
+			st.AvailableReplicas++
+		}
+		if podUpdated(p, rev) {
+			st.UpdatedReplicas++
+		} else if st.CurrentRevision == "" {
+			st.CurrentRevision = p.Pod.Labels[controllerRevisionHashLabel]
+		}
+	}
+	switch prev, _ := o.Status.(*appsv1.StatefulSetStatus); {
+	case st.CurrentRevision != "":
+		for _, p := range byOrdinal {
+			if p.Pod.Labels[controllerRevisionHashLabel] == st.CurrentRevision {
+				st.CurrentReplicas++
+			}
+		}
+	case prev != nil && prev.CurrentRevision != "" && prev.CurrentRevision != rev && (int(st.ReadyReplicas) != want || len(byOrdinal) != want):
+		st.CurrentRevision = prev.CurrentRevision // the last updated pod is not Ready yet
+	default:
+		st.CurrentRevision, st.CurrentReplicas = rev, st.UpdatedReplicas
+	}
+	return st
 }
 
 // cronJobs creates each CronJob's Jobs on its schedule, with its

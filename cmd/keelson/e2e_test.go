@@ -58,12 +58,19 @@ func cli(t *testing.T, args ...string) (int, string, string) {
 // startController runs the controller on repo until the test ends and returns its API URL.
 func startController(t *testing.T, repoURL, path string) string {
 	t.Helper()
+	return startControllerIn(t, repoURL, path, t.TempDir())
+}
+
+// startControllerIn is startController with the data directory dataDir
+// (where it writes the agent token).
+func startControllerIn(t *testing.T, repoURL, path, dataDir string) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	var wg sync.WaitGroup
 	var logs syncBuffer
 	o := controllerOptions{
-		dataDir:  t.TempDir(),
+		dataDir:  dataDir,
 		listen:   "127.0.0.1:0",
 		interval: time.Hour, // local sources are followed with fsnotify, not polling
 		logLevel: "debug",

@@ -63,6 +63,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newUpCmd(),
 		newDownCmd(),
 		newTopCmd(),
+		newRolloutCmd(),
 	)
 	return root
 }
