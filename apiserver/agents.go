@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -23,6 +24,9 @@ import (
 type Agents interface {
 	Register(ctx context.Context, reg *api.NodeRegistration) (*corev1.Node, error)
 	RenewLease(ctx context.Context, node string) error
+	// ServicesSynced records that a node programmed the services and
+	// endpoints up to a store index (see GET /v1/services).
+	ServicesSynced(node string, index uint64) error
 	ReportPod(ctx context.Context, node string, pod *corev1.Pod) error
 	ForgetPod(ctx context.Context, node, namespace, name string, uid string) error
 }
@@ -78,6 +82,27 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.opts.Agents.RenewLease(r.Context(), r.PathValue("name")); err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, store.ErrNotFound) {
+			code = http.StatusNotFound
+		}
+		writeError(w, code, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// servicesSynced answers PUT /v1/nodes/{name}/services?index=N.
+func (s *Server) servicesSynced(w http.ResponseWriter, r *http.Request) {
+	if !s.agentAuth(w, r) {
+		return
+	}
+	idx, err := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter index: %q is not a number", r.URL.Query().Get("index")))
+		return
+	}
+	if err := s.opts.Agents.ServicesSynced(r.PathValue("name"), idx); err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, store.ErrNotFound) {
 			code = http.StatusNotFound

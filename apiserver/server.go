@@ -94,6 +94,7 @@ func New(st *store.Store, opts Options) *Server {
 	})
 	s.mux.HandleFunc("POST /v1/nodes", s.register)
 	s.mux.HandleFunc("PUT /v1/nodes/{name}/lease", s.lease)
+	s.mux.HandleFunc("PUT /v1/nodes/{name}/services", s.servicesSynced)
 	s.mux.HandleFunc("PUT /v1/pods/{namespace}/{name}/status", s.podStatus)
 	s.mux.HandleFunc("DELETE /v1/pods/{namespace}/{name}/status", s.podStatus)
 	if opts.Webhook != nil {

@@ -62,11 +62,13 @@ func (s *APISource) Run(ctx context.Context, update func(Desired)) error {
 			if err != nil {
 				return idx, err
 			}
+			// A pod being deleted (deletionTimestamp set) keeps running
+			// until it leaves the list: the controller first takes it out of
+			// every node's load balancer, then drops it, and the agent stops
+			// it then.
 			pods := make([]*corev1.Pod, 0, len(list.Items))
 			for i := range list.Items {
-				if list.Items[i].DeletionTimestamp == nil {
-					pods = append(pods, &list.Items[i])
-				}
+				pods = append(pods, &list.Items[i])
 			}
 			failed = false
 			mu.Lock()

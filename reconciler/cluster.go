@@ -420,10 +420,11 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 		return err
 	}
 	plan := computeCluster(objs, pods, nodes, now, c.cfg, c.warm(snap, ws))
-	ep := computeEndpoints(objs, pods, plan.deletedPods(), eps)
+	term := computeTermination(pods, nodes, plan.deletePods, now, c.cfg)
+	ep := computeEndpoints(objs, pods, term.gone, term.marked, eps)
 	plan.upsertEndpoints, plan.deleteEndpoints = ep.upserts, ep.deletes
 	plan.events = append(plan.events, ep.events...)
-	if plan.empty() {
+	if plan.empty() && len(term.gone) == 0 {
 		return nil
 	}
 	for _, o := range plan.upsertObjects {
@@ -436,12 +437,26 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 			return err
 		}
 	}
-	for _, p := range plan.deletePods {
-		if err := txn.DeletePod(p); err != nil {
+	byKey := make(map[string]*store.Pod, len(pods))
+	for _, p := range pods {
+		byKey[p.Key] = p
+	}
+	for k := range term.gone {
+		if err := txn.DeletePod(k); err != nil {
+			return err
+		}
+	}
+	for k := range term.marked {
+		if err := txn.UpsertPod(terminatingCopy(byKey[k], now, txn.Index())); err != nil {
 			return err
 		}
 	}
 	for _, p := range plan.upsertPods {
+		if cur := byKey[p.Key]; (cur != nil && cur.Terminating()) || term.gone[p.Key] || term.marked[p.Key] {
+			// The name is still taken by a pod on its way out (a StatefulSet
+			// or bare pod made again): it is made once that one is gone.
+			continue
+		}
 		if err := txn.UpsertPod(p); err != nil {
 			return err
 		}
@@ -487,14 +502,6 @@ func (p *clusterPlan) empty() bool {
 		len(p.upsertEndpoints)+len(p.deleteEndpoints) == 0
 }
 
-// deletedPods is the set of pods this pass deletes.
-func (p *clusterPlan) deletedPods() map[string]bool {
-	m := make(map[string]bool, len(p.deletePods))
-	for _, k := range p.deletePods {
-		m[k] = true
-	}
-	return m
-}
 
 // computeCluster is the controllers and the scheduler as one pure function
 // of a snapshot and the time.
@@ -524,7 +531,14 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 	for _, p := range pods {
 		podsByOwner[p.OwnerKey] = append(podsByOwner[p.OwnerKey], p)
 	}
+	// Terminating pods are already on their way out: the controllers count
+	// them as gone (the scheduler still counts what they hold on their node).
 	deleted := map[string]bool{}
+	for _, p := range pods {
+		if p.Terminating() {
+			deleted[p.Key] = true
+		}
+	}
 	deletePod := func(p *store.Pod, reason string) {
 		if !deleted[p.Key] {
 			deleted[p.Key] = true
@@ -800,12 +814,13 @@ func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted
 	}
 	bound := map[string][]*corev1.Pod{}
 	for _, p := range pods {
-		if deleted[p.Key] {
+		if p.NodeName != "" {
+			// Pods on their way out still hold their resources and ports
+			// until their node has stopped them.
+			bound[p.NodeName] = append(bound[p.NodeName], p.Pod)
 			continue
 		}
-		if p.NodeName != "" {
-			bound[p.NodeName] = append(bound[p.NodeName], p.Pod)
-		} else {
+		if !deleted[p.Key] {
 			pending = append(pending, p.Pod)
 			pendingRow[p.Pod] = p
 		}

@@ -78,9 +78,17 @@ func settle(t *testing.T, c *Cluster) {
 
 func podsOf(t *testing.T, st *store.Store) []*store.Pod {
 	t.Helper()
-	ps, err := st.Snapshot().Pods(memdb.NewWatchSet(), store.PodQuery{})
+	all, err := st.Snapshot().Pods(memdb.NewWatchSet(), store.PodQuery{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Terminating pods are on their way out (termination_test.go follows
+	// them): the controllers' tests look at the pods that stay.
+	var ps []*store.Pod
+	for _, p := range all {
+		if !p.Terminating() {
+			ps = append(ps, p)
+		}
 	}
 	return ps
 }

@@ -27,16 +27,19 @@ type endpointsPlan struct {
 // computeEndpoints is the endpoints controller: for every Service with a
 // selector, the pods it selects that have an address, grouped into
 // EndpointSlices by their resolved ports. A pod is ready when its Ready
-// condition is true; pods that this pass deletes are left out, so a pod
-// leaves its services' backends in the same transaction that stops it.
+// condition is true. Terminating pods (and those this pass makes
+// terminating, in terminating) stay as terminating endpoints, serving but
+// not ready: nodes send them no new connection while established ones
+// finish. Pods this pass deletes (gone) are left out.
 // Services without a selector keep no managed endpoints. Only what changed
 // is returned; events say when a service loses its last backend or a named
 // targetPort matches no container port.
-func computeEndpoints(objs []*store.Object, pods []*store.Pod, deleted map[string]bool, cur []*store.Endpoints) endpointsPlan {
+func computeEndpoints(objs []*store.Object, pods []*store.Pod, gone, terminating map[string]bool, cur []*store.Endpoints) endpointsPlan {
 	var plan endpointsPlan
 	byNS := map[string][]*store.Pod{}
+	isTerminating := func(p *store.Pod) bool { return p.Terminating() || terminating[p.Key] }
 	for _, p := range pods {
-		if deleted[p.Key] || p.Pod.Status.PodIP == "" {
+		if gone[p.Key] || p.Pod.Status.PodIP == "" {
 			continue
 		}
 		if p.Phase == string(corev1.PodFailed) || p.Phase == string(corev1.PodSucceeded) {
@@ -56,7 +59,7 @@ func computeEndpoints(objs []*store.Object, pods []*store.Pod, deleted map[strin
 		key := o.Namespace + "/" + o.Name
 		old := have[key]
 		delete(have, key)
-		slices, missing := endpointSlices(svc, byNS[o.Namespace])
+		slices, missing := endpointSlices(svc, byNS[o.Namespace], isTerminating)
 		if old != nil && equality.Semantic.DeepEqual(old.Slices, slices) {
 			continue
 		}
@@ -89,7 +92,7 @@ type missingPort struct {
 }
 
 // endpointSlices groups the selected pods by their resolved ports.
-func endpointSlices(svc *corev1.Service, pods []*store.Pod) ([]*discoveryv1.EndpointSlice, []missingPort) {
+func endpointSlices(svc *corev1.Service, pods []*store.Pod, terminating func(*store.Pod) bool) ([]*discoveryv1.EndpointSlice, []missingPort) {
 	sel := labels.SelectorFromSet(svc.Spec.Selector)
 	type group struct {
 		ports []discoveryv1.EndpointPort
@@ -123,10 +126,11 @@ func endpointSlices(svc *corev1.Service, pods []*store.Pod) ([]*discoveryv1.Endp
 			g = &group{ports: ports}
 			groups[sig] = g
 		}
-		ready := podReady(p.Pod)
+		serving := podReady(p.Pod)
+		term := terminating(p)
 		ep := discoveryv1.Endpoint{
 			Addresses:  []string{p.Pod.Status.PodIP},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptrTo(ready), Serving: ptrTo(ready), Terminating: ptrTo(false)},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptrTo(serving && !term), Serving: ptrTo(serving), Terminating: ptrTo(term)},
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.Pod.UID},
 		}
 		if p.NodeName != "" {

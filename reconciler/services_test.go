@@ -296,7 +296,7 @@ func TestComputeEndpoints(t *testing.T) {
 			[]string{"NoReadyEndpoints: no pod matches the selector app=web: connections are refused"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			plan := computeEndpoints([]*store.Object{tc.svc}, tc.pods, tc.deleted, nil)
+			plan := computeEndpoints([]*store.Object{tc.svc}, tc.pods, tc.deleted, nil, nil)
 			if len(plan.upserts) != 1 {
 				t.Fatalf("%d upserts", len(plan.upserts))
 			}
@@ -315,14 +315,14 @@ func TestComputeEndpoints(t *testing.T) {
 				t.Errorf("events (-want +got):\n%s", diff)
 			}
 			// The same input again changes nothing.
-			again := computeEndpoints([]*store.Object{tc.svc}, tc.pods, tc.deleted, plan.upserts)
+			again := computeEndpoints([]*store.Object{tc.svc}, tc.pods, tc.deleted, nil, plan.upserts)
 			if len(again.upserts)+len(again.deletes)+len(again.events) != 0 {
 				t.Errorf("second pass not empty: %+v", again)
 			}
 		})
 	}
 	// A removed service's endpoints go.
-	plan := computeEndpoints(nil, nil, nil, []*store.Endpoints{{Key: "default/old"}})
+	plan := computeEndpoints(nil, nil, nil, nil, []*store.Endpoints{{Key: "default/old"}})
 	if diff := cmp.Diff([]string{"default/old"}, plan.deletes); diff != "" {
 		t.Errorf("deletes (-want +got):\n%s", diff)
 	}

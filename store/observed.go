@@ -90,6 +90,18 @@ func (r *Snapshot) Nodes(ws memdb.WatchSet) ([]*Node, error) {
 	return out, nil
 }
 
+// Node returns one node by name, or ErrNotFound.
+func (r *Snapshot) Node(name string) (*Node, error) {
+	raw, err := r.txn.First(TableNodes, "id", name)
+	if err != nil {
+		return nil, fmt.Errorf("store: node %s: %w", name, err)
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("node %s: %w", name, ErrNotFound)
+	}
+	return raw.(*Node), nil
+}
+
 // PodQuery selects pods; empty fields match everything. The node index or
 // the namespace prefix of the id narrows the scan; the rest is filtered.
 type PodQuery struct {

@@ -105,6 +105,10 @@ type Node struct {
 	API string
 	// LeaseRenewed is when the agent last renewed its lease.
 	LeaseRenewed time.Time
+	// ServicesIndex is the newest store index whose Services and endpoints
+	// the node's agent has programmed into its load balancer; 0 when the
+	// node does not program services (simulated nodes, --service-lb=false).
+	ServicesIndex uint64
 	CreateIndex  uint64
 	ModifyIndex  uint64
 }
@@ -118,9 +122,22 @@ type Pod struct {
 	OwnerKey    string
 	Phase       string
 	Pod         *corev1.Pod
-	CreateIndex uint64
-	ModifyIndex uint64
+	// TerminatingSince is when the controller decided to delete the pod;
+	// zero while it is not terminating. A terminating pod has left its
+	// services' backends (it takes no new connections) and keeps running
+	// until every node has programmed that, or a short time has passed;
+	// then its row goes and its agent stops it (see reconciler).
+	TerminatingSince time.Time
+	// TerminatingIndex is the store index of the transaction that made the
+	// pod terminating: nodes whose services index has reached it no longer
+	// send it new connections.
+	TerminatingIndex uint64
+	CreateIndex      uint64
+	ModifyIndex      uint64
 }
+
+// Terminating reports whether the pod is on its way out.
+func (p *Pod) Terminating() bool { return !p.TerminatingSince.IsZero() }
 
 // Endpoints are the ready and not-ready addresses of a Service, in the
 // EndpointSlice form (the Endpoints kind is deprecated upstream): one slice

@@ -201,6 +201,13 @@ func (c *Client) RenewLease(ctx context.Context, node string) error {
 	return c.do(ctx, http.MethodPut, c.base+p, p, struct{}{}, nil)
 }
 
+// ServicesSynced tells the controller the node programmed the services up
+// to store index index.
+func (c *Client) ServicesSynced(ctx context.Context, node string, index uint64) error {
+	p := "/v1/nodes/" + url.PathEscape(node) + "/services"
+	return c.do(ctx, http.MethodPut, c.base+p+"?index="+strconv.FormatUint(index, 10), p, struct{}{}, nil)
+}
+
 // ReportPod sends a pod's status from its node.
 func (c *Client) ReportPod(ctx context.Context, node string, p *corev1.Pod) error {
 	path := "/v1/pods/" + url.PathEscape(p.Namespace) + "/" + url.PathEscape(p.Name) + "/status"

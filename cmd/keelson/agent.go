@@ -246,8 +246,20 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		routes := &nodeagent.Routes{Client: ctl, Node: o.name, Log: log.With("component", "routes")}
 		wg.Go(func() { routes.Run(ctx) })
 		if svc != nil {
+			synced := func(idx uint64) {
+				// The controller waits for every node's word before it stops
+				// a pod that left a service (no new connection reaches it).
+				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+				if err := ctl.ServicesSynced(rctx, o.name, idx); err != nil && ctx.Err() == nil {
+					log.Debug("report services index", "index", idx, "err", err)
+				}
+				rcancel()
+				if o.onServicesSynced != nil {
+					o.onServicesSynced(idx)
+				}
+			}
 			services := &nodeagent.Services{Client: ctl, Node: o.name, NodeAddrs: svc.nodeAddrs, LB: svc.lb, DNS: svc.dns,
-				Addresses: nodeagent.SyncLBAddresses, OnSynced: o.onServicesSynced, Log: log.With("component", "services")}
+				Addresses: nodeagent.SyncLBAddresses, OnSynced: synced, Log: log.With("component", "services")}
 			wg.Go(func() { services.Run(ctx) })
 		}
 	} else {
