@@ -1,0 +1,176 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	routing "github.com/keelson/keelson/ingress"
+)
+
+// state is what one table serves with: the table and a proxy per route.
+// It is immutable but for the round-robin counters.
+type state struct {
+	table     *routing.Table
+	routes    map[*routing.Route]*routeState
+	unmatched *routeState // the metrics of requests no route matched
+}
+
+// routeState serves one route.
+type routeState struct {
+	route *routing.Route
+	proxy *httputil.ReverseProxy
+	routeMetrics
+}
+
+func (s *Server) newState(t *routing.Table, old *state) *state {
+	st := &state{table: t, routes: map[*routing.Route]*routeState{}}
+	for _, r := range t.Routes() {
+		rs := &routeState{route: r, routeMetrics: s.metrics.forRoute(r)}
+		if r.Backend.Unavailable == "" && len(r.Backend.Endpoints) > 0 {
+			rs.proxy = s.newProxy(r)
+		}
+		st.routes[r] = rs
+	}
+	st.unmatched = &routeState{routeMetrics: s.metrics.forRoute(nil)}
+	if old != nil {
+		s.metrics.forget(old, st)
+	}
+	return st
+}
+
+// newProxy makes the reverse proxy of one route.
+func (s *Server) newProxy(r *routing.Route) *httputil.ReverseProxy {
+	et := &endpointTransport{base: s.transport, endpoints: r.Backend.Endpoints, log: s.log, retries: s.metrics.retries}
+	first := r.Backend.Endpoints[0]
+	backend := r.Backend.Service.String() + ":" + r.Backend.Port
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetXForwarded()
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = first // endpointTransport picks the endpoint
+			if pr.Out.Body != nil {
+				pr.Out.Body = &trackedBody{ReadCloser: pr.Out.Body}
+			}
+		},
+		Transport:     et,
+		FlushInterval: -1, // flush every write: event streams and long polls arrive as sent
+		BufferPool:    s.bufs,
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			code, msg := http.StatusBadGateway, "502 bad gateway: no answer from service "+backend
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+				code, msg = http.StatusGatewayTimeout, "504 gateway timeout: service "+backend+" did not answer in time"
+			}
+			if req.Context().Err() != nil {
+				// The client went away, or the proxy is closing: nobody reads this.
+				s.log.Debug("request canceled", "host", req.Host, "path", req.URL.Path, "err", err)
+			} else {
+				s.log.Info("upstream error", "backend", backend, "host", req.Host, "path", req.URL.Path, "err", err)
+			}
+			http.Error(w, msg, code)
+		},
+	}
+}
+
+// newTransport is the upstream transport shared by all routes: HTTP/1.1 with
+// keep-alive, straight to the endpoints' addresses (no proxy from the
+// environment), no compression asked for on the client's behalf.
+func newTransport(cfg Config) *http.Transport {
+	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &dialError{err: err}
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerEndpoint,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+}
+
+// dialError marks a failure to connect: nothing of the request was sent.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// maxTries bounds the endpoints one request tries.
+const maxTries = 3
+
+// endpointTransport sends a request to the route's endpoints in turn (round
+// robin) and retries on the next when a connection cannot be made.
+type endpointTransport struct {
+	base      http.RoundTripper
+	endpoints []string
+	next      atomic.Uint32
+	log       *slog.Logger
+	retries   prometheus.Counter
+}
+
+// RoundTrip sends req, which the route's ReverseProxy made for this one
+// trip: it sets the endpoint in req.URL.Host on each try, which no one else
+// reads while RoundTrip runs.
+func (t *endpointTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	n := uint32(len(t.endpoints))
+	first := t.next.Add(1)
+	body, _ := req.Body.(*trackedBody)
+	var err error
+	for i := range min(n, maxTries) {
+		req.URL.Host = t.endpoints[(first+i)%n]
+		var resp *http.Response
+		resp, err = t.base.RoundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		var de *dialError
+		if !errors.As(err, &de) || req.Context().Err() != nil || (body != nil && body.read.Load()) {
+			return nil, err
+		}
+		t.log.Debug("endpoint refused a connection; trying the next", "endpoint", req.URL.Host, "err", err)
+		if i+1 < min(n, maxTries) {
+			t.retries.Inc()
+		}
+	}
+	return nil, err
+}
+
+// trackedBody is a request body that tells whether any of it was read, and
+// that the transport cannot close: a failed try must leave it whole for the
+// next. The server closes the real body when the request ends.
+type trackedBody struct {
+	io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.ReadCloser.Read(p)
+}
+
+func (b *trackedBody) Close() error { return nil }
+
+// bufferPool lends ReverseProxy its copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
