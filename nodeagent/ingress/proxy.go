@@ -10,7 +10,6 @@ import (
 	"net/http/httputil"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -50,7 +49,7 @@ func (s *Server) newState(t *routing.Table, old *state) *state {
 
 // newProxy makes the reverse proxy of one route.
 func (s *Server) newProxy(r *routing.Route) *httputil.ReverseProxy {
-	et := &endpointTransport{base: s.transport, endpoints: r.Backend.Endpoints, log: s.log, retries: s.metrics.retries}
+	et := &endpointTransport{up: s.upstream, endpoints: r.Backend.Endpoints, log: s.log, retries: s.metrics.retries}
 	first := r.Backend.Endpoints[0]
 	backend := r.Backend.Service.String() + ":" + r.Backend.Port
 	return &httputil.ReverseProxy{
@@ -63,7 +62,7 @@ func (s *Server) newProxy(r *routing.Route) *httputil.ReverseProxy {
 			}
 		},
 		Transport:     et,
-		FlushInterval: -1, // flush every write: event streams and long polls arrive as sent
+		FlushInterval: 0, // ReverseProxy flushes every write of event streams and of bodies of unknown length
 		BufferPool:    s.bufs,
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
@@ -83,40 +82,13 @@ func (s *Server) newProxy(r *routing.Route) *httputil.ReverseProxy {
 	}
 }
 
-// newTransport is the upstream transport shared by all routes: HTTP/1.1 with
-// keep-alive, straight to the endpoints' addresses (no proxy from the
-// environment), no compression asked for on the client's behalf.
-func newTransport(cfg Config) *http.Transport {
-	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &dialError{err: err}
-			}
-			return c, nil
-		},
-		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerEndpoint,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-	}
-}
-
-// dialError marks a failure to connect: nothing of the request was sent.
-type dialError struct{ err error }
-
-func (e *dialError) Error() string { return e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
-
 // maxTries bounds the endpoints one request tries.
 const maxTries = 3
 
 // endpointTransport sends a request to the route's endpoints in turn (round
 // robin) and retries on the next when a connection cannot be made.
 type endpointTransport struct {
-	base      http.RoundTripper
+	up        *upstream
 	endpoints []string
 	next      atomic.Uint32
 	log       *slog.Logger
@@ -134,7 +106,7 @@ func (t *endpointTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	for i := range min(n, maxTries) {
 		req.URL.Host = t.endpoints[(first+i)%n]
 		var resp *http.Response
-		resp, err = t.base.RoundTrip(req)
+		resp, err = t.up.roundTrip(req, req.URL.Host)
 		if err == nil {
 			return resp, nil
 		}

@@ -83,12 +83,12 @@ func (c *Config) setDefaults() {
 // owns the goroutines Serve starts and the upstream connections; Close (or
 // Shutdown) ends them all.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	transport *http.Transport
-	metrics   *metrics
-	access    *accessLog
-	bufs      *bufferPool
+	cfg      Config
+	log      *slog.Logger
+	upstream *upstream
+	metrics  *metrics
+	access   *accessLog
+	bufs     *bufferPool
 
 	state atomic.Pointer[state]
 
@@ -115,7 +115,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AccessLog != nil {
 		s.access = &accessLog{w: cfg.AccessLog}
 	}
-	s.transport = newTransport(cfg)
+	s.upstream = newUpstream(cfg)
 	s.state.Store(s.newState(routing.Empty(), nil))
 	return s, nil
 }
@@ -129,6 +129,13 @@ func (s *Server) Update(t *routing.Table) {
 	}
 	old := s.state.Load()
 	s.state.Store(s.newState(t, old))
+	keep := map[string]bool{}
+	for _, r := range t.Routes() {
+		for _, ep := range r.Backend.Endpoints {
+			keep[ep] = true
+		}
+	}
+	s.upstream.retain(keep) // connections to endpoints gone
 }
 
 // Table returns the table in use.
@@ -221,7 +228,7 @@ func (s *Server) Close() error {
 	}
 	s.serveWG.Wait()
 	s.requestsWG.Wait()
-	s.transport.CloseIdleConnections()
+	s.upstream.close()
 	return err
 }
 
