@@ -49,7 +49,7 @@
 // type kubernetes.io/tls, or whose key does not match its certificate gets a
 // Problem and is left out: its hosts are still served over plain HTTP (and
 // are not redirected to HTTPS); over HTTPS, a handshake for them gets the
-// default certificate (a TLS entry without hosts) if there is one, and fails
-// otherwise. An invalid host (manifest validation rejects those already, but
+// default certificate (a TLS entry without hosts) if there is one, else the
+// proxy's fallback certificate if it has one, and fails otherwise. An invalid host (manifest validation rejects those already, but
 // Build does not rely on it) gets a Problem and its rule is left out.
 package ingress

@@ -6,7 +6,7 @@
 // a request uses the table that was current when it arrived, from start to
 // end, and a TLS handshake asks the current table for its certificate, so a
 // changed certificate is served to the next connection at once. Tables are
-// immutable, so nothing is locked on the request path.
+// immutable, so requests never wait for an Update.
 //
 // For each request the Server matches host and path, redirects plain HTTP to
 // HTTPS (308) when the route says so, and proxies to one of the backend's
@@ -15,10 +15,21 @@
 // be made to an endpoint is retried on the next one, never once any of the
 // request body has been read; a route whose backend has no ready endpoint, or
 // cannot be resolved, answers 503 at once. HTTP/2 is offered over TLS (ALPN
-// h2); upstream connections are HTTP/1.1 with keep-alive. Upgrades
-// (WebSocket) and streamed responses pass through, flushed as they come.
+// h2). Upgrades (WebSocket) pass through, and event streams and bodies of
+// unknown length are flushed to the client at every write.
 // The proxy sets X-Forwarded-For, -Host and -Proto from what it sees and
 // drops what clients sent in those headers: it is the edge.
+//
+// Upstream connections are HTTP/1.1, kept alive in a pool per endpoint and
+// used from the request's own goroutine rather than through http.Transport
+// (see upstream.go); the pool forgets the endpoints a new table no longer
+// has.
+//
+// Metrics (when Config.Registerer is set): keelson_ingress_requests_total by
+// route (ingress, host, path, path_type, service) and status code class,
+// keelson_ingress_request_duration_seconds by route, and
+// keelson_ingress_upstream_retries_total. A route's series go when a table
+// without it arrives. Config.AccessLog gets the combined log format.
 //
 // Serve runs two http.Servers (one per listener) on goroutines the Server
 // owns; Close ends every request, upgraded connection and goroutine it

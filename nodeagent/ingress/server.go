@@ -90,7 +90,8 @@ type Server struct {
 	access   *accessLog
 	bufs     *bufferPool
 
-	state atomic.Pointer[state]
+	state    atomic.Pointer[state]
+	updateMu sync.Mutex // one Update at a time
 
 	mu       sync.RWMutex // guards the fields below; read-held to enter a request
 	closed   bool
@@ -127,6 +128,8 @@ func (s *Server) Update(t *routing.Table) {
 	if t == nil {
 		t = routing.Empty()
 	}
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
 	old := s.state.Load()
 	s.state.Store(s.newState(t, old))
 	keep := map[string]bool{}
