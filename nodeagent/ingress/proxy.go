@@ -64,7 +64,7 @@ func (s *Server) newProxy(r *routing.Route) *httputil.ReverseProxy {
 		Transport:     et,
 		FlushInterval: 0, // ReverseProxy flushes every write of event streams and of bodies of unknown length
 		BufferPool:    s.bufs,
-		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:      s.errorLog,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			code, msg := http.StatusBadGateway, "502 bad gateway: no answer from service "+backend
 			var ne net.Error
@@ -72,8 +72,11 @@ func (s *Server) newProxy(r *routing.Route) *httputil.ReverseProxy {
 				code, msg = http.StatusGatewayTimeout, "504 gateway timeout: service "+backend+" did not answer in time"
 			}
 			if req.Context().Err() != nil {
-				// The client went away, or the proxy is closing: nobody reads this.
+				// The client went away, or the proxy is closing: nobody reads
+				// this, and the metrics and the access log count it as
+				// nginx does, 499.
 				s.log.Debug("request canceled", "host", req.Host, "path", req.URL.Path, "err", err)
+				code, msg = statusClientClosed, "499 client closed request"
 			} else {
 				s.log.Info("upstream error", "backend", backend, "host", req.Host, "path", req.URL.Path, "err", err)
 			}
@@ -81,6 +84,10 @@ func (s *Server) newProxy(r *routing.Route) *httputil.ReverseProxy {
 		},
 	}
 }
+
+// statusClientClosed is nginx's status for a request whose client went away
+// before the answer.
+const statusClientClosed = 499
 
 // maxTries bounds the endpoints one request tries.
 const maxTries = 3

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -85,6 +86,7 @@ func (c *Config) setDefaults() {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	errorLog *log.Logger // net/http's and ReverseProxy's messages, at debug level
 	upstream *upstream
 	metrics  *metrics
 	access   *accessLog
@@ -113,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: m, bufs: newBufferPool()}
+	s.errorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	if cfg.AccessLog != nil {
 		s.access = &accessLog{w: cfg.AccessLog}
 	}
@@ -168,7 +171,7 @@ func (s *Server) Serve(httpLn, httpsLn net.Listener) error {
 			Handler:           s,
 			ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 			IdleTimeout:       s.cfg.IdleTimeout,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+			ErrorLog:          s.errorLog,
 			BaseContext:       func(net.Listener) context.Context { return ctx },
 		}
 		if tlsOn {
