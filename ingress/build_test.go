@@ -375,3 +375,33 @@ func TestBuildLeavesInputAlone(t *testing.T) {
 		t.Errorf("input changed (-before +after):\n%s", diff)
 	}
 }
+
+// TestPreviousTable: certificates of unchanged Secrets come from the
+// previous table; changed ones are read again.
+func TestPreviousTable(t *testing.T) {
+	c1, c2 := newCert(t, "a.example.com"), newCert(t, "a.example.com")
+	in := Input{
+		Ingresses: aged(ing("i", tlsEntry("cert", "a.example.com"), tlsEntry("bad", "b.example.com"), rule("a.example.com", "Prefix / s:80"))),
+		Services:  []*corev1.Service{service("s", "80")},
+		Secrets:   []*corev1.Secret{tlsSecret("cert", c1), tlsSecret("bad", testCert{certPEM: c1.certPEM, keyPEM: c2.keyPEM})},
+	}
+	first, probs1 := Build(in)
+	in.Previous = first
+	in.Secrets[0] = tlsSecret("cert", c1) // a new object with the same bytes
+	second, probs2 := Build(in)
+	got1, _ := first.Certificate("a.example.com")
+	got2, _ := second.Certificate("a.example.com")
+	if got1 != got2 {
+		t.Errorf("an unchanged Secret was parsed again")
+	}
+	if diff := cmp.Diff(probs1, probs2); diff != "" || len(probs2) != 1 {
+		t.Errorf("problems with a previous table (-first +second):\n%s", diff)
+	}
+	in.Previous = second
+	in.Secrets[0] = tlsSecret("cert", c2)
+	third, _ := Build(in)
+	got3, _ := third.Certificate("a.example.com")
+	if got3 == got2 || got3.Leaf.SerialNumber.Cmp(got2.Leaf.SerialNumber) == 0 {
+		t.Errorf("a changed Secret kept its old certificate")
+	}
+}

@@ -75,6 +75,7 @@ type Table struct {
 	defaultCert   *tls.Certificate
 
 	routes []*Route
+	parsed map[Ref]certResult // the TLS Secrets read, for Input.Previous
 }
 
 // ruleSet is the path rules of one host.
