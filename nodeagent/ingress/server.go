@@ -154,7 +154,8 @@ var ErrServing = errors.New("ingress: server already serving or closed")
 // Serve accepts plain HTTP connections on httpLn and TLS ones on httpsLn
 // (either may be nil) until Close or Shutdown, and then returns
 // http.ErrServerClosed. When a listener fails, Serve stops both and returns
-// that error. The Server takes ownership of the listeners.
+// that error; Close then ends what is left. Serve runs once per Server, which
+// owns the listeners from then on.
 func (s *Server) Serve(httpLn, httpsLn net.Listener) error {
 	s.mu.Lock()
 	if s.closed || s.stopping || s.serving {
