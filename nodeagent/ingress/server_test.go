@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -801,4 +802,43 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// failingListener fails its first Accept.
+type failingListener struct{ net.Listener }
+
+func (failingListener) Accept() (net.Conn, error) { return nil, errors.New("listener broke") }
+
+// TestServeListenerFailure: a listener that fails stops Serve, which says
+// why; Close ends the rest.
+func TestServeListenerFailure(t *testing.T) {
+	ok, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	s, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ok, failingListener{bad}) }()
+	select {
+	case err := <-done:
+		if err == nil || err.Error() != "listener broke" {
+			t.Errorf("Serve: %v, want the listener's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return when a listener failed")
+	}
+	if _, err := net.Dial("tcp", ok.Addr().String()); err == nil {
+		t.Errorf("the other listener still accepts")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
 }
