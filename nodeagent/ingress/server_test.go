@@ -87,7 +87,7 @@ func TestRouting(t *testing.T) {
 func TestForwardedHeaders(t *testing.T) {
 	b := newBackend(t, "b")
 	w := world{
-		ingresses: []*networkingv1.Ingress{withTLS(ingress("i", "a.example.com Prefix / b"), "cert", "a.example.com")},
+		ingresses: []*networkingv1.Ingress{withAnnotation(withTLS(ingress("i", "a.example.com Prefix / b"), "cert", "a.example.com"), routing.AnnotationSSLRedirect, "false")},
 		services:  map[string][]string{"b": {b.addr()}},
 		secrets:   []*corev1.Secret{tlsSecret(t, "cert", "a.example.com")},
 	}
@@ -95,6 +95,7 @@ func TestForwardedHeaders(t *testing.T) {
 	for _, tc := range []struct {
 		url, proto string
 	}{
+		{"http://a.example.com/x", "http"},
 		{"https://a.example.com/x", "https"},
 	} {
 		req, _ := http.NewRequest("GET", tc.url, nil)
