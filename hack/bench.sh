@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 bench() { # packages benchtime
 	go test -run '^$' -bench "${BENCH:-.}" -benchtime "$2" -timeout 30m $1 | tee -a bench.out
 }
-bench "./cmd/keelson ./ebpf ./manifest ./nodeagent ./nodeagent/runtime ./reconciler/scheduler" 1x
+bench "./cmd/keelson ./ebpf ./manifest ./nodeagent ./nodeagent/ingress ./nodeagent/runtime ./reconciler/scheduler" 1x
 bench ./gitsync 20x
 bench ./nodeagent/network 50x
 

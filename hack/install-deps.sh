@@ -24,6 +24,12 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 check iptables iptables
 check ip iproute2
 check nsenter util-linux
+# The Ingress proxy: curl is the outside client of its network namespace
+# test; nginx and wrk are what its benchmark compares it with and loads it
+# with.
+check curl curl
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+check wrk wrk
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

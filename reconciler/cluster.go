@@ -502,7 +502,6 @@ func (p *clusterPlan) empty() bool {
 		len(p.upsertEndpoints)+len(p.deleteEndpoints) == 0
 }
 
-
 // computeCluster is the controllers and the scheduler as one pure function
 // of a snapshot and the time.
 // Before the controller is warm (see Cluster.warm), it keeps node leases but

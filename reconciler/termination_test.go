@@ -153,4 +153,3 @@ func report(t *testing.T, c *Cluster, p *store.Pod, ip string, ready bool) {
 		t.Fatal(err)
 	}
 }
-

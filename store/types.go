@@ -109,19 +109,19 @@ type Node struct {
 	// the node's agent has programmed into its load balancer; 0 when the
 	// node does not program services (simulated nodes, --service-lb=false).
 	ServicesIndex uint64
-	CreateIndex  uint64
-	ModifyIndex  uint64
+	CreateIndex   uint64
+	ModifyIndex   uint64
 }
 
 // Pod is a pod the controllers want and the agents report on.
 type Pod struct {
-	Key         string // namespace/name
-	Namespace   string
-	Name        string
-	NodeName    string
-	OwnerKey    string
-	Phase       string
-	Pod         *corev1.Pod
+	Key       string // namespace/name
+	Namespace string
+	Name      string
+	NodeName  string
+	OwnerKey  string
+	Phase     string
+	Pod       *corev1.Pod
 	// TerminatingSince is when the controller decided to delete the pod;
 	// zero while it is not terminating. A terminating pod has left its
 	// services' backends (it takes no new connections) and keeps running
