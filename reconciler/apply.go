@@ -92,6 +92,11 @@ func (a *Applier) Apply(rev *gitsync.Revision, fetchedAt time.Time) (*store.Revi
 		var issues []manifest.Issue
 		issues, events = allocateServices(a.svcNet, current, plan)
 		rec.Errors = append(rec.Errors, issues...)
+		if len(issues) == 0 {
+			warnings, evs := ingressProblems(stateAfter(current, plan), plan.changedKeys())
+			rec.Warnings = append(rec.Warnings, warnings...)
+			events = append(events, evs...)
+		}
 	}
 	if len(rec.Errors) > 0 {
 		rec.Status = store.RevisionFailed

@@ -13,6 +13,7 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -657,6 +658,14 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 		if byKey[p.OwnerKey] == nil && !running[p.OwnerKey] && !deleted[p.Key] {
 			deletePod(p, "its owner "+p.OwnerKey+" is gone")
+		}
+	}
+
+	// Every node serves every Ingress: their status lists the nodes.
+	st := ingressStatus(nodes)
+	for _, o := range objs {
+		if _, ok := o.Obj.(*networkingv1.Ingress); ok {
+			plan.setStatus(o, &st)
 		}
 	}
 

@@ -78,3 +78,41 @@ func toStore(d *manifest.Object, sha string) *store.Object {
 	}
 	return o
 }
+
+// changedKeys is the set of objects the plan adds or changes.
+func (p *Plan) changedKeys() map[string]bool {
+	m := make(map[string]bool, len(p.Upserts))
+	for _, o := range p.Upserts {
+		m[o.Key] = true
+	}
+	return m
+}
+
+// stateAfter is the objects from Git once the plan is applied: current
+// without what it deletes, with what it upserts (controllers' objects left
+// out).
+func stateAfter(current []*store.Object, p *Plan) []*store.Object {
+	gone := make(map[string]bool, len(p.Deletes)+len(p.Upserts))
+	for _, k := range p.Deletes {
+		gone[k] = true
+	}
+	for _, o := range p.Upserts {
+		gone[o.Key] = true
+	}
+	out := make([]*store.Object, 0, len(current)+len(p.Upserts))
+	created := map[string]uint64{}
+	for _, o := range current {
+		created[o.Key] = o.CreateIndex
+		if o.OwnerKey == "" && !gone[o.Key] {
+			out = append(out, o)
+		}
+	}
+	for _, o := range p.Upserts {
+		// A changed object keeps its age (the store keeps CreateIndex).
+		if o.CreateIndex == 0 {
+			o.CreateIndex = created[o.Key]
+		}
+		out = append(out, o)
+	}
+	return out
+}
