@@ -44,6 +44,9 @@ type Services struct {
 	Addresses func(addrs []netip.Addr) error
 	// OnSynced, when set, is told each store index once it is programmed.
 	OnSynced func(index uint64)
+	// OnServices, when set, gets every list of Services with their
+	// endpoint slices (the Ingress routes follow them).
+	OnServices func(items []api.ServiceEndpoints)
 	Log      *slog.Logger
 }
 
@@ -73,6 +76,9 @@ func (s *Services) Run(ctx context.Context) {
 		}
 		if s.DNS != nil {
 			s.DNS.Update(DNSView(list.Items))
+		}
+		if s.OnServices != nil {
+			s.OnServices(list.Items)
 		}
 		if msg := strings.Join(errs, "; "); msg != lastErr {
 			if msg != "" {

@@ -50,6 +50,8 @@ type agentOptions struct {
 	clusterDomain      string
 	externalIfaces     []string
 	serviceLB          bool
+	ingressHTTP        int
+	ingressHTTPS       int
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 	// onStart, when set, receives pod start latencies (benchmarks).
@@ -96,6 +98,8 @@ Killing the agent leaves its containers running; a new agent adopts them.`,
 	f.DurationVar(&o.leaseInterval, "lease-interval", nodeagent.LeaseInterval, "how often to renew the node's lease with the controller")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the DNS domain of Services and pods")
 	f.StringSliceVar(&o.externalIfaces, "external-interface", nil, "interfaces where NodePort and LoadBalancer traffic arrives (default: the one holding the node's address)")
+	f.IntVar(&o.ingressHTTP, "ingress-http-port", 80, "port the node serves the cluster's Ingresses on over HTTP (0: no Ingress)")
+	f.IntVar(&o.ingressHTTPS, "ingress-https-port", 443, "port the node serves the cluster's Ingresses on over HTTPS")
 	f.BoolVar(&o.serviceLB, "service-lb", true, "load-balance Services in the kernel with eBPF and serve cluster DNS (with --server)")
 	f.IntVar(&o.simulate, "simulate", 0, "register N simulated nodes named NAME-00000... whose pods a fake runtime reports running (for scale tests); needs --server")
 	return cmd
@@ -260,6 +264,11 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 			}
 			services := &nodeagent.Services{Client: ctl, Node: o.name, NodeAddrs: svc.nodeAddrs, LB: svc.lb, DNS: svc.dns,
 				Addresses: nodeagent.SyncLBAddresses, OnSynced: synced, Log: log.With("component", "services")}
+			if proxy := startIngress(ctx, &wg, o, metrics, log.With("component", "ingress")); proxy != nil {
+				routes := &nodeagent.IngressRoutes{Client: ctl, Proxy: proxy, Log: log.With("component", "ingress")}
+				services.OnServices = routes.SetServices
+				wg.Go(func() { routes.Run(ctx) })
+			}
 			wg.Go(func() { services.Run(ctx) })
 		}
 	} else {

@@ -9,9 +9,14 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keelson/keelson/ebpf"
 	"github.com/keelson/keelson/nodeagent/dns"
+	ingressproxy "github.com/keelson/keelson/nodeagent/ingress"
 	"github.com/keelson/keelson/nodeagent/network"
 )
 
@@ -122,4 +127,45 @@ func interfaceWith(ip string) string {
 		}
 	}
 	return ""
+}
+
+// startIngress runs the node's Ingress proxy on the node's HTTP and HTTPS
+// ports until ctx ends, and returns it; nil when Ingress is off or a port
+// cannot be had (another agent on this machine holds it), which is logged.
+func startIngress(ctx context.Context, wg *sync.WaitGroup, o agentOptions, reg prometheus.Registerer, log *slog.Logger) *ingressproxy.Server {
+	if o.ingressHTTP == 0 {
+		return nil
+	}
+	httpLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(o.ingressHTTP)))
+	if err != nil {
+		log.Error("this node does not serve Ingresses", "err", err)
+		return nil
+	}
+	httpsLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(o.ingressHTTPS)))
+	if err != nil {
+		httpLn.Close()
+		log.Error("this node does not serve Ingresses", "err", err)
+		return nil
+	}
+	proxy, err := ingressproxy.New(ingressproxy.Config{Logger: log, Registerer: reg, HTTPSPort: o.ingressHTTPS})
+	if err != nil {
+		httpLn.Close()
+		httpsLn.Close()
+		log.Error("this node does not serve Ingresses", "err", err)
+		return nil
+	}
+	wg.Go(func() {
+		if err := proxy.Serve(httpLn, httpsLn); err != nil && ctx.Err() == nil {
+			log.Error("Ingress proxy stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = proxy.Shutdown(sctx)
+		_ = proxy.Close()
+	})
+	log.Info("serving Ingresses", "http", httpLn.Addr(), "https", httpsLn.Addr())
+	return proxy
 }
