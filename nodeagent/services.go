@@ -47,7 +47,7 @@ type Services struct {
 	// OnServices, when set, gets every list of Services with their
 	// endpoint slices (the Ingress routes follow them).
 	OnServices func(items []api.ServiceEndpoints)
-	Log      *slog.Logger
+	Log        *slog.Logger
 }
 
 // Run follows the services until ctx ends.
