@@ -197,6 +197,19 @@ var resources = []resource{
 			}
 			return orNone(strings.Join(hs, ","))
 		})},
+		{header: "ADDRESS", value: typed(func(i *networkingv1.Ingress) string {
+			var as []string
+			for _, in := range i.Status.LoadBalancer.Ingress {
+				as = append(as, in.IP)
+			}
+			return strings.Join(as, ",")
+		})},
+		{header: "PORTS", value: typed(func(i *networkingv1.Ingress) string {
+			if len(i.Spec.TLS) > 0 {
+				return "80, 443"
+			}
+			return "80"
+		})},
 	}},
 	{kind: "IngressClass", names: []string{"ingressclasses", "ingressclass"}},
 	{kind: "ConfigMap", names: []string{"configmaps", "configmap", "cm"}, namespaced: true, columns: []column{

@@ -199,6 +199,19 @@ func TestIngressEndToEnd(t *testing.T) {
 		}
 		return "answer " + body
 	})
+	// describe shows each rule's backend with its ready endpoints; get
+	// shows where the Ingress is served.
+	eventually(t, "describe ingress", func() string {
+		code, desc, errOut := cli(t, "describe", "ingress", "shop", "--server", "http://"+ctlAddr)
+		if code != 0 || !strings.Contains(desc, "shop.example.com") || strings.Count(desc, ":8080") < 2 || !strings.Contains(desc, "web:http (") {
+			return fmt.Sprintf("%d\n%s%s", code, desc, errOut)
+		}
+		code, list, _ := cli(t, "get", "ingress", "--server", "http://"+ctlAddr)
+		if code != 0 || !strings.Contains(list, "80, 443") || strings.Count(strings.Split(strings.TrimSpace(list), "\n")[1], ".") < 3 {
+			return "get ingress:\n" + list
+		}
+		return ""
+	})
 	// Exact path: /hostname/x is not routed.
 	if got, _ := out.curl("-o", "/dev/null", "-w", "%{http_code}", "--resolve", resolve("plain.example.com", httpPort), plainURL+"/x"); got != "404" {
 		t.Errorf("a path outside the Exact rule: %s, want 404", got)

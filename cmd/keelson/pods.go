@@ -369,6 +369,11 @@ func describeObject(cmd *cobra.Command, r *resource, namespace, name string) err
 			fmt.Fprintf(w, "  %s\n", line)
 		}
 	}
+	if o.Kind == "Ingress" {
+		if err := describeIngressRules(cmd.Context(), w, c, o.Object); err != nil {
+			fmt.Fprintf(w, "Rules: %v\n", err)
+		}
+	}
 	fmt.Fprintln(w, "Events:")
 	if len(ev.Items) == 0 {
 		fmt.Fprintln(w, "  <none>")
