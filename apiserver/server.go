@@ -151,6 +151,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		if failed != nil && (out.Applied == nil || failed.ID > out.Applied.ID) {
 			out.LastFailed = failed
 		}
+		if out.Recent, err = snap.Revisions(ws, 8); err != nil {
+			return 0, err
+		}
 		objs, err := snap.Objects(ws, store.ObjectQuery{})
 		if err != nil {
 			return 0, err

@@ -78,8 +78,9 @@ func (a *Applier) Apply(rev *gitsync.Revision, fetchedAt time.Time) (*store.Revi
 	next.ObservedSHA = rev.Commit.SHA
 
 	var (
-		plan   *Plan
-		events []*store.Event
+		plan     *Plan
+		events   []*store.Event
+		rollouts []store.Rollout
 	)
 	if res.OK() {
 		current, err := snap.Objects(memdb.NewWatchSet(), store.ObjectQuery{})
@@ -87,6 +88,7 @@ func (a *Applier) Apply(rev *gitsync.Revision, fetchedAt time.Time) (*store.Revi
 			return nil, err
 		}
 		plan = ComputePlan(current, res.Objects, rev.Commit.SHA)
+		rollouts = rolloutsOf(current, plan)
 		// Services get their addresses in the transaction that applies
 		// them; a request that cannot be met rejects the revision.
 		var issues []manifest.Issue
@@ -124,6 +126,8 @@ func (a *Applier) Apply(rev *gitsync.Revision, fetchedAt time.Time) (*store.Revi
 		}
 		rec.Status = store.RevisionApplied
 		rec.Added, rec.Changed, rec.Removed = plan.Added, plan.Changed, len(plan.Deletes)
+		rec.Rollouts = rollouts
+		rec.Health = sumHealth(rec.Rollouts)
 		next.State = "Synced"
 		next.LastError = ""
 		next.LastSuccess = next.LastAttempt

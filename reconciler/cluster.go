@@ -420,13 +420,23 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 	if err != nil {
 		return err
 	}
+	revs, err := snap.Revisions(ws, maxTrackedRevisions)
+	if err != nil {
+		return err
+	}
 	plan := computeCluster(objs, pods, nodes, now, c.cfg, c.warm(snap, ws))
+	outcomes := computeOutcomes(revs, objs, pods, now)
 	term := computeTermination(pods, nodes, plan.deletePods, now, c.cfg)
 	ep := computeEndpoints(objs, pods, term.gone, term.marked, eps)
 	plan.upsertEndpoints, plan.deleteEndpoints = ep.upserts, ep.deletes
 	plan.events = append(plan.events, ep.events...)
-	if plan.empty() && len(term.gone) == 0 {
+	if plan.empty() && len(term.gone) == 0 && len(outcomes) == 0 {
 		return nil
+	}
+	for _, r := range outcomes {
+		if err := txn.UpdateRevision(r); err != nil {
+			return err
+		}
 	}
 	for _, o := range plan.upsertObjects {
 		if err := txn.UpsertObject(o); err != nil {

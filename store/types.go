@@ -73,8 +73,57 @@ type Revision struct {
 	Removed      int              `json:"removed"`
 	Errors       []manifest.Issue `json:"errors,omitempty"`
 	Warnings     []manifest.Issue `json:"warnings,omitempty"`
+	// Rollouts are the workloads (Deployments, DaemonSets, StatefulSets)
+	// the commit added or changed, and what became of each.
+	Rollouts []Rollout `json:"rollouts,omitempty"`
+	// Health sums up the rollouts: Progressing while any is, Degraded if
+	// any failed, Healthy when all completed; Superseded or RolledBack
+	// when later commits replaced all of them before that; empty when the
+	// commit changed no workload.
+	Health RolloutOutcome `json:"health,omitempty"`
 
 	CreateIndex uint64 `json:"createIndex"`
+}
+
+// RolloutOutcome is what became of a commit's change to a workload.
+type RolloutOutcome string
+
+const (
+	RolloutProgressing RolloutOutcome = "Progressing"
+	// RolloutHealthy: every replica runs the commit's template and is available.
+	RolloutHealthy RolloutOutcome = "Healthy"
+	// RolloutDegraded: the rollout stopped progressing (its deadline passed).
+	RolloutDegraded RolloutOutcome = "Degraded"
+	// RolloutSuperseded: a later commit changed the object before the
+	// rollout finished.
+	RolloutSuperseded RolloutOutcome = "Superseded"
+	// RolloutRolledBack: a later commit brought the template back to what
+	// it was before this commit (a git revert).
+	RolloutRolledBack RolloutOutcome = "RolledBack"
+)
+
+// Final reports whether the outcome will not change any more.
+func (o RolloutOutcome) Final() bool { return o != RolloutProgressing && o != "" }
+
+// Rollout is one workload a commit changed, followed from commit to running.
+type Rollout struct {
+	Object string   `json:"object"` // Kind/namespace/name
+	Images []string `json:"images,omitempty"`
+	// Hash is the object's desired-state hash in the commit; TemplateHash
+	// and FromTemplate are its pod template's hash in the commit and
+	// before it (empty when the commit added the object).
+	Hash         string         `json:"hash"`
+	TemplateHash string         `json:"templateHash"`
+	FromTemplate string         `json:"fromTemplate,omitempty"`
+	Outcome      RolloutOutcome `json:"outcome"`
+	Reason       string         `json:"reason,omitempty"`
+	// When every pod of the commit's template was bound to a node, running,
+	// and the rollout complete (all available); zero until then.
+	Scheduled time.Time `json:"scheduled,omitzero"`
+	Started   time.Time `json:"started,omitzero"`
+	Ready     time.Time `json:"ready,omitzero"`
+	// Finished is when the outcome became final.
+	Finished time.Time `json:"finished,omitzero"`
 }
 
 // SyncState is the state of the Git source: whether the last fetch

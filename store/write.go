@@ -103,6 +103,20 @@ func (t *Txn) AddRevision(rev *Revision) error {
 	return t.insert(TableRevisions, rev)
 }
 
+// UpdateRevision replaces a recorded revision (its rollouts' progress),
+// keeping its ID and CreateIndex.
+func (t *Txn) UpdateRevision(rev *Revision) error {
+	raw, err := t.txn.First(TableRevisions, "id", rev.ID)
+	if err != nil {
+		return fmt.Errorf("store: revision %d: %w", rev.ID, err)
+	}
+	if raw == nil {
+		return fmt.Errorf("revision %d: %w", rev.ID, ErrNotFound)
+	}
+	rev.CreateIndex = raw.(*Revision).CreateIndex
+	return t.insert(TableRevisions, rev)
+}
+
 // PruneRevisions keeps the newest keep revisions, always keeping the newest
 // applied one so that status can name it.
 func (t *Txn) PruneRevisions(keep int) error {

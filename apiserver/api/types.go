@@ -22,6 +22,9 @@ type Status struct {
 	Applied *store.Revision `json:"applied,omitempty"`
 	// LastFailed is the newest rejected revision, if it is newer than Applied.
 	LastFailed *store.Revision `json:"lastFailed,omitempty"`
+	// Recent are the newest revisions (applied and rejected), newest
+	// first, with what became of their rollouts.
+	Recent []*store.Revision `json:"recent,omitempty"`
 	Objects    int             `json:"objects"`
 	// Nodes, Pods and PodsUnscheduled count the cluster's observed state.
 	Nodes           int    `json:"nodes"`

@@ -187,7 +187,7 @@ func TestControllerFollowsCommitsAndRejectsBadOnes(t *testing.T) {
 	repo.WriteFile("apps/web.yaml", strings.SplitN(strings.Replace(webDeploy, "web:v1", "web:v2", 1), "---", 2)[0])
 	fixed := repo.Commit("fix it, drop the service")
 	eventually(t, "fix applied", statusHas("Applied:  "+fixed[:12], "Synced"))
-	if _, st, _ := cli(t, "status", "--server", server); strings.Contains(st, "Rejected") {
+	if _, st, _ := cli(t, "status", "--server", server); strings.Contains(st, "Rejected:") {
 		t.Errorf("status still shows a rejection after a fix:\n%s", st)
 	}
 	code, _, errOut := cli(t, "get", "svc", "-n", "shop", "--server", server)

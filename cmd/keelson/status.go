@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -83,6 +84,7 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 	if st.Nodes > 0 || st.Pods > 0 {
 		fmt.Fprintf(w, "Cluster:  %d node(s), %d pod(s), %d not scheduled\n", st.Nodes, st.Pods, st.PodsUnscheduled)
 	}
+	printCommits(w, st.Recent)
 	if f := st.LastFailed; f != nil {
 		fmt.Fprintf(w, "Rejected: %s\n", commitLine(f, now))
 		fmt.Fprintf(w, "          %d error(s); the applied commit keeps running:\n", len(f.Errors))
@@ -90,6 +92,57 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 			fmt.Fprintf(w, "          %s\n", i)
 		}
 	}
+}
+
+// printCommits lists the recent commits with the health of what they
+// changed and the time each step took from the commit being fetched.
+func printCommits(w io.Writer, revs []*store.Revision) {
+	if len(revs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Commits:")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  COMMIT	SYNC	HEALTH	APPLIED	SCHEDULED	STARTED	READY	MESSAGE")
+	for _, r := range revs {
+		health := string(r.Health)
+		if health == "" {
+			health = "-"
+		}
+		step := func(t time.Time) string {
+			if t.IsZero() || r.FetchedAt.IsZero() {
+				return "-"
+			}
+			return "+" + t.Sub(r.FetchedAt).Round(time.Millisecond).String()
+		}
+		latest := func(f func(store.Rollout) time.Time) time.Time {
+			var m time.Time
+			for _, x := range r.Rollouts {
+				t := f(x)
+				if t.IsZero() {
+					return time.Time{}
+				}
+				if t.After(m) {
+					m = t
+				}
+			}
+			return m
+		}
+		sync := "Synced"
+		if r.Status == store.RevisionFailed {
+			sync, health = "Rejected", "-"
+		}
+		msg, _, _ := strings.Cut(strings.TrimSpace(r.Message), "\n")
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%q\n", shortSHA(r.SHA), sync, health, step(r.AppliedAt),
+			step(latest(func(x store.Rollout) time.Time { return x.Scheduled })),
+			step(latest(func(x store.Rollout) time.Time { return x.Started })),
+			step(latest(func(x store.Rollout) time.Time { return x.Ready })), msg)
+		for _, x := range r.Rollouts {
+			if x.Outcome == store.RolloutDegraded || x.Outcome == store.RolloutProgressing && r.Health == store.RolloutDegraded {
+				fmt.Fprintf(tw, "  \t\t\t%s: %s %s\n", x.Object, x.Outcome, x.Reason)
+			}
+		}
+	}
+	_ = tw.Flush()
 }
 
 func commitLine(r *store.Revision, now time.Time) string {
