@@ -1,7 +1,8 @@
-// Package ebpf is Keelson's in-kernel service load balancer for IPv4: BPF
-// programs (bpf/lb.c, compiled by bpf2go; the generated lb_bpfel.go and
-// lb_bpfel.o are committed, little-endian only) and the Go code that loads,
-// attaches and programs them with github.com/cilium/ebpf.
+// Package ebpf is Keelson's in-kernel service load balancer for IPv4, and
+// the socket steering of the node's Ingress proxy: BPF programs (bpf/lb.c,
+// bpf/steer.c, compiled by bpf2go; the generated *_bpfel.go and *_bpfel.o
+// are committed, little-endian only) and the Go code that loads, attaches
+// and programs them with github.com/cilium/ebpf.
 //
 // # What it does
 //
@@ -76,14 +77,57 @@
 // Not handled: IPv6; NodePorts on 127.0.0.1 or on "any node address" (a
 // Service names each address); ICMP errors about translated flows (path MTU
 // discovery through NodePort SNAT); TTL decrement on redirected SNAT
-// packets; steering ports 80/443 to the ingress proxy (sk_lookup).
+// packets.
+//
+// # Socket steering for the Ingress proxy
+//
+// Steering (steer.go, bpf/steer.c) lets the proxy listen once, on any
+// address (127.0.0.1:0 will do), and serve ports 80 and 443 of every node
+// and LoadBalancer address, including an address added while it runs. An
+// sk_lookup program attached to the node's network namespace
+// (SteerConfig.NetNS, by default the caller's) runs when the kernel looks
+// for the listener of a new TCP connection: if the destination address is
+// in steer4_addrs (SetAddrs: exactly the node's and its LoadBalancer
+// addresses) and steer4_socks holds a socket for the destination port
+// (SetListener), the connection goes to that socket. It is IPv4 only (IPv6
+// lookups pass untouched; a dual-stack listener takes the steered IPv4
+// connections) and TCP only.
+//
+//	steer4_addrs          hash     IPv4 address (network order) -> 1; 4,096
+//	steer4_socks          sockhash port (host order) -> listening socket; 64
+//	link_netns_sk_lookup  the link that attaches the program
+//
+// The program never drops: a connection it does not steer (another address
+// or port, UDP, IPv6) goes on to the kernel's normal lookup, and so does one
+// to a port whose listener has closed (the kernel removes a socket from
+// steer4_socks when it closes), which is then refused if nothing else
+// listens: a dead proxy's port is refused, never blackholed. A listener
+// must be a plain TCP socket in the attached namespace; Go listens with
+// Multipath TCP by default, which the kernel cannot steer to, so the proxy
+// listens with ListenSteerable. The steering runs after the load balancer:
+// a Service frontend on the same address and port is translated first (by
+// connect4 on the node, by TCX from outside) and never reaches the proxy.
+//
+// The pins live beside the load balancer's, in PinRoot/<node>. Close leaves
+// them, so connections are steered while the agent restarts for as long as
+// the old listener is open; OpenSteering reuses the maps (addresses and
+// sockets), re-attaches only if the pinned link is missing or attached to
+// another (or a vanished) namespace, and replaces a changed program through
+// the link; SetListener then puts the new listener in place of the old
+// one. Remove and UnpinSteering delete the steering pins and leave the load
+// balancer's; Unpin of the load balancer deletes the node's directory,
+// steering included. Several nodes in separate namespaces of one machine
+// each attach their own program with their own pins; programs of several
+// nodes in one namespace all run, and the first to assign a socket wins.
+// It needs Linux 5.9 (sk_lookup); CheckSteering says what is missing.
 //
 // # Invariants
 //
 //   - Addresses that are not frontends in this node's maps pass untouched:
 //     the socket programs proceed, the TCX programs return TCX_NEXT. Several
 //     nodes' programs may be attached to the same cgroup root and
-//     interfaces (multi-attach), each with its own maps.
+//     interfaces (multi-attach), each with its own maps. Likewise the
+//     steering program passes every connection it does not steer.
 //   - The Go side is a pure core (state.go, maps.go: diff, plan, encoding,
 //     ID allocation; tested without root) and a thin shell (lb.go, attach.go)
 //     that makes the syscalls.

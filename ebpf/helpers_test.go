@@ -255,14 +255,20 @@ type server struct {
 
 func startTCP(t testing.TB, n *ns, name string, addr netip.AddrPort) *server {
 	t.Helper()
-	s := &server{name: name, open: map[net.Conn]bool{}}
+	var ln net.Listener
 	err := n.do(func() (err error) {
-		s.ln, err = net.Listen("tcp4", addr.String())
+		ln, err = net.Listen("tcp4", addr.String())
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveTCP(t, name, ln)
+}
+
+// serveTCP serves ln as startTCP does.
+func serveTCP(t testing.TB, name string, ln net.Listener) *server {
+	s := &server{name: name, ln: ln, open: map[net.Conn]bool{}}
 	s.wg.Go(func() {
 		for {
 			c, err := s.ln.Accept()

@@ -300,3 +300,53 @@ func cgroupID(path string) (uint64, error) {
 	}
 	return st.Ino, nil
 }
+
+// CheckSteering reports everything socket steering needs that this machine
+// lacks, each error wrapping ErrNotSupported (or ErrInvalid for a bad
+// config): the bpf filesystem, sk_lookup programs (Linux 5.9) with
+// bpf_sk_assign, socket hash maps, and the network namespace to attach to.
+// It loads the program once (with tiny maps, nothing pinned or attached),
+// so the verifier of this kernel has accepted it when it returns nil. It
+// needs the privileges OpenSteering needs.
+func CheckSteering(cfg SteerConfig) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	missing := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format+": %w", append(args, ErrNotSupported)...))
+	}
+	if err := checkBPFFS(cfg.PinRoot); err != nil {
+		errs = append(errs, err)
+	}
+	if f, _, err := openNetNS(cfg.NetNS); err != nil {
+		errs = append(errs, err)
+	} else {
+		f.Close()
+	}
+	if err := features.HaveProgramType(ebpf.SkLookup); err != nil {
+		missing("program type %s (Linux 5.9): %v", ebpf.SkLookup, err)
+	}
+	if err := features.HaveMapType(ebpf.SockHash); err != nil {
+		missing("map type %s: %v", ebpf.SockHash, err)
+	}
+	if err := features.HaveProgramHelper(ebpf.SkLookup, asm.FnSkAssign); err != nil {
+		missing("helper %s for %s programs: %v", asm.FnSkAssign, ebpf.SkLookup, err)
+	}
+	spec, err := loadSteer()
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("parse the BPF object: %w", err))...)
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+		m.MaxEntries = 1
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		missing("loading the steering program: %v", err)
+	} else {
+		coll.Close()
+	}
+	return errors.Join(errs...)
+}
