@@ -24,8 +24,8 @@ type Status struct {
 	LastFailed *store.Revision `json:"lastFailed,omitempty"`
 	// Recent are the newest revisions (applied and rejected), newest
 	// first, with what became of their rollouts.
-	Recent []*store.Revision `json:"recent,omitempty"`
-	Objects    int             `json:"objects"`
+	Recent  []*store.Revision `json:"recent,omitempty"`
+	Objects int               `json:"objects"`
 	// Nodes, Pods and PodsUnscheduled count the cluster's observed state.
 	Nodes           int    `json:"nodes"`
 	Pods            int    `json:"pods"`
