@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -264,9 +265,13 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 			}
 			services := &nodeagent.Services{Client: ctl, Node: o.name, NodeAddrs: svc.nodeAddrs, LB: svc.lb, DNS: svc.dns,
 				Addresses: nodeagent.SyncLBAddresses, OnSynced: synced, Log: log.With("component", "services")}
-			if proxy := startIngress(ctx, &wg, o, metrics, log.With("component", "ingress")); proxy != nil {
-				routes := &nodeagent.IngressRoutes{Client: ctl, Proxy: proxy, Log: log.With("component", "ingress")}
+			if ing := startIngress(ctx, &wg, o, svc.nodeAddrs, metrics, log.With("component", "ingress")); ing != nil {
+				routes := &nodeagent.IngressRoutes{Client: ctl, Proxy: ing.proxy, Log: log.With("component", "ingress")}
 				services.OnServices = routes.SetServices
+				services.Addresses = func(lb []netip.Addr) error {
+					ing.setLBAddrs(lb)
+					return nodeagent.SyncLBAddresses(lb)
+				}
 				wg.Go(func() { routes.Run(ctx) })
 			}
 			wg.Go(func() { services.Run(ctx) })

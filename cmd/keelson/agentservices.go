@@ -129,23 +129,77 @@ func interfaceWith(ip string) string {
 	return ""
 }
 
-// startIngress runs the node's Ingress proxy on the node's HTTP and HTTPS
-// ports until ctx ends, and returns it; nil when Ingress is off or a port
-// cannot be had (another agent on this machine holds it), which is logged.
-func startIngress(ctx context.Context, wg *sync.WaitGroup, o agentOptions, reg prometheus.Registerer, log *slog.Logger) *ingressproxy.Server {
+// ingressParts are the node's Ingress proxy and, where the kernel has it,
+// the sk_lookup steering that hands it connections to ports 80 and 443 of
+// the node's addresses and LoadBalancer addresses.
+type ingressParts struct {
+	proxy     *ingressproxy.Server
+	steer     *ebpf.Steering // nil: the proxy binds the ports on every address
+	nodeAddrs []netip.Addr
+	log       *slog.Logger
+}
+
+// setLBAddrs steers the node's and these LoadBalancer addresses.
+func (p *ingressParts) setLBAddrs(lb []netip.Addr) {
+	if p == nil || p.steer == nil {
+		return
+	}
+	addrs := append(slices.Clone(p.nodeAddrs), lb...)
+	if err := p.steer.SetAddrs(addrs); err != nil {
+		p.log.Error("steer Ingress addresses", "err", err)
+	}
+}
+
+// startIngress runs the node's Ingress proxy until ctx ends. With steering
+// the proxy listens once on loopback and an sk_lookup program gives it the
+// connections to the Ingress ports of the node's addresses (and of each
+// LoadBalancer address as soon as the node holds it); without it, the
+// proxy binds the ports on every address. nil when Ingress is off or the
+// ports cannot be had (another agent on this machine holds them): logged.
+func startIngress(ctx context.Context, wg *sync.WaitGroup, o agentOptions, nodeAddrs []netip.Addr, reg prometheus.Registerer, log *slog.Logger) *ingressParts {
 	if o.ingressHTTP == 0 {
 		return nil
 	}
-	httpLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(o.ingressHTTP)))
-	if err != nil {
-		log.Error("this node does not serve Ingresses", "err", err)
-		return nil
+	parts := &ingressParts{nodeAddrs: nodeAddrs, log: log}
+	var httpLn, httpsLn net.Listener
+	scfg := ebpf.SteerConfig{Node: o.name, Log: log}
+	if err := ebpf.CheckSteering(scfg); err == nil {
+		st, err := ebpf.OpenSteering(scfg)
+		if err == nil {
+			h, err1 := ebpf.ListenSteerable(ctx, "tcp4", "127.0.0.1:0")
+			hs, err2 := ebpf.ListenSteerable(ctx, "tcp4", "127.0.0.1:0")
+			err = errors.Join(err1, err2)
+			if err == nil {
+				err = errors.Join(st.SetListener(uint16(o.ingressHTTP), h), st.SetListener(uint16(o.ingressHTTPS), hs), st.SetAddrs(nodeAddrs))
+			}
+			if err == nil {
+				httpLn, httpsLn, parts.steer = h, hs, st
+			} else {
+				for _, l := range []*net.TCPListener{h, hs} {
+					if l != nil {
+						l.Close()
+					}
+				}
+				_ = st.Close()
+			}
+		}
+		if err != nil {
+			log.Warn("steering Ingress connections with sk_lookup failed; binding the ports instead", "err", err)
+		}
+	} else {
+		log.Info("no sk_lookup steering; binding the Ingress ports", "why", err)
 	}
-	httpsLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(o.ingressHTTPS)))
-	if err != nil {
-		httpLn.Close()
-		log.Error("this node does not serve Ingresses", "err", err)
-		return nil
+	if httpLn == nil {
+		var err error
+		if httpLn, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(o.ingressHTTP))); err != nil {
+			log.Error("this node does not serve Ingresses", "err", err)
+			return nil
+		}
+		if httpsLn, err = net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(o.ingressHTTPS))); err != nil {
+			httpLn.Close()
+			log.Error("this node does not serve Ingresses", "err", err)
+			return nil
+		}
 	}
 	proxy, err := ingressproxy.New(ingressproxy.Config{Logger: log, Registerer: reg, HTTPSPort: o.ingressHTTPS})
 	if err != nil {
@@ -154,6 +208,7 @@ func startIngress(ctx context.Context, wg *sync.WaitGroup, o agentOptions, reg p
 		log.Error("this node does not serve Ingresses", "err", err)
 		return nil
 	}
+	parts.proxy = proxy
 	wg.Go(func() {
 		if err := proxy.Serve(httpLn, httpsLn); err != nil && ctx.Err() == nil {
 			log.Error("Ingress proxy stopped", "err", err)
@@ -165,7 +220,14 @@ func startIngress(ctx context.Context, wg *sync.WaitGroup, o agentOptions, reg p
 		defer cancel()
 		_ = proxy.Shutdown(sctx)
 		_ = proxy.Close()
+		if parts.steer != nil {
+			_ = parts.steer.Close() // the program stays; closed listeners fall through
+		}
 	})
-	log.Info("serving Ingresses", "http", httpLn.Addr(), "https", httpsLn.Addr())
-	return proxy
+	how := "bound on every address"
+	if parts.steer != nil {
+		how = "steered by sk_lookup"
+	}
+	log.Info("serving Ingresses", "http-port", o.ingressHTTP, "https-port", o.ingressHTTPS, "listeners", how, "node-addresses", nodeAddrs)
+	return parts
 }

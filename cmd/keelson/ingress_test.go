@@ -212,6 +212,12 @@ func TestIngressEndToEnd(t *testing.T) {
 		}
 		return ""
 	})
+	// The proxy binds no address: the node's addresses are steered to it by
+	// sk_lookup, so loopback, which is not steered, has nothing on the port.
+	if conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)), time.Second); err == nil {
+		conn.Close()
+		t.Errorf("127.0.0.1:%d accepted a connection: the proxy should be steered to, not bound on every address", httpPort)
+	}
 	// Exact path: /hostname/x is not routed.
 	if got, _ := out.curl("-o", "/dev/null", "-w", "%{http_code}", "--resolve", resolve("plain.example.com", httpPort), plainURL+"/x"); got != "404" {
 		t.Errorf("a path outside the Exact rule: %s, want 404", got)
