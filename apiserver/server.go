@@ -227,7 +227,12 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, err
 		}
-		out.Index = snap.Index(ws, store.TableObjects)
+		applied, err := snap.LastRevision(ws, store.RevisionApplied)
+		if err != nil {
+			return 0, err
+		}
+		out.Applied = applied != nil
+		out.Index = snap.MaxIndex(ws, store.TableObjects, store.TableRevisions)
 		out.Items = make([]api.Object, 0, len(objs))
 		agent := s.isAgent(r)
 		for _, o := range objs {

@@ -31,6 +31,13 @@ func (s *Server) services(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return 0, err
 		}
+		// Whole once the controller is warm (its endpoints computed with
+		// the agents' reports in): until then agents keep what they have.
+		sync, err := snap.Sync(ws)
+		if err != nil {
+			return 0, err
+		}
+		out.Applied = sync != nil && !sync.WarmSince.IsZero()
 		byKey := make(map[string]*store.Endpoints, len(eps))
 		for _, e := range eps {
 			byKey[e.Key] = e
@@ -49,7 +56,7 @@ func (s *Server) services(w http.ResponseWriter, r *http.Request) {
 			}
 			out.Items = append(out.Items, item)
 		}
-		out.Index = snap.MaxIndex(ws, store.TableObjects, store.TableEndpoints)
+		out.Index = snap.MaxIndex(ws, store.TableObjects, store.TableEndpoints, store.TableSync)
 		return out.Index, nil
 	})
 	s.answer(w, r, out.Index, out, err)

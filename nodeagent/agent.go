@@ -258,12 +258,21 @@ func (a *Agent) forget(pod *corev1.Pod) {
 func (w *podWorker) publish() {
 	p := w.pod.DeepCopy()
 	p.Status = w.status()
-	txn := w.a.Store.Write()
-	defer txn.Abort()
-	err := txn.UpsertPod(&store.Pod{
+	w.mu.Lock()
+	removing := w.removed
+	w.mu.Unlock()
+	row := &store.Pod{
 		Key: w.key, Namespace: p.Namespace, Name: p.Name, NodeName: p.Spec.NodeName,
 		Phase: string(p.Status.Phase), Pod: p,
-	})
+	}
+	if removing {
+		// Being stopped because the controller no longer wants it: shown,
+		// but not reported (a restarted controller must not adopt it).
+		row.TerminatingSince = w.a.now()
+	}
+	txn := w.a.Store.Write()
+	defer txn.Abort()
+	err := txn.UpsertPod(row)
 	if err == nil {
 		err = txn.Commit()
 	}

@@ -85,6 +85,11 @@ func (s *APISource) Run(ctx context.Context, update func(Desired)) error {
 				if err != nil {
 					return idx, err
 				}
+				if !list.Applied {
+					// A controller that has just started knows none yet:
+					// the pods keep the ones they have.
+					return list.Index, nil
+				}
 				switch kind {
 				case "ConfigMap":
 					var cms []*corev1.ConfigMap

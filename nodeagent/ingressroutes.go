@@ -71,7 +71,9 @@ func (r *IngressRoutes) Run(ctx context.Context) {
 				if err != nil {
 					return idx, err
 				}
-				r.set(kind, list.Items)
+				if list.Applied { // else the controller has just started: keep the routes
+					r.set(kind, list.Items)
+				}
 				return list.Index, nil
 			})
 		})

@@ -88,8 +88,8 @@ func ReportStatus(ctx context.Context, st *store.Store, c *client.Client, node s
 		failed := false
 		for _, p := range pods {
 			seen[p.Key] = true
-			if sent[p.Key] == p.ModifyIndex {
-				continue
+			if sent[p.Key] == p.ModifyIndex || p.Terminating() {
+				continue // unchanged, or being stopped: nothing to tell
 			}
 			if err := c.ReportPod(ctx, node, p.Pod); err != nil {
 				if !errors.Is(err, client.ErrConflict) {
@@ -134,6 +134,9 @@ func ReportAll(ctx context.Context, st *store.Store, c *client.Client, node stri
 		return err
 	}
 	for _, p := range pods {
+		if p.Terminating() {
+			continue // being stopped: the controller must not adopt it
+		}
 		if err := c.ReportPod(ctx, node, p.Pod); err != nil && !errors.Is(err, client.ErrConflict) {
 			return fmt.Errorf("report pod %s: %w", p.Key, err)
 		}

@@ -295,6 +295,9 @@ func (w *podWorker) terminate(ctx context.Context) {
 		w.pod = pod
 	}
 	g := grace(pod)
+	if w.pod != nil {
+		w.publish() // marked as being stopped: no longer reported
+	}
 	w.a.event(pod, corev1.EventTypeNormal, "Killing", fmt.Sprintf("stopping pod (grace period %s)", g))
 	for _, st := range w.containers {
 		if st.prober != nil {

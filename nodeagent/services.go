@@ -62,6 +62,11 @@ func (s *Services) Run(ctx context.Context) {
 		if err != nil {
 			return idx, err
 		}
+		if !list.Applied {
+			// A controller that has just started knows no Service yet:
+			// keep what is programmed until it has applied its revision.
+			return list.Index, nil
+		}
 		fe, lbAddrs := Frontends(list.Items, s.Node, s.NodeAddrs)
 		var errs []string
 		if s.LB != nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"sync"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -51,6 +52,39 @@ type Cluster struct {
 	cidr *net.IPNet
 	// started is when this controller started; see StartupGrace.
 	started time.Time
+
+	// deleted holds the UIDs of pods this controller deleted, with when, so
+	// that a status report crossing the deletion does not adopt the pod
+	// again; forgotten after deletedMemory.
+	delMu   sync.Mutex
+	deleted map[types.UID]time.Time
+}
+
+// deletedMemory is how long the controller remembers a pod it deleted.
+const deletedMemory = 10 * time.Minute
+
+func (c *Cluster) rememberDeleted(uids []types.UID) {
+	c.delMu.Lock()
+	defer c.delMu.Unlock()
+	now := c.now()
+	if c.deleted == nil {
+		c.deleted = map[types.UID]time.Time{}
+	}
+	for uid, t := range c.deleted {
+		if now.Sub(t) > deletedMemory {
+			delete(c.deleted, uid)
+		}
+	}
+	for _, u := range uids {
+		c.deleted[u] = now
+	}
+}
+
+func (c *Cluster) deletedRecently(uid types.UID) bool {
+	c.delMu.Lock()
+	defer c.delMu.Unlock()
+	_, ok := c.deleted[uid]
+	return ok
 }
 
 // warm reports whether the controller has waited for its agents and holds
@@ -263,14 +297,17 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		if owner == "" {
 			owner = "Pod/" + key
 		}
-		o, oerr := snap.Object(memdb.NewWatchSet(), owner)
-		if warm := c.warm(snap, memdb.NewWatchSet()); warm && oerr != nil {
-			return fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner)
-		} else if warm {
-			if err := wantsPod(snap, o); err != nil {
-				return fmt.Errorf("pod %s on node %s: %w: stop it", key, node, err)
-			}
+		if c.deletedRecently(reported.UID) {
+			// A report that crossed the pod's deletion: not to be adopted again.
+			return fmt.Errorf("pod %s on node %s was deleted by the controller: stop it", key, node)
 		}
+		if _, oerr := snap.Object(memdb.NewWatchSet(), owner); oerr != nil && c.warm(snap, memdb.NewWatchSet()) {
+			return fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner)
+		}
+		// Any other pod this controller does not know (one that was
+		// starting when it restarted, say) is adopted: if its owner has too
+		// many, it scales down through the usual path (the pod leaves its
+		// services first), rather than being stopped at once.
 		p := reported.DeepCopy()
 		p.Spec.NodeName = node
 		p.Status.Conditions = keepTransitionTimes(p.Status.Conditions, nil, c.now())
@@ -301,26 +338,6 @@ func mergeScheduled(reported, cur []corev1.PodCondition) []corev1.PodCondition {
 		}
 	}
 	return out
-}
-
-// wantsPod says why a warm controller's ReplicaSet o does not want one more
-// pod: it has its replicas already. Such a report is of a pod the
-// controller deleted (scaled down) that its agent reported once more before
-// it learned so; adopting it would undo the scale-down. Other owners are
-// not asked (nil).
-func wantsPod(snap *store.Snapshot, o *store.Object) error {
-	rs, ok := o.Obj.(*appsv1.ReplicaSet)
-	if !ok {
-		return nil
-	}
-	ps, err := snap.Pods(memdb.NewWatchSet(), store.PodQuery{Namespace: o.Namespace, OwnerKey: o.Key})
-	if err != nil {
-		return err
-	}
-	if n := int32Or(rs.Spec.Replicas, 1); int32(len(ps)) >= n {
-		return fmt.Errorf("ReplicaSet %s has its %d replicas", o.Name, n)
-	}
-	return nil
 }
 
 // keepTransitionTimes gives the reported conditions the lastTransitionTime
@@ -424,14 +441,31 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 	if err != nil {
 		return err
 	}
-	plan := computeCluster(objs, pods, nodes, now, c.cfg, c.warm(snap, ws))
+	warm := c.warm(snap, ws)
+	plan := computeCluster(objs, pods, nodes, now, c.cfg, warm)
 	outcomes := computeOutcomes(revs, objs, pods, now)
 	term := computeTermination(pods, nodes, plan.deletePods, now, c.cfg)
-	ep := computeEndpoints(objs, pods, term.gone, term.marked, eps)
-	plan.upsertEndpoints, plan.deleteEndpoints = ep.upserts, ep.deletes
-	plan.events = append(plan.events, ep.events...)
-	if plan.empty() && len(term.gone) == 0 && len(outcomes) == 0 {
+	var markWarm *store.SyncState
+	if warm {
+		// Endpoints only once the agents have reported their pods: a
+		// restarted controller publishes whole endpoints or none, so no
+		// node drops a service's backends while the controller returns.
+		ep := computeEndpoints(objs, pods, term.gone, term.marked, eps)
+		plan.upsertEndpoints, plan.deleteEndpoints = ep.upserts, ep.deletes
+		plan.events = append(plan.events, ep.events...)
+		if sync, err := snap.Sync(ws); err == nil && sync != nil && sync.WarmSince.IsZero() {
+			x := *sync
+			x.WarmSince = now
+			markWarm = &x
+		}
+	}
+	if plan.empty() && len(term.gone) == 0 && len(outcomes) == 0 && markWarm == nil {
 		return nil
+	}
+	if markWarm != nil {
+		if err := txn.SetSync(markWarm); err != nil {
+			return err
+		}
 	}
 	for _, r := range outcomes {
 		if err := txn.UpdateRevision(r); err != nil {
@@ -452,9 +486,13 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 	for _, p := range pods {
 		byKey[p.Key] = p
 	}
+	var goneUIDs []types.UID
 	for k := range term.gone {
 		if err := txn.DeletePod(k); err != nil {
 			return err
+		}
+		if p := byKey[k]; p != nil {
+			goneUIDs = append(goneUIDs, p.Pod.UID)
 		}
 	}
 	for k := range term.marked {
@@ -492,7 +530,11 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 			return err
 		}
 	}
-	return txn.Commit()
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	c.rememberDeleted(goneUIDs)
+	return nil
 }
 
 // clusterPlan is what one pass changes.

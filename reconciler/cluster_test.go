@@ -219,18 +219,53 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 	}
 
 	// A node reports a pod the controller does not know: adopted when its
-	// owner wants one more (here after one of its pods went), refused when
-	// it has its replicas (a pod it deleted, reported once more) or no
+	// owner exists (one too many is scaled down the usual way), refused
+	// when the controller deleted it (a report crossing the deletion) or no
 	// owner wants it.
 	p := ps[0].Pod.DeepCopy()
 	p.Name = "web-adopted"
+	p.UID = "uid-adopted"
 	p.Status.Phase = corev1.PodRunning
-	if err := c.ReportPod(context.Background(), "small", p); err == nil || !strings.Contains(err.Error(), "has its 3 replicas") {
-		t.Errorf("a ReplicaSet with its replicas adopted a reported pod: %v", err)
-	}
-	deletePodRow(t, st, ps[1].Key)
 	if err := c.ReportPod(context.Background(), "small", p); err != nil {
 		t.Errorf("adoption refused: %v", err)
+	}
+	settle(t, c)
+	if n := len(podsOf(t, st)); n != 3 {
+		t.Errorf("%d pods after adopting a fourth, want it scaled back to 3", n)
+	}
+	all, _ := st.Snapshot().Pods(memdb.NewWatchSet(), store.PodQuery{})
+	var gone *corev1.Pod
+	for _, x := range ps {
+		found := false
+		for _, y := range all {
+			if y.Key == x.Key {
+				found = true
+			}
+		}
+		if !found {
+			gone = x.Pod
+		}
+	}
+	if gone == nil {
+		pp := p.DeepCopy()
+		found := false
+		for _, y := range all {
+			if y.Key == "default/web-adopted" {
+				found = true
+			}
+		}
+		if !found {
+			gone = pp
+		}
+	}
+	if gone != nil {
+		again := gone.DeepCopy()
+		again.Status.Phase = corev1.PodRunning
+		if err := c.ReportPod(context.Background(), "small", again); err == nil || !strings.Contains(err.Error(), "deleted by the controller") {
+			t.Errorf("a pod the controller deleted, reported once more: %v", err)
+		}
+	} else {
+		t.Errorf("no pod was scaled away")
 	}
 	stray := p.DeepCopy()
 	stray.Name = "stray"

@@ -136,13 +136,18 @@ type SyncState struct {
 	Path   string `json:"path,omitempty"`
 	// State is "Synced", "Failed" (the last revision was rejected) or
 	// "Error" (the source could not be fetched); "Pending" before the first sync.
-	State         string    `json:"state"`
-	LastError     string    `json:"lastError,omitempty"`
-	LastAttempt   time.Time `json:"lastAttempt"`
-	LastSuccess   time.Time `json:"lastSuccess"`
-	ObservedSHA   string    `json:"observedSHA,omitempty"`
-	ModifyIndex   uint64    `json:"modifyIndex"`
-	FailingSince  time.Time `json:"failingSince,omitzero"`
+	State        string    `json:"state"`
+	LastError    string    `json:"lastError,omitempty"`
+	LastAttempt  time.Time `json:"lastAttempt"`
+	LastSuccess  time.Time `json:"lastSuccess"`
+	ObservedSHA  string    `json:"observedSHA,omitempty"`
+	ModifyIndex  uint64    `json:"modifyIndex"`
+	FailingSince time.Time `json:"failingSince,omitzero"`
+	// WarmSince is when this controller's controllers first ran with an
+	// applied revision and every agent's report in (after the start-up
+	// grace): from then on its endpoints are whole, and agents may program
+	// what it serves. Zero in a controller that has just started.
+	WarmSince     time.Time `json:"warmSince,omitzero"`
 	ConsecutiveKO int       `json:"consecutiveFailures,omitempty"`
 }
 

@@ -51,6 +51,10 @@ type Object struct {
 type ObjectList struct {
 	Index uint64   `json:"index"`
 	Items []Object `json:"items"`
+	// Applied is false until the controller holds an applied revision (it
+	// has just started): an empty list then means "not known yet", and
+	// agents keep what they have.
+	Applied bool `json:"applied"`
 }
 
 // RevisionList is the answer of GET /v1/revisions.
@@ -136,4 +140,8 @@ type ServiceEndpoints struct {
 type ServiceList struct {
 	Index uint64             `json:"index"`
 	Items []ServiceEndpoints `json:"items"`
+	// Applied is false until the controller has applied a revision and
+	// computed the endpoints with its agents' reports in (it has just
+	// started): agents keep what they have programmed until then.
+	Applied bool `json:"applied"`
 }

@@ -20,7 +20,8 @@
 // static busybox tools cannot resolve names in a bare container).
 //
 // It listens on $PORT, else --listen (default :8080), logs each request to stdout, and on
-// SIGTERM logs "terminating" and exits 0 after --term-delay.
+// SIGTERM logs "terminating", keeps serving for --term-delay (answering with Connection:
+// close, so that kept-alive clients move to other backends), then shuts down and exits 0.
 package main
 
 import (
@@ -86,7 +87,7 @@ func run(args []string) error {
 	}
 	fs := flag.NewFlagSet("testapp", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "address to listen on ($PORT overrides the port)")
-	termDelay := fs.Duration("term-delay", 0, "how long to wait after SIGTERM before exiting")
+	termDelay := fs.Duration("term-delay", 0, "how long to keep serving after SIGTERM, closing each kept-alive connection after its next answer, before exiting")
 	udpAddr := fs.String("udp", "", "also answer UDP datagrams on this address with the host name")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -97,7 +98,7 @@ func run(args []string) error {
 	}
 	logger := log.New(os.Stdout, "", log.LstdFlags|log.Lmicroseconds)
 
-	var unhealthy atomic.Bool
+	var unhealthy, draining atomic.Bool
 	var mu sync.Mutex
 	var held [][]byte
 
@@ -177,6 +178,10 @@ func run(args []string) error {
 		Addr: addr,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			logger.Printf("%s %s %s", r.RemoteAddr, r.Method, r.URL.RequestURI())
+			if draining.Load() {
+				// Tell kept-alive clients to go elsewhere after this answer.
+				w.Header().Set("Connection", "close")
+			}
 			mux.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -214,6 +219,7 @@ func run(args []string) error {
 		logger.Printf("terminating (signal %v)", sig)
 	}
 	if *termDelay > 0 {
+		draining.Store(true)
 		time.Sleep(*termDelay)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
