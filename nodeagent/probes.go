@@ -261,16 +261,30 @@ func runProber(ctx context.Context, t probeTarget, c *corev1.Container, startedA
 			}
 			tick := time.NewTicker(set.period)
 			defer tick.Stop()
+			// Until a readiness probe first passes, it is tried again soon
+			// (50 ms, doubling up to its period) rather than a whole period
+			// later: a new pod takes traffic as soon as it answers, which is
+			// what a rollout waits for. Only readiness: a startup or
+			// liveness probe's failures count against the container.
+			fast, passed := 50*time.Millisecond, false
 			for {
 				at := now()
 				ok, output := t.probe(ctx, p.ProbeHandler, set.timeout)
 				if ctx.Err() != nil || !send(probeResult{kind: kind, ok: ok, output: output, at: at}) {
 					return
 				}
+				passed = passed || ok
+				var wait <-chan time.Time = tick.C
+				if kind == readiness && !passed && fast < set.period {
+					timer := time.NewTimer(fast)
+					wait = timer.C
+					fast *= 2
+					defer timer.Stop()
+				}
 				select {
 				case <-ctx.Done():
 					return
-				case <-tick.C:
+				case <-wait:
 				}
 				if kind == startup {
 					select {

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"encoding/json"
+	appsv1 "k8s.io/api/apps/v1"
+
+	"github.com/keelson/keelson/apiserver/client"
+	"github.com/keelson/keelson/ebpf"
+	"github.com/keelson/keelson/internal/gittest"
+	"github.com/keelson/keelson/internal/testimages"
+)
+
+// tenReplicas is a Deployment of 10 testapp pods (maxSurge 25%, readiness
+// probed every second) behind a Service, at a version.
+func tenReplicas(version string) map[string]string {
+	return map[string]string{"web.yaml": fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 10
+  strategy: {rollingUpdate: {maxSurge: 25%%, maxUnavailable: 25%%}}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: web
+        image: %s
+        imagePullPolicy: Never
+        args: ["--term-delay=1s"]
+        env: [{name: VERSION, value: "%s"}]
+        ports: [{name: http, containerPort: 8080}]
+        resources: {requests: {cpu: 10m, memory: 16Mi}}
+        readinessProbe:
+          httpGet: {path: /healthz, port: http}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+`, testimages.TestappRef, version)}
+}
+
+// BenchmarkRollout measures GitOps rollouts as users see them, on keelson
+// up with real containers and a load generator on the Service the whole
+// time: a commit changing the template of a 10-replica Deployment until
+// the rollout is complete (target ≤ 5 s), then `git revert` of it until
+// the previous version is Ready on all 10 (target ≤ 2 s); failed requests
+// during both (target 0). Each sample alternates the two.
+func BenchmarkRollout(b *testing.B) {
+	gittest.RequireRoot(b, "runs containers")
+	dataDir, err := os.MkdirTemp("", "kbr")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dataDir)
+	testimages.Build(b, filepath.Join(dataDir, "agent", "images"))
+	repo := gittest.NewRepo(b, "", "rollout-bench")
+	repo.CommitFiles("v0", tenReplicas("v0"))
+	node := fmt.Sprintf("bench-roll-%d", os.Getpid()%10000)
+	var o upOptions
+	o.controller.src.URL = repo.Dir
+	o.controller.dataDir = filepath.Join(dataDir, "controller")
+	o.controller.listen = freeAddr(b)
+	o.controller.interval = time.Hour
+	o.controller.logLevel = "error"
+	var logw io.Writer = io.Discard
+	if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+		o.controller.logLevel = "debug"
+		logw = os.Stderr
+	}
+	o.agent.dataDir = filepath.Join(dataDir, "agent")
+	o.agent.listen = freeAddr(b)
+	o.agent.name = node
+	o.agent.serviceLB = true
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runUp(ctx, o, io.Discard, logw) }()
+	defer func() {
+		cancel()
+		<-done
+		_ = runDown(context.Background(), dataDir, node, io.Discard)
+		_ = ebpf.Unpin(ebpf.Config{Node: node})
+	}()
+	c, _ := client.New("http://" + o.controller.listen)
+	// complete waits until the Deployment runs the template of commit sha
+	// on every replica, all available, and returns when that was seen.
+	complete := func(sha string) time.Time {
+		deadline := time.Now().Add(2 * time.Minute)
+		var idx uint64
+		for time.Now().Before(deadline) {
+			l, err := c.Objects(context.Background(), client.Query{Kind: "Deployment", Index: idx, Wait: 10 * time.Second})
+			if err != nil || len(l.Items) != 1 {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			idx = l.Index
+			var d struct {
+				Status appsv1.DeploymentStatus `json:"status"`
+			}
+			_ = json.Unmarshal(l.Items[0].Object, &d)
+			st := d.Status
+			if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+				b.Logf("%s rev=%s replicas=%d updated=%d ready=%d available=%d", time.Now().Format("05.000"), l.Items[0].Revision[:7], st.Replicas, st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas)
+			}
+			if l.Items[0].Revision == sha && st.UpdatedReplicas == 10 && st.AvailableReplicas == 10 && st.Replicas == 10 && st.ObservedGeneration > 0 {
+				return time.Now()
+			}
+		}
+		b.Fatalf("commit %s never completed", sha)
+		return time.Time{}
+	}
+	complete(repo.Head())
+	var clusterIP string
+	l, _ := c.Services(context.Background(), client.Query{})
+	for _, it := range l.Items {
+		if it.Service.Name == "web" {
+			clusterIP = it.Service.Spec.ClusterIP
+		}
+	}
+	var forward, back []time.Duration
+	var failed int64
+	for range b.N {
+		for i := range 3 {
+			load := startLoad(net.JoinHostPort(clusterIP, "80"))
+			start := time.Now()
+			sha := repo.CommitFiles(fmt.Sprintf("v%d", i+1), tenReplicas(fmt.Sprintf("v%d", i+1)))
+			forward = append(forward, complete(sha).Sub(start))
+			start = time.Now()
+			repo.Git("revert", "--no-edit", sha)
+			back = append(back, complete(repo.Head()).Sub(start))
+			load.halt()
+			failed += load.failed.Load()
+			if load.failed.Load() > 0 {
+				b.Logf("failed requests: %s", load.report())
+			}
+		}
+	}
+	p50 := func(ds []time.Duration) float64 {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return float64(s[len(s)/2].Milliseconds())
+	}
+	b.ReportMetric(p50(forward), "rollout-p50-ms")
+	b.ReportMetric(p50(back), "revert-p50-ms")
+	b.ReportMetric(float64(failed), "failed-requests")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("rollouts %v, reverts %v", forward, back)
+}
