@@ -199,8 +199,8 @@ func TestObjectHistoryKustomize(t *testing.T) {
 		return strings.Replace(strings.Replace(webDeployment("web", ""), "  namespace: shop\n", "", 1), "replicas: 2", fmt.Sprintf("replicas: %d", replicas), 1)
 	}
 	g.CommitFiles("add", map[string]string{
-		"deploy/base/web/kustomization.yaml": "resources: [deploy.yaml]\n",
-		"deploy/base/web/deploy.yaml":        base(2),
+		"deploy/base/web/kustomization.yaml":      "resources: [deploy.yaml]\n",
+		"deploy/base/web/deploy.yaml":             base(2),
 		"deploy/overlays/prod/kustomization.yaml": overlay("v1"),
 		"deploy/overlays/prod/ns.yaml":            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
 		"deploy/other/cm.yaml":                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n",
