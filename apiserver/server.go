@@ -45,7 +45,7 @@ type Options struct {
 	// History, when set, serves GET /v1/history/{kind}/{namespace}/{name}
 	// (keelson rollout history).
 	History HistorySource
-	Log   *slog.Logger
+	Log     *slog.Logger
 }
 
 // Server is the HTTP API. It holds no state of its own.
