@@ -184,6 +184,22 @@ func (n *Notes) Read(ctx context.Context) (map[string]string, error) {
 	return n.loadView(repo)
 }
 
+// Refresh reads a remote's notes ref now, failing when the remote cannot
+// be reached (Read, in that case, serves the notes known). It does nothing
+// for a local source, whose notes Read always reads afresh.
+func (n *Notes) Refresh(ctx context.Context) error {
+	if n.localDir != "" {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, err := n.fetch(ctx); err != nil {
+		return fmt.Errorf("git source %s: read notes %s: %w", n.src, NotesRef, err)
+	}
+	_, err := n.loadView(n.repo)
+	return err
+}
+
 // loadView reads the notes at repo's notes ref, unless the view already
 // holds them. n.mu is held.
 func (n *Notes) loadView(repo *git.Repository) (map[string]string, error) {
