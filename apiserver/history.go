@@ -2,7 +2,9 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,8 +20,9 @@ import (
 // gitsync.Notes, joined in cmd/keelson).
 type HistorySource interface {
 	// ObjectHistory lists the commits that changed the object key
-	// declared in file, newest first, at most limit (all when 0).
-	ObjectHistory(ctx context.Context, file, key string, limit int) (*gitsync.ObjectLog, error)
+	// declared in file, newest first, at most limit (all when 0), from
+	// start (a commit SHA; "" is the synced commit).
+	ObjectHistory(ctx context.Context, start, file, key string, limit int) (*gitsync.ObjectLog, error)
 	// Notes are the commits' notes in refs/notes/keelson, SHA → text.
 	Notes(ctx context.Context) (map[string]string, error)
 }
@@ -44,14 +47,18 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var (
-		obj   *store.Object
-		revs  []*store.Revision
-		index uint64
+		obj     *store.Object
+		revs    []*store.Revision
+		applied *store.Revision
+		index   uint64
 	)
 	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
 		index = snap.MaxIndex(ws, store.TableObjects, store.TableRevisions)
 		var err error
 		if obj, err = snap.Object(ws, key); err != nil {
+			return index, err
+		}
+		if applied, err = snap.LastRevision(ws, store.RevisionApplied); err != nil {
 			return index, err
 		}
 		revs, err = snap.Revisions(ws, 0)
@@ -65,7 +72,12 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("%s is made by the controller (owned by %s), not declared in Git: it has no Git history", key, obj.OwnerKey))
 		return
 	}
-	log, err := s.opts.History.ObjectHistory(r.Context(), obj.File, key, limit)
+	log, err := s.opts.History.ObjectHistory(r.Context(), "", obj.File, key, limit)
+	if errors.Is(err, fs.ErrNotExist) && applied != nil {
+		// The synced commit was rejected and moved or removed the file:
+		// read the history from the applied one.
+		log, err = s.opts.History.ObjectHistory(r.Context(), applied.SHA, obj.File, key, limit)
+	}
 	if err != nil {
 		s.answer(w, r, index, nil, err)
 		return

@@ -26,8 +26,8 @@ type gitHistory struct {
 	n *gitsync.Notes
 }
 
-func (g gitHistory) ObjectHistory(ctx context.Context, file, key string, limit int) (*gitsync.ObjectLog, error) {
-	return g.h.Object(ctx, file, key, limit)
+func (g gitHistory) ObjectHistory(ctx context.Context, start, file, key string, limit int) (*gitsync.ObjectLog, error) {
+	return g.h.Object(ctx, start, file, key, limit)
 }
 
 func (g gitHistory) Notes(ctx context.Context) (map[string]string, error) { return g.n.Read(ctx) }
@@ -157,6 +157,21 @@ func TestHistory(t *testing.T) {
 	}
 	if len(h.Items) != 2 || !h.Items[0].Current {
 		t.Errorf("limit 2: %d items, first current %v", len(h.Items), len(h.Items) > 0 && h.Items[0].Current)
+	}
+
+	// A newer commit, rejected, moved the file away: the history is read
+	// from the applied commit.
+	g.Git("mv", "web.yaml", "front.yaml")
+	g.CommitFiles("move web, and break it", map[string]string{"front.yaml": "not: [yaml"})
+	if _, _, err := repo.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h, err = c.History(t.Context(), "Deployment", "shop", "web", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Items) != 5 || h.Items[0].SHA != revert2 || !h.Items[0].Current {
+		t.Errorf("history after a rejected move: %d items, first %s", len(h.Items), h.Items[0].SHA)
 	}
 
 	for _, tc := range []struct {

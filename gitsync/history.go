@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -141,18 +142,28 @@ func elsewhere(is manifest.Issue) bool {
 // Object lists the commits, newest first, that changed the object key
 // (Kind/namespace/name) declared in file (relative to the sub-path, as
 // store.Object.File; a kustomization file for kustomize output), starting
-// from the synced commit: at most limit changes (all when limit <= 0, up to
+// from the synced commit (or start): at most limit changes (all when limit <= 0, up to
 // MaxHistoryCommits commits that touched its files). A commit is a change
 // when the object's hash differs from the one at its first parent (or it
 // appears, disappears, or stops decoding), so commits that touched its file
 // but not it are left out.
-func (h *History) Object(ctx context.Context, file, key string, limit int) (*ObjectLog, error) {
-	rev := h.repo.Last()
-	if rev == nil {
-		return nil, fmt.Errorf("git source %s: history of %s: not synced yet", h.repo.src, key)
-	}
+//
+// start, when not empty, is the commit (a full SHA the clone holds) to read
+// the history from instead of the synced one: the applied commit, when the
+// synced one was rejected and no longer has the file.
+func (h *History) Object(ctx context.Context, start, file, key string, limit int) (*ObjectLog, error) {
 	fail := func(err error) (*ObjectLog, error) {
 		return nil, fmt.Errorf("git source %s: history of %s (%s): %w", h.repo.src, key, file, err)
+	}
+	rev := h.repo.Last()
+	if start != "" && (rev == nil || rev.Commit.SHA != start) {
+		var err error
+		if rev, err = h.repo.Resolve(ctx, start); err != nil {
+			return fail(err)
+		}
+	}
+	if rev == nil {
+		return fail(errors.New("not synced yet"))
 	}
 	file = cleanPath(file)
 	if file == "" {
@@ -309,7 +320,7 @@ func followedPaths(files []manifest.File, file string) ([]string, error) {
 	}
 	f := byPath[file]
 	if f == nil {
-		return nil, fmt.Errorf("%s: %w", file, fs.ErrNotExist)
+		return nil, fmt.Errorf("%s is not in the commit: %w", file, fs.ErrNotExist)
 	}
 	switch base := path.Base(file); base {
 	case "kustomization.yaml", "kustomization.yml", "Kustomization":

@@ -80,7 +80,7 @@ func TestObjectHistory(t *testing.T) {
 	mustSync(t, r, head, true)
 	h := NewHistory(r)
 
-	log, err := h.Object(t.Context(), "apps/web.yaml", "Deployment/shop/web", 0)
+	log, err := h.Object(t.Context(), "", "apps/web.yaml", "Deployment/shop/web", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,14 +110,14 @@ func TestObjectHistory(t *testing.T) {
 	// Asking again, with a limit, or about the Service in the same file,
 	// decodes nothing.
 	cached := len(h.cache)
-	log, err = h.Object(t.Context(), "apps/web.yaml", "Deployment/shop/web", 2)
+	log, err = h.Object(t.Context(), "", "apps/web.yaml", "Deployment/shop/web", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(want[:2], changes(log)); diff != "" {
 		t.Errorf("history limit 2 (-want +got):\n%s", diff)
 	}
-	svc, err := h.Object(t.Context(), "apps/web.yaml", "Service/shop/web", 0)
+	svc, err := h.Object(t.Context(), "", "apps/web.yaml", "Service/shop/web", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestObjectHistory(t *testing.T) {
 		t.Errorf("asking again decoded %d more file sets, want 0", len(h.cache)-cached)
 	}
 
-	if _, err := h.Object(t.Context(), "apps/nope.yaml", "Deployment/shop/nope", 0); err == nil {
+	if _, err := h.Object(t.Context(), "", "apps/nope.yaml", "Deployment/shop/nope", 0); err == nil {
 		t.Error("history of a file not in the commit: nil error, want one")
 	}
 }
@@ -154,11 +154,11 @@ func TestObjectHistoryRemovedAndMoved(t *testing.T) {
 	r, _ := open(t, Source{URL: g.Dir})
 	mustSync(t, r, head, true)
 	h := NewHistory(r)
-	log, err := h.Object(t.Context(), "web.yaml", "Deployment/shop/web", 0)
+	log, err := h.Object(t.Context(), "", "web.yaml", "Deployment/shop/web", 0)
 	if err == nil {
 		t.Errorf("history from a file the object left: %+v, want an error", log)
 	}
-	log, err = h.Object(t.Context(), "front.yaml", "Deployment/shop/web", 0)
+	log, err = h.Object(t.Context(), "", "front.yaml", "Deployment/shop/web", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestObjectHistoryRemovedAndMoved(t *testing.T) {
 	g.Git("reset", "-q", "--hard", "HEAD~2")
 	r2, _ := open(t, Source{URL: g.Dir})
 	mustSync(t, r2, g.Head(), true)
-	log, err = NewHistory(r2).Object(t.Context(), "web.yaml", "Deployment/shop/web", 0)
+	log, err = NewHistory(r2).Object(t.Context(), "", "web.yaml", "Deployment/shop/web", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestObjectHistoryKustomize(t *testing.T) {
 
 	r, _ := open(t, Source{URL: g.Dir, Path: "deploy"})
 	mustSync(t, r, head, true)
-	log, err := NewHistory(r).Object(t.Context(), "overlays/prod/kustomization.yaml", "Deployment/shop/web", 0)
+	log, err := NewHistory(r).Object(t.Context(), "", "overlays/prod/kustomization.yaml", "Deployment/shop/web", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

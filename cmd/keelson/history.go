@@ -20,8 +20,8 @@ type gitHistory struct {
 	notes   *gitsync.Notes
 }
 
-func (g gitHistory) ObjectHistory(ctx context.Context, file, key string, limit int) (*gitsync.ObjectLog, error) {
-	return g.history.Object(ctx, file, key, limit)
+func (g gitHistory) ObjectHistory(ctx context.Context, start, file, key string, limit int) (*gitsync.ObjectLog, error) {
+	return g.history.Object(ctx, start, file, key, limit)
 }
 
 func (g gitHistory) Notes(ctx context.Context) (map[string]string, error) {
