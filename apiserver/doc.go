@@ -5,4 +5,8 @@
 // (?index=N&wait=30s) and the server holds the request until the store has
 // something newer or the wait passes. Every answer carries the index in the
 // X-Keelson-Index header and body. Secret values are never served.
+//
+// One answer is not the store's alone: an object's history
+// (GET /v1/history/...) comes from Git through a HistorySource, joined with
+// the store's revision records by commit SHA.
 package apiserver

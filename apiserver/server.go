@@ -42,7 +42,10 @@ type Options struct {
 	AgentToken string
 	// Usage, when set, serves GET /v1/usage (keelson top).
 	Usage func(ctx context.Context) (*api.UsageList, error)
-	Log   *slog.Logger
+	// History, when set, serves GET /v1/history/{kind}/{namespace}/{name}
+	// (keelson rollout history).
+	History HistorySource
+	Log     *slog.Logger
 }
 
 // Server is the HTTP API. It holds no state of its own.
@@ -73,6 +76,7 @@ func New(st *store.Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/objects/{kind}/{name}", s.object)
 	s.mux.HandleFunc("GET /v1/objects/{kind}/{namespace}/{name}", s.object)
 	s.mux.HandleFunc("GET /v1/events", s.events)
+	s.mux.HandleFunc("GET /v1/history/{kind}/{namespace}/{name}", s.history)
 	s.mux.HandleFunc("GET /v1/pods", s.pods)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}", s.pod)
 	s.mux.HandleFunc("GET /v1/pods/{namespace}/{name}/log", s.podLog)

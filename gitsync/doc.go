@@ -8,10 +8,13 @@
 // and Flux do) and fetches, incrementally and with a force refspec, only when
 // the followed ref has moved; Resolve and Log answer history questions (the
 // files of any commit, the commits that touched a path) from the clone, for
-// `keelson diff` and `rollout history`. A Watcher calls Sync at start, every
-// poll interval, within milliseconds of a commit in a local repository
-// (fsnotify on its refs) and on Trigger, which WebhookHandler calls for
-// GitHub, GitLab and generic push notifications.
+// `keelson diff`, and History.Object lists the commits that changed one
+// object (its files decoded with the manifest package at each commit) for
+// `rollout history`. Notes reads and writes refs/notes/keelson, where the
+// controller records what became of each commit (OutcomeNote). A Watcher
+// calls Sync at start, every poll interval, within milliseconds of a commit
+// in a local repository (fsnotify on its refs) and on Trigger, which
+// WebhookHandler calls for GitHub, GitLab and generic push notifications.
 //
 // Invariants:
 //
@@ -33,8 +36,17 @@
 //     job), sorted by path. A Revision is immutable; its Read functions stay
 //     valid while the clone holds the objects, which it always does for
 //     commits it has synced.
+//   - History walks hold the clone's lock only a few hundred commits at a
+//     time and never while decoding; a Sync that replaces the open clone
+//     meanwhile restarts the walk, which loses nothing.
+//   - Notes never touch a Repo's clone. Existing notes are never dropped:
+//     a note someone else wrote on a commit is kept before Keelson's text,
+//     a notes ref moved by another writer is read again and merged (a
+//     local one under git's ref lock file, a remote one by fetching after
+//     a refused push), and notes are keyed by SHA, so they outlive a
+//     force-push.
 //
-// Repo and Watcher are safe for concurrent use; all Watcher callbacks run on
+// Repo, History, Notes and Watcher are safe for concurrent use; all Watcher callbacks run on
 // the goroutine of Watcher.Run, which returns only when every goroutine it
 // started has exited.
 package gitsync

@@ -586,95 +586,38 @@ func (r *Repo) Resolve(ctx context.Context, rev string) (*Revision, error) {
 // most limit of them (all when limit <= 0). A merge is listed only when it
 // differs from each of its parents at p.
 func (r *Repo) Log(ctx context.Context, p string, limit int) ([]Commit, error) {
-	sub, err := cleanSubPath(p)
-	if err != nil {
-		return nil, fmt.Errorf("git source %s: log: %w", r.src, err)
-	}
-	full := path.Join(r.subPath, sub)
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	return r.LogPaths(ctx, []string{p}, limit)
+}
+
+// LogPaths is Log over several paths: the commits that changed any of them.
+// The walk holds the clone's lock a few hundred commits at a time, so a long
+// history does not hold up a Sync.
+func (r *Repo) LogPaths(ctx context.Context, paths []string, limit int) ([]Commit, error) {
 	fail := func(err error) ([]Commit, error) {
-		return nil, fmt.Errorf("git source %s: log %q: %w", r.src, full, err)
-	}
-	if r.git == nil {
-		return fail(fmt.Errorf("cache %s unavailable", r.dir))
-	}
-	var start plumbing.Hash
-	if r.last != nil {
-		start = plumbing.NewHash(r.last.Commit.SHA)
-	} else {
-		head, err := r.git.Storer.Reference(plumbing.HEAD)
-		if err != nil || head.Type() != plumbing.HashReference {
-			return fail(errors.New("not synced yet"))
+		var full []string
+		for _, p := range paths {
+			full = append(full, path.Join(r.subPath, p))
 		}
-		start = head.Hash()
+		return nil, fmt.Errorf("git source %s: log %q: %w", r.src, strings.Join(full, ", "), err)
 	}
-	c, err := r.git.CommitObject(start)
+	w, err := r.walkPaths("", paths, false)
 	if err != nil {
 		return fail(err)
 	}
-
-	memo := make(map[plumbing.Hash]plumbing.Hash)
-	entry := func(c *object.Commit) (plumbing.Hash, error) {
-		if h, ok := memo[c.Hash]; ok {
-			return h, nil
-		}
-		h := c.TreeHash
-		if full != "" {
-			tree, err := r.git.TreeObject(c.TreeHash)
-			if err != nil {
-				return plumbing.ZeroHash, err
-			}
-			e, err := tree.FindEntry(full)
-			switch {
-			case errors.Is(err, object.ErrEntryNotFound), errors.Is(err, object.ErrDirectoryNotFound):
-				h = plumbing.ZeroHash
-			case err != nil:
-				return plumbing.ZeroHash, err
-			default:
-				h = e.Hash
-			}
-		}
-		memo[c.Hash] = h
-		return h, nil
-	}
-
+	defer w.close()
 	var out []Commit
-	iter := object.NewCommitIterCTime(c, nil, nil)
-	defer iter.Close()
-	err = iter.ForEach(func(c *object.Commit) error {
-		if err := ctx.Err(); err != nil {
-			return err
+	for !w.done && (limit <= 0 || len(out) < limit) {
+		n := walkBudget
+		if limit > 0 {
+			n = limit - len(out)
 		}
-		h, err := entry(c)
+		batch, err := w.next(ctx, n)
 		if err != nil {
-			return err
+			return fail(err)
 		}
-		include := !h.IsZero()
-		for _, ph := range c.ParentHashes {
-			pc, err := r.git.CommitObject(ph)
-			if err != nil {
-				return err
-			}
-			phh, err := entry(pc)
-			if err != nil {
-				return err
-			}
-			include = phh != h
-			if !include {
-				break
-			}
+		for _, pc := range batch {
+			out = append(out, pc.Commit)
 		}
-		if include {
-			out = append(out, toCommit(c))
-			if limit > 0 && len(out) >= limit {
-				return storer.ErrStop
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fail(err)
 	}
 	return out, nil
 }
@@ -692,33 +635,16 @@ func (r *Repo) revision(c *object.Commit, ref string) (*Revision, error) {
 		}
 	}
 	var files []manifest.File
-	w := object.NewTreeWalker(tree, true, nil)
-	defer w.Close()
-	for {
-		name, e, err := w.Next()
-		if err == io.EOF {
-			break
-		}
+	err = walkTree(tree, func(name string, e object.TreeEntry) error {
+		f, err := r.fileOf(r.git, name, e)
 		if err != nil {
-			return nil, fmt.Errorf("commit %s: walk tree: %w", c.Hash, err)
-		}
-		if e.Mode == filemode.Dir || e.Mode == filemode.Submodule {
-			continue
-		}
-		size, err := r.blobSize(e.Hash)
-		if err != nil {
-			return nil, fmt.Errorf("commit %s: %s: %w", c.Hash, name, err)
-		}
-		f := manifest.File{Path: name, Hash: e.Hash.String(), Size: size, Read: r.reader(name, e.Hash)}
-		if e.Mode == filemode.Symlink {
-			target, err := readBlob(r.git, e.Hash)
-			if err != nil {
-				return nil, fmt.Errorf("commit %s: symlink %s: %w", c.Hash, name, err)
-			}
-			f.Mode = fs.ModeSymlink
-			f.Target = string(target)
+			return err
 		}
 		files = append(files, f)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", c.Hash, err)
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
 	return &Revision{Commit: toCommit(c), Ref: ref, Files: files}, nil

@@ -117,6 +117,17 @@ func (c *Client) Events(ctx context.Context, key string, q Query) (*api.EventLis
 	return &out, c.get(ctx, "/v1/events", v, &out)
 }
 
+// History lists the commits that changed an object, newest first, with
+// what became of each; at most limit (all when 0).
+func (c *Client) History(ctx context.Context, kind, namespace, name string, limit int) (*api.History, error) {
+	v := url.Values{}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var out api.History
+	return &out, c.get(ctx, "/v1/history/"+url.PathEscape(kind)+"/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), v, &out)
+}
+
 func (c *Client) get(ctx context.Context, path string, v url.Values, out any) error {
 	u := c.base + path
 	if len(v) > 0 {

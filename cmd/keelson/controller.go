@@ -57,6 +57,8 @@ type controllerOptions struct {
 	evictionTimeout   time.Duration
 	leaseTimeout      time.Duration
 	pprof             bool
+	// writeNotes writes each commit's outcome into refs/notes/keelson.
+	writeNotes bool
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 }
@@ -83,7 +85,12 @@ whole and the last good one stays applied.
 
 Credentials never come from flags: HTTPS passwords and tokens are read from
 --password-file or the environment variable named by --password-env; SSH uses
---ssh-key with host keys checked against --known-hosts.`,
+--ssh-key with host keys checked against --known-hosts.
+
+With --write-notes the controller records what became of each commit
+(Healthy, Degraded and why, rolled back, rejected) as a Git note in
+refs/notes/keelson, which git log --notes=keelson shows and keelson rollout
+history reads after a restart. The credentials must allow a push.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runController(cmd.Context(), o, cmd.ErrOrStderr())
@@ -111,6 +118,7 @@ Credentials never come from flags: HTTPS passwords and tokens are read from
 	f.DurationVar(&o.evictionTimeout, "pod-eviction-timeout", 60*time.Second, "how long pods stay on a NotReady node before they are replaced elsewhere")
 	f.DurationVar(&o.leaseTimeout, "node-lease-timeout", 40*time.Second, "how long a node may go without renewing its lease before it is NotReady")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the API address")
+	f.BoolVar(&o.writeNotes, "write-notes", false, "write what became of each commit into the repository's Git notes (refs/notes/keelson): in place for a local repository, pushed with the source's credentials for a remote one")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
@@ -179,6 +187,10 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		return err
 	}
 	defer repo.Close()
+	notes, err := gitsync.OpenNotes(o.src, filepath.Join(o.dataDir, "git-notes"), log.With("component", "notes"))
+	if err != nil {
+		return err
+	}
 	w := &gitsync.Watcher{
 		Repo:     repo,
 		Interval: o.interval,
@@ -221,6 +233,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		Logs:       nodeProxy(st),
 		Exec:       nodeProxy(st),
 		Usage:      nodesUsage(st),
+		History:    gitHistory{gitsync.NewHistory(repo), notes},
 	})
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -238,7 +251,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
-	log.Info("keelson controller started", "api", "http://"+ln.Addr().String(), "repo", o.src.String(), "ref", refLabel(o.src), "path", o.src.Path, "agent-token", tokenFile)
+	log.Info("keelson controller started", "api", "http://"+ln.Addr().String(), "repo", o.src.String(), "ref", refLabel(o.src), "path", o.src.Path, "agent-token", tokenFile, "write-notes", o.writeNotes)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -255,6 +268,9 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 			errc <- fmt.Errorf("cluster: %w", err)
 		}
 	})
+	if o.writeNotes {
+		wg.Go(func() { newNoteWriter(st, notes, log.With("component", "notes")).run(ctx) })
+	}
 	wg.Go(func() {
 		if err := w.Run(ctx); err != nil && ctx.Err() == nil {
 			errc <- fmt.Errorf("git sync: %w", err)

@@ -17,9 +17,9 @@ import (
 func newRolloutCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollout",
-		Short: "Follow the rollout of a Deployment, DaemonSet or StatefulSet",
+		Short: "Follow the rollout of a Deployment, DaemonSet or StatefulSet, or list its history",
 	}
-	cmd.AddCommand(newRolloutStatusCmd())
+	cmd.AddCommand(newRolloutStatusCmd(), newRolloutHistoryCmd())
 	return cmd
 }
 
