@@ -13,6 +13,7 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -163,6 +164,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 			return 0, err
 		}
 		out.Objects = len(objs)
+		out.RolledBack = rolledBack(objs)
 		pods, err := snap.Pods(ws, store.PodQuery{})
 		if err != nil {
 			return 0, err
@@ -295,6 +297,27 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		out.Items = []*store.Event{}
 	}
 	s.answer(w, r, out.Index, out, err)
+}
+
+// rolledBack lists the Deployments that run an older template than Git
+// has: their failed ReplicaSet is marked with the Deployment's current hash.
+func rolledBack(objs []*store.Object) []api.RolledBack {
+	byKey := make(map[string]*store.Object, len(objs))
+	for _, o := range objs {
+		byKey[o.Key] = o
+	}
+	var out []api.RolledBack
+	for _, o := range objs {
+		rs, ok := o.Obj.(*appsv1.ReplicaSet)
+		if !ok || rs.Annotations[api.AnnotationRolledBackAt] == "" {
+			continue
+		}
+		if d := byKey[o.OwnerKey]; d != nil && d.Hash == rs.Annotations[api.AnnotationRolledBackAt] {
+			out = append(out, api.RolledBack{Object: d.Key, Running: rs.Annotations[api.AnnotationRolledBackTo], Failed: rs.Name,
+				Reason: rs.Annotations[api.AnnotationRolledBackReason]})
+		}
+	}
+	return out
 }
 
 // wire turns a stored object into its wire form, with Secret values removed

@@ -6,10 +6,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/keelson/keelson/apiserver/api"
 	"github.com/keelson/keelson/apiserver/client"
 	"github.com/keelson/keelson/store"
 )
@@ -69,5 +71,33 @@ func TestServicesWithEndpoints(t *testing.T) {
 	}
 	if other, err := c.EndpointSlices(ctx, client.Query{Namespace: "other"}); err != nil || len(other.Items) != 0 {
 		t.Errorf("endpointslices of another namespace: %v %+v", err, other)
+	}
+}
+
+func TestStatusNamesRolledBackDeployments(t *testing.T) {
+	st, c := setup(t)
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"}}
+	failed := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-bbb", Namespace: "default", Annotations: map[string]string{
+		api.AnnotationRolledBackAt: "h2", api.AnnotationRolledBackTo: "web-aaa", api.AnnotationRolledBackReason: "no progress"}}}
+	write(t, st, func(txn *store.Txn) error {
+		if err := txn.UpsertObject(&store.Object{Key: "Deployment/default/web", Kind: "Deployment", Namespace: "default", Name: "web", Obj: d, Hash: "h2"}); err != nil {
+			return err
+		}
+		return txn.UpsertObject(&store.Object{Key: "ReplicaSet/default/web-bbb", Kind: "ReplicaSet", Namespace: "default", Name: "web-bbb", Obj: failed, OwnerKey: "Deployment/default/web"})
+	})
+	s, err := c.Status(context.Background(), client.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []api.RolledBack{{Object: "Deployment/default/web", Running: "web-aaa", Failed: "web-bbb", Reason: "no progress"}}
+	if diff := cmp.Diff(want, s.RolledBack); diff != "" {
+		t.Errorf("rolled back (-want +got):\n%s", diff)
+	}
+	// A new commit (another hash): no longer rolled back.
+	write(t, st, func(txn *store.Txn) error {
+		return txn.UpsertObject(&store.Object{Key: "Deployment/default/web", Kind: "Deployment", Namespace: "default", Name: "web", Obj: d, Hash: "h3"})
+	})
+	if s, _ := c.Status(context.Background(), client.Query{}); len(s.RolledBack) != 0 {
+		t.Errorf("after a new commit: %+v", s.RolledBack)
 	}
 }

@@ -38,6 +38,10 @@ type ClusterConfig struct {
 	// reports before it creates or deletes pods, so that a restarted
 	// controller adopts what runs instead of starting it again.
 	StartupGrace time.Duration
+	// AutoRollback returns a Deployment whose rollout failed to its previous
+	// template (see autorollback.go); the Deployment's annotation
+	// keelson.dev/auto-rollback overrides it.
+	AutoRollback bool
 	Log          *slog.Logger
 	Now          func() time.Time
 }
@@ -622,7 +626,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 
 	// Deployments own ReplicaSets named by their template's hash, and roll
 	// from one to the next (rollout.go).
-	rsList := deployments(plan, objs, byKey, podsByOwner, deleted, deletePod, now, warm)
+	rsList := deployments(plan, objs, byKey, podsByOwner, deleted, deletePod, now, warm, cfg.AutoRollback)
 	running := make(map[string]bool, len(rsList))
 	for _, o := range rsList {
 		running[o.Key] = true

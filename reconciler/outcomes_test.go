@@ -90,3 +90,56 @@ func TestCommitOutcomes(t *testing.T) {
 		t.Errorf("a ConfigMap commit: %s %+v", got.Health, got.Rollouts)
 	}
 }
+
+// TestAutoRollback: with the annotation on, a rollout that misses its
+// deadline returns to the previous template on its own and stays there;
+// the commit is Degraded; a new commit changing the Deployment is tried.
+func TestAutoRollback(t *testing.T) {
+	spec := "  progressDeadlineSeconds: 20\n"
+	withAnnotation := func(m string) string {
+		return strings.Replace(m, "  name: web\n", "  name: web\n  annotations: {keelson.dev/auto-rollback: \"true\"}\n", 1)
+	}
+	c, a, st, clk := rolloutFixture(t, 4, spec)
+	apply(t, a, clk, "v1a", withAnnotation(web(4, "web:v1", spec)))
+	rollOn(t, c, st, clk, "v1a", 10, true)
+	apply(t, a, clk, "broken", withAnnotation(web(4, "web:broken", spec)))
+	got := rollOn(t, c, st, clk, "broken", 60, false)
+	if got.Health != store.RolloutDegraded {
+		t.Fatalf("the broken commit: %s", got.Health)
+	}
+	// The rollback: v1 back on every replica, the broken ReplicaSet at 0.
+	for range 20 {
+		pass(t, c)
+		reportReady(t, c, st, clk.t)
+		clk.t = clk.t.Add(time.Second)
+	}
+	if imgs := images(t, st); imgs["web:v1"] != 4 || imgs["web:broken"] != 0 {
+		t.Errorf("after the rollback, pods per image %v; want 4 of web:v1", imgs)
+	}
+	evs, _ := st.Snapshot().Events(memdb.NewWatchSet(), "Deployment/default/web")
+	found := false
+	for _, e := range evs {
+		if e.Reason == "RolledBack" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no RolledBack event: %+v", evs)
+	}
+	// It stays rolled back while Git keeps the failed template.
+	for range 10 {
+		pass(t, c)
+		clk.t = clk.t.Add(time.Second)
+	}
+	if imgs := images(t, st); imgs["web:broken"] != 0 {
+		t.Errorf("the failed template was tried again: %v", imgs)
+	}
+	// A new commit changing the Deployment is rolled out.
+	apply(t, a, clk, "v3", withAnnotation(web(4, "web:v3", spec)))
+	if got := rollOn(t, c, st, clk, "v3", 40, true); got.Health != store.RolloutHealthy {
+		t.Errorf("the next commit: %s", got.Health)
+	}
+	if imgs := images(t, st); imgs["web:v3"] != 4 {
+		t.Errorf("after the next commit, pods per image %v", imgs)
+	}
+}

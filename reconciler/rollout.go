@@ -254,7 +254,7 @@ type deploymentRollout struct {
 // warm it changes no Deployment's ReplicaSets: their replicas are rollout
 // state that only the agents' reports can rebuild after a restart.
 func deployments(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.Object, podsByOwner map[string][]*store.Pod,
-	deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time, warm bool) []*store.Object {
+	deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time, warm, autoRollback bool) []*store.Object {
 	var run []*store.Object
 	ownedBy := map[string][]*store.Object{}
 	for _, o := range objs {
@@ -290,11 +290,19 @@ func deployments(plan *clusterPlan, objs []*store.Object, byKey map[string]*stor
 			continue
 		}
 		x := &deploymentRollout{plan: plan, now: now, o: o, d: d, want: int32Or(d.Spec.Replicas, 1), hash: templateHash(d)}
+		if to := rolledBackTarget(o, d, ownedBy[o.Key]); to != nil {
+			// Rolled back (autorollback.go): the previous template, while
+			// Git keeps the failed one.
+			x.d, x.hash = withTemplateOf(d, to)
+		}
 		for _, rso := range ownedBy[o.Key] {
 			x.rss = append(x.rss, newOwnedRS(rso, podsByOwner[rso.Key], deleted, now))
 		}
 		x.reconstructReplicaSets(orphans[o.Key], deleted)
 		x.sync()
+		if x.d == d { // not already rolled back
+			x.maybeRollBack(autoRollback)
+		}
 		for _, r := range x.rss {
 			if r.dirty {
 				plan.upsertObjects = append(plan.upsertObjects, r.obj)

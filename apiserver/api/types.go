@@ -22,6 +22,9 @@ type Status struct {
 	Applied *store.Revision `json:"applied,omitempty"`
 	// LastFailed is the newest rejected revision, if it is newer than Applied.
 	LastFailed *store.Revision `json:"lastFailed,omitempty"`
+	// RolledBack are the Deployments the controller rolled back on its own
+	// (--auto-rollback): they run an older template than Git has.
+	RolledBack []RolledBack `json:"rolledBack,omitempty"`
 	// Recent are the newest revisions (applied and rejected), newest
 	// first, with what became of their rollouts.
 	Recent  []*store.Revision `json:"recent,omitempty"`
@@ -145,3 +148,20 @@ type ServiceList struct {
 	// started): agents keep what they have programmed until then.
 	Applied bool `json:"applied"`
 }
+
+// RolledBack is a Deployment that runs an older template than Git has,
+// because its rollout failed and automatic rollback was on.
+type RolledBack struct {
+	Object  string `json:"object"`  // Deployment/namespace/name
+	Running string `json:"running"` // the ReplicaSet it runs
+	Failed  string `json:"failed"`  // the ReplicaSet of Git's template
+	Reason  string `json:"reason"`
+}
+
+// Annotations on a Deployment's failed ReplicaSet when it was rolled back:
+// the Deployment's hash as Git had it, the ReplicaSet it returned to, and why.
+const (
+	AnnotationRolledBackAt     = "keelson.dev/rolled-back-at"
+	AnnotationRolledBackTo     = "keelson.dev/rolled-back-to"
+	AnnotationRolledBackReason = "keelson.dev/rolled-back-reason"
+)

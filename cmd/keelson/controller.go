@@ -51,6 +51,7 @@ type controllerOptions struct {
 	webhookSecretFile string
 	logLevel          string
 	clusterCIDR       string
+	autoRollback      bool
 	serviceCIDR       string
 	nodePortRange     string
 	lbPool            string
@@ -115,6 +116,7 @@ history reads after a restart. The credentials must allow a push.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "pod addresses, a /24 for each node")
 	addServiceFlags(f, &o)
+	f.BoolVar(&o.autoRollback, "auto-rollback", false, "return a Deployment whose rollout fails to its previous template (the annotation keelson.dev/auto-rollback on a Deployment overrides it)")
 	f.DurationVar(&o.evictionTimeout, "pod-eviction-timeout", 60*time.Second, "how long pods stay on a NotReady node before they are replaced elsewhere")
 	f.DurationVar(&o.leaseTimeout, "node-lease-timeout", 40*time.Second, "how long a node may go without renewing its lease before it is NotReady")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the API address")
@@ -215,7 +217,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		},
 	}
 
-	cluster, err := reconciler.NewCluster(st, reconciler.ClusterConfig{ClusterCIDR: o.clusterCIDR, PodEvictionTimeout: o.evictionTimeout, NodeLeaseTimeout: o.leaseTimeout, Log: log.With("component", "cluster")})
+	cluster, err := reconciler.NewCluster(st, reconciler.ClusterConfig{ClusterCIDR: o.clusterCIDR, AutoRollback: o.autoRollback, PodEvictionTimeout: o.evictionTimeout, NodeLeaseTimeout: o.leaseTimeout, Log: log.With("component", "cluster")})
 	if err != nil {
 		return err
 	}

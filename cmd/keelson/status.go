@@ -84,6 +84,9 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 	if st.Nodes > 0 || st.Pods > 0 {
 		fmt.Fprintf(w, "Cluster:  %d node(s), %d pod(s), %d not scheduled\n", st.Nodes, st.Pods, st.PodsUnscheduled)
 	}
+	for _, r := range st.RolledBack {
+		fmt.Fprintf(w, "Rolled back: %s runs %s, not Git's %s: %s (it stays so until a commit changes it)\n", r.Object, r.Running, r.Failed, r.Reason)
+	}
 	printCommits(w, st.Recent)
 	if f := st.LastFailed; f != nil {
 		fmt.Fprintf(w, "Rejected: %s\n", commitLine(f, now))

@@ -56,6 +56,7 @@ Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 	f.DurationVar(&o.controller.interval, "interval", 30*time.Second, "how often to poll a remote repository")
 	f.StringVar(&o.controller.logLevel, "log-level", "info", "debug, info, warn or error")
 	addServiceFlags(f, &o.controller)
+	f.BoolVar(&o.controller.autoRollback, "auto-rollback", false, "return a Deployment whose rollout fails to its previous template")
 	f.BoolVar(&o.controller.writeNotes, "write-notes", false, "write what became of each commit into the repository's refs/notes/keelson (git log --notes=keelson)")
 	f.BoolVar(&o.agent.serviceLB, "service-lb", true, "load-balance Services in the kernel with eBPF and serve cluster DNS")
 	f.IntVar(&o.agent.ingressHTTP, "ingress-http-port", 80, "port the node serves Ingresses on over HTTP (0: no Ingress)")
