@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"fmt"
 	"net"
 	"os"
@@ -125,8 +126,9 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		time.Sleep(time.Second) // the agent's teardown after the pods left
+		waitAgentEmpty(t, agentAddr)
 		agent.stop()
+		_ = downNode(context.Background(), agentDir, node, io.Discard)
 		ctl.stop()
 	})
 	var before []string

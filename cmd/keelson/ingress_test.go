@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -172,8 +173,9 @@ func TestIngressEndToEnd(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		time.Sleep(time.Second)
+		waitAgentEmpty(t, agentAddr)
 		agent.stop()
+		_ = downNode(context.Background(), agentDir, node, io.Discard)
 		ctl.stop()
 	})
 

@@ -161,8 +161,9 @@ func TestRolloutEndToEnd(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		time.Sleep(time.Second)
+		waitAgentEmpty(t, agentAddr)
 		agent.stop()
+		_ = downNode(context.Background(), agentDir, node, io.Discard)
 		ctl.stop()
 	})
 

@@ -177,8 +177,9 @@ func TestServicesEndToEnd(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		time.Sleep(time.Second)
+		waitAgentEmpty(t, agentAddr)
 		agent.stop()
+		_ = downNode(context.Background(), agentDir, node, io.Discard)
 		ctl.stop()
 		_ = ebpf.Unpin(ebpf.Config{Node: node})
 	})

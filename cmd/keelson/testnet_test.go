@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"testing"
+	"time"
+
+	"github.com/keelson/keelson/apiserver/client"
 )
 
 // outsideHost makes a network namespace behind a veth pair, a client
@@ -43,4 +47,22 @@ func (o outsideHost) curl(args ...string) (string, error) {
 		return string(out), fmt.Errorf("curl %v: %w: %s", args, err, out)
 	}
 	return string(out), nil
+}
+
+// waitAgentEmpty waits (up to 30 s) until the agent at addr has stopped
+// and torn down every pod, so that stopping it leaves no container behind.
+func waitAgentEmpty(t *testing.T, addr string) {
+	t.Helper()
+	c, err := client.New("http://" + addr)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if l, err := c.Pods(context.Background(), client.PodQuery{}); err == nil && len(l.Items) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the agent at %s still had pods after 30 s", addr)
 }

@@ -147,6 +147,19 @@ func runDown(ctx context.Context, dataDir, node string, out io.Writer) error {
 		fmt.Fprintf(out, "Nothing to do: %s does not exist.\n", agentDir)
 		return nil
 	}
+	if err := downNode(ctx, agentDir, node, out); err != nil {
+		return err
+	}
+	_ = os.RemoveAll(filepath.Join(dataDir, "controller"))
+	fmt.Fprintf(out, "Removed Keelson's state under %s (image archives kept).\n", dataDir)
+	return nil
+}
+
+// downNode stops and removes everything an agent with data directory
+// agentDir ran as node: containers, pod networks and the bridge, the
+// service load balancer's programs, LoadBalancer addresses and pod
+// routes, and its state but for image archives. The agent must be stopped.
+func downNode(ctx context.Context, agentDir, node string, out io.Writer) error {
 	d, err := runtime.StartDaemon(ctx, filepath.Join(agentDir, "containerd"), nil)
 	if err != nil {
 		return err
@@ -199,7 +212,7 @@ func runDown(ctx context.Context, dataDir, node string, out io.Writer) error {
 			_ = os.RemoveAll(filepath.Join(agentDir, e.Name()))
 		}
 	}
-	_ = os.RemoveAll(filepath.Join(dataDir, "controller"))
-	fmt.Fprintf(out, "Removed Keelson's state under %s (image archives kept).\n", dataDir)
+	_ = os.Remove(filepath.Join("/run/keelson", node, "netns"))
+	_ = os.Remove(filepath.Join("/run/keelson", node))
 	return nil
 }
