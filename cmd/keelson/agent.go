@@ -53,6 +53,7 @@ type agentOptions struct {
 	serviceLB          bool
 	ingressHTTP        int
 	ingressHTTPS       int
+	ingressAccessLog   string
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 	// onStart, when set, receives pod start latencies (benchmarks).
@@ -101,6 +102,7 @@ Killing the agent leaves its containers running; a new agent adopts them.`,
 	f.StringSliceVar(&o.externalIfaces, "external-interface", nil, "interfaces where NodePort and LoadBalancer traffic arrives (default: the one holding the node's address)")
 	f.IntVar(&o.ingressHTTP, "ingress-http-port", 80, "port the node serves the cluster's Ingresses on over HTTP (0: no Ingress)")
 	f.IntVar(&o.ingressHTTPS, "ingress-https-port", 443, "port the node serves the cluster's Ingresses on over HTTPS")
+	f.StringVar(&o.ingressAccessLog, "ingress-access-log", "", "write a line per Ingress request, in the combined log format, to this file (- for standard output)")
 	f.BoolVar(&o.serviceLB, "service-lb", true, "load-balance Services in the kernel with eBPF and serve cluster DNS (with --server)")
 	f.IntVar(&o.simulate, "simulate", 0, "register N simulated nodes named NAME-00000... whose pods a fake runtime reports running (for scale tests); needs --server")
 	return cmd

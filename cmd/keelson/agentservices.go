@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -201,7 +202,22 @@ func startIngress(ctx context.Context, wg *sync.WaitGroup, o agentOptions, nodeA
 			return nil
 		}
 	}
-	proxy, err := ingressproxy.New(ingressproxy.Config{Logger: log, Registerer: reg, HTTPSPort: o.ingressHTTPS})
+	cfg := ingressproxy.Config{Logger: log, Registerer: reg, HTTPSPort: o.ingressHTTPS}
+	closeLog := func() {}
+	switch o.ingressAccessLog {
+	case "":
+	case "-":
+		cfg.AccessLog = os.Stdout
+	default:
+		f, err := os.OpenFile(o.ingressAccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			log.Error("Ingress access log", "err", err)
+		} else {
+			cfg.AccessLog = f
+			closeLog = func() { f.Close() }
+		}
+	}
+	proxy, err := ingressproxy.New(cfg)
 	if err != nil {
 		httpLn.Close()
 		httpsLn.Close()
@@ -220,6 +236,7 @@ func startIngress(ctx context.Context, wg *sync.WaitGroup, o agentOptions, nodeA
 		defer cancel()
 		_ = proxy.Shutdown(sctx)
 		_ = proxy.Close()
+		closeLog()
 		if parts.steer != nil {
 			_ = parts.steer.Close() // the program stays; closed listeners fall through
 		}
