@@ -275,18 +275,6 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 	}
 }
 
-func deletePodRow(t *testing.T, st *store.Store, key string) {
-	t.Helper()
-	txn := st.Write()
-	defer txn.Abort()
-	if err := txn.DeletePod(key); err != nil {
-		t.Fatal(err)
-	}
-	if err := txn.Commit(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestRestartedControllerWaitsForReports(t *testing.T) {
 	a, st := newApplier(t)
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}

@@ -136,7 +136,10 @@ func BenchmarkRollout(b *testing.B) {
 	var failed int64
 	for range b.N {
 		for i := range 3 {
-			load := startLoad(net.JoinHostPort(clusterIP, "80"))
+			// 4 clients, a request every 25 ms each: 160 requests/s, enough
+			// to see any failure, little enough not to starve the 2 cores
+			// the rollout itself needs.
+			load := startLoadEvery(net.JoinHostPort(clusterIP, "80"), 25*time.Millisecond)
 			start := time.Now()
 			sha := repo.CommitFiles(fmt.Sprintf("v%d", i+1), tenReplicas(fmt.Sprintf("v%d", i+1)))
 			forward = append(forward, complete(sha).Sub(start))

@@ -72,7 +72,10 @@ type loadGen struct {
 	wg         sync.WaitGroup
 }
 
-func startLoad(addr string) *loadGen {
+func startLoad(addr string) *loadGen { return startLoadEvery(addr, 5*time.Millisecond) }
+
+// startLoadEvery is startLoad with each client pausing pause between requests.
+func startLoadEvery(addr string, pause time.Duration) *loadGen {
 	g := &loadGen{stop: make(chan struct{})}
 	for i := range 4 {
 		tr := &http.Transport{DisableKeepAlives: i%2 == 0}
@@ -103,7 +106,7 @@ func startLoad(addr string) *loadGen {
 				} else {
 					g.ok.Add(1)
 				}
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(pause)
 			}
 		})
 	}
