@@ -3,8 +3,10 @@ package nodeagent
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -70,4 +72,60 @@ func ownLBAddresses(lo netlink.Link) ([]netlink.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// heldHere is the LoadBalancer addresses this node holds: each address is
+// held by one Ready node, the same on every node (rendezvous hashing over
+// the Ready nodes' names), so that one node answers ARP for it; the others
+// still translate traffic that reaches them. With no node known yet, the
+// node holds them all.
+func heldHere(addrs []netip.Addr, ready []string, self string) []netip.Addr {
+	if len(ready) == 0 {
+		return addrs
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		best, bestScore := "", uint64(0)
+		for _, n := range ready {
+			h := fnv.New64a()
+			h.Write([]byte(a.String() + "/" + n))
+			if s := h.Sum64(); best == "" || s > bestScore || (s == bestScore && n < best) {
+				best, bestScore = n, s
+			}
+		}
+		if best == self {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// LBHolder keeps the node's LoadBalancer addresses (SyncLBAddresses) to
+// those it holds among the Ready nodes, as the services and the nodes change.
+type LBHolder struct {
+	Node string
+	// Sync is SyncLBAddresses (replaced in tests).
+	Sync func([]netip.Addr) error
+
+	mu    sync.Mutex
+	addrs []netip.Addr
+	ready []string
+}
+
+// SetAddrs takes the cluster's LoadBalancer addresses.
+func (h *LBHolder) SetAddrs(addrs []netip.Addr) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.addrs = addrs
+	return h.Sync(heldHere(h.addrs, h.ready, h.Node))
+}
+
+// SetNodes takes the nodes that are Ready.
+func (h *LBHolder) SetNodes(ready []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ready = ready
+	if h.addrs != nil {
+		_ = h.Sync(heldHere(h.addrs, h.ready, h.Node))
+	}
 }

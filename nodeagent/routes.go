@@ -70,6 +70,8 @@ type Routes struct {
 	Client *client.Client
 	Node   string
 	Log    *slog.Logger
+	// OnNodes, when set, gets the names of the Ready nodes on each change.
+	OnNodes func(ready []string)
 }
 
 // Run follows the node list until ctx ends.
@@ -83,6 +85,17 @@ func (r *Routes) Run(ctx context.Context) {
 		list, err := r.Client.Nodes(ctx, client.Query{Index: idx, Wait: 5 * time.Minute})
 		if err != nil {
 			return idx, err
+		}
+		if r.OnNodes != nil {
+			var ready []string
+			for _, n := range list.Items {
+				for _, c := range n.Status.Conditions {
+					if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+						ready = append(ready, n.Name)
+					}
+				}
+			}
+			r.OnNodes(ready)
 		}
 		for _, f := range SyncRoutes(podRoutes(list.Items, r.Node)) {
 			if warned[f.Route.Node] != f.Err.Error() {

@@ -165,3 +165,58 @@ func TestSyncLBAddresses(t *testing.T) {
 		t.Errorf("after removing all: %s (the address the agent did not add must stay)", got)
 	}
 }
+
+// TestLoadBalancerAddressesHeldOnce: each LoadBalancer address is held by
+// exactly one of the Ready nodes, every node computing the same answer, and
+// an address moves only when its node leaves.
+func TestLoadBalancerAddressesHeldOnce(t *testing.T) {
+	var addrs []netip.Addr
+	for i := range 50 {
+		addrs = append(addrs, netip.AddrFrom4([4]byte{192, 168, 9, byte(i + 1)}))
+	}
+	nodes := []string{"a", "b", "c"}
+	holder := func(ready []string) map[netip.Addr]string {
+		out := map[netip.Addr]string{}
+		for _, n := range ready {
+			for _, a := range heldHere(addrs, ready, n) {
+				if other, ok := out[a]; ok {
+					t.Errorf("%s held by %s and %s", a, other, n)
+				}
+				out[a] = n
+			}
+		}
+		return out
+	}
+	before := holder(nodes)
+	if len(before) != len(addrs) {
+		t.Fatalf("%d of %d addresses held", len(before), len(addrs))
+	}
+	per := map[string]int{}
+	for _, n := range before {
+		per[n]++
+	}
+	for _, n := range nodes {
+		if per[n] < 5 {
+			t.Errorf("node %s holds %d of 50: not spread (%v)", n, per[n], per)
+		}
+	}
+	after := holder([]string{"a", "c"})
+	for a, n := range before {
+		if n != "b" && after[a] != n {
+			t.Errorf("%s moved from %s to %s though %s stayed", a, n, after[a], n)
+		}
+	}
+	if got := heldHere(addrs[:3], nil, "a"); len(got) != 3 {
+		t.Errorf("with no node known, a node holds %d of 3", len(got))
+	}
+	var synced []netip.Addr
+	h := &LBHolder{Node: "a", Sync: func(a []netip.Addr) error { synced = a; return nil }}
+	_ = h.SetAddrs(addrs)
+	if len(synced) != len(addrs) {
+		t.Errorf("before the node list: %d held", len(synced))
+	}
+	h.SetNodes(nodes)
+	if len(synced) != per["a"] {
+		t.Errorf("after the node list: %d held, want %d", len(synced), per["a"])
+	}
+}

@@ -251,6 +251,8 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		wg.Go(func() { nodeagent.KeepLease(ctx, ctl, reg, o.leaseInterval, log.With("component", "lease")) })
 		wg.Go(func() { nodeagent.ReportStatus(ctx, st, ctl, o.name, log.With("component", "report")) })
 		routes := &nodeagent.Routes{Client: ctl, Node: o.name, Log: log.With("component", "routes")}
+		lbHolder := &nodeagent.LBHolder{Node: o.name, Sync: nodeagent.SyncLBAddresses}
+		routes.OnNodes = lbHolder.SetNodes
 		wg.Go(func() { routes.Run(ctx) })
 		if svc != nil {
 			synced := func(idx uint64) {
@@ -266,13 +268,13 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 				}
 			}
 			services := &nodeagent.Services{Client: ctl, Node: o.name, NodeAddrs: svc.nodeAddrs, LB: svc.lb, DNS: svc.dns,
-				Addresses: nodeagent.SyncLBAddresses, OnSynced: synced, Log: log.With("component", "services")}
+				Addresses: lbHolder.SetAddrs, OnSynced: synced, Log: log.With("component", "services")}
 			if ing := startIngress(ctx, &wg, o, svc.nodeAddrs, metrics, log.With("component", "ingress")); ing != nil {
 				routes := &nodeagent.IngressRoutes{Client: ctl, Proxy: ing.proxy, Log: log.With("component", "ingress")}
 				services.OnServices = routes.SetServices
 				services.Addresses = func(lb []netip.Addr) error {
 					ing.setLBAddrs(lb)
-					return nodeagent.SyncLBAddresses(lb)
+					return lbHolder.SetAddrs(lb)
 				}
 				wg.Go(func() { routes.Run(ctx) })
 			}
