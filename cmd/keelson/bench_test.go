@@ -497,7 +497,11 @@ func BenchmarkGitToReplicasRunning(b *testing.B) {
 // BenchmarkControllerScale runs the controller as its own process with
 // 5,000 simulated nodes (registered over the API, renewing their leases)
 // and 1,000 Deployments of 100 replicas: 100,000 pods. It reports the time
-// until every pod is bound and the controller's RSS then (target ≤ 200 MB).
+// until every pod is bound; then, as agents do, each node asks for its pods
+// and reports every one Running (a pod IP from the node's CIDR, its host
+// IP, Ready and ContainersReady conditions, one running container status,
+// as the --simulate agent reports them). With that status held, it reports
+// the controller's RSS (target ≤ 200 MB) and its live heap after a GC.
 func BenchmarkControllerScale(b *testing.B) {
 	const nodes, deployments, replicas = 5000, 1000, 100
 	repo := gittest.NewRepo(b, "", "scale")
@@ -542,6 +546,7 @@ spec:
 		}
 		agent := c.WithToken(strings.TrimSpace(string(tok)))
 		start := time.Now()
+		cidrs, hostIPs := make([]string, nodes), make([]string, nodes)
 		regs := make(chan int)
 		var wg sync.WaitGroup
 		for range 16 {
@@ -550,9 +555,12 @@ spec:
 					n := nodeObject(fmt.Sprintf("sim-%05d", i), fmt.Sprintf("10.1.%d.%d", i/250, i%250), nil)
 					n.Status.Allocatable = corev1.ResourceList{
 						corev1.ResourceCPU: k8sresource.MustParse("32"), corev1.ResourceMemory: k8sresource.MustParse("128Gi"), corev1.ResourcePods: k8sresource.MustParse("250")}
-					if _, err := agent.Register(context.Background(), &api.NodeRegistration{Node: n}); err != nil {
+					got, err := agent.Register(context.Background(), &api.NodeRegistration{Node: n})
+					if err != nil {
 						b.Errorf("register: %v", err)
+						continue
 					}
+					cidrs[i], hostIPs[i] = got.Spec.PodCIDR, n.Status.Addresses[0].Address
 				}
 			})
 		}
@@ -590,6 +598,11 @@ spec:
 			time.Sleep(200 * time.Millisecond)
 		}
 		bound := time.Since(start)
+		reportStart := time.Now()
+		if n := reportRunning(b, agent, cidrs, hostIPs); n != deployments*replicas {
+			b.Fatalf("reported %d pods Running, want %d", n, deployments*replicas)
+		}
+		reported := time.Since(reportStart)
 		time.Sleep(3 * time.Second) // a few reconcile passes with everything in place
 		rss := rssMB(cmd.Process.Pid)
 		if p := os.Getenv("KEELSON_BENCH_HEAP"); p != "" {
@@ -600,13 +613,87 @@ spec:
 				resp.Body.Close()
 			}
 		}
+		heap := liveHeapMB(b, addr)
 		close(stopLeases)
 		lw.Wait()
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 		b.ReportMetric(registered.Seconds(), "register-5000-nodes-s")
 		b.ReportMetric(bound.Seconds(), "all-100000-bound-s")
+		b.ReportMetric(reported.Seconds(), "report-100000-running-s")
 		b.ReportMetric(rss, "controller-rss-MB")
+		b.ReportMetric(heap, "controller-heap-MB")
 		b.ReportMetric(0, "ns/op")
 	}
+}
+
+// reportRunning is every simulated node reporting its pods Running, as the
+// agents do: each node asks for its pods (GET /v1/pods?node=NAME) and
+// reports each one's status. Node i is named sim-NNNNN, has the pod CIDR
+// cidrs[i] and the address hostIPs[i]. It returns how many pods it reported.
+func reportRunning(b *testing.B, agent *client.Client, cidrs, hostIPs []string) int {
+	var (
+		mu    sync.Mutex
+		total int
+		wg    sync.WaitGroup
+	)
+	next := make(chan int)
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				name := fmt.Sprintf("sim-%05d", i)
+				list, err := agent.Pods(context.Background(), client.PodQuery{Node: name})
+				if err != nil {
+					b.Errorf("pods of %s: %v", name, err)
+					continue
+				}
+				base, _, err := net.ParseCIDR(cidrs[i])
+				if err != nil {
+					b.Errorf("pod CIDR of %s: %v", name, err)
+					continue
+				}
+				for j := range list.Items {
+					rp := runningPod(&list.Items[j])
+					ip := base.To4()
+					rp.Status.PodIP = net.IPv4(ip[0], ip[1], ip[2], byte(j+2)).String()
+					rp.Status.HostIP = hostIPs[i]
+					if err := agent.ReportPod(context.Background(), name, rp); err != nil {
+						b.Errorf("report %s/%s: %v", rp.Namespace, rp.Name, err)
+						continue
+					}
+					mu.Lock()
+					total++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range cidrs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return total
+}
+
+// liveHeapMB is the controller's live heap: HeapAlloc right after a
+// collection, from its heap profile (the --pprof endpoint, ?gc=1).
+func liveHeapMB(b *testing.B, addr string) float64 {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapAlloc = "); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return n / (1 << 20)
+		}
+	}
+	b.Fatal("no HeapAlloc in the heap profile")
+	return 0
 }
