@@ -260,10 +260,7 @@ func (w *podWorker) publish() {
 	p.Status = w.status()
 	txn := w.a.Store.Write()
 	defer txn.Abort()
-	err := txn.UpsertPod(&store.Pod{
-		Key: w.key, Namespace: p.Namespace, Name: p.Name, NodeName: p.Spec.NodeName,
-		Phase: string(p.Status.Phase), Pod: p,
-	})
+	err := txn.UpsertPod(store.NewPod(p))
 	if err == nil {
 		err = txn.Commit()
 	}

@@ -243,17 +243,16 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 	cur, err := snap.Pod(memdb.NewWatchSet(), key)
 	switch {
 	case err == nil:
-		if cur.Pod.UID != reported.UID {
-			return fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.Pod.UID)
+		if cur.UID != reported.UID {
+			return fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.UID)
 		}
-		p := *cur
-		pod := *cur.Pod // shallow: only the status changes
-		pod.Status = reported.Status
-		p.Pod = &pod
-		if p.Pod.Status.Conditions != nil {
-			p.Pod.Status.Conditions = keepTransitionTimes(mergeScheduled(p.Pod.Status.Conditions, cur.Pod.Status.Conditions), cur.Pod.Status.Conditions, c.now())
+		p := *cur // only the status changes
+		st := reported.Status
+		if st.Conditions != nil {
+			had := cur.Status().Conditions
+			st.Conditions = keepTransitionTimes(mergeScheduled(st.Conditions, had), had, c.now())
 		}
-		p.Phase = string(reported.Status.Phase)
+		p.SetStatus(&st)
 		if err := txn.UpsertPod(&p); err != nil {
 			return err
 		}
@@ -277,7 +276,9 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		if owner == "Pod/"+key {
 			ownerKey = ""
 		}
-		if err := txn.UpsertPod(&store.Pod{Key: key, Namespace: p.Namespace, Name: p.Name, NodeName: node, OwnerKey: ownerKey, Phase: string(p.Status.Phase), Pod: p}); err != nil {
+		row := store.NewPod(p)
+		row.OwnerKey = ownerKey
+		if err := txn.UpsertPod(row); err != nil {
 			return err
 		}
 		c.log.Info("pod adopted from its node's report", "pod", key, "node", node)
@@ -592,8 +593,9 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 		switch {
 		case len(live) < want:
+			base := podBase(o, &rs.Spec.Template)
 			for i := len(live); i < want; i++ {
-				plan.upsertPods = append(plan.upsertPods, podOf(o, &rs.Spec.Template, "", now))
+				plan.upsertPods = append(plan.upsertPods, podOf(o, base, "", now))
 			}
 		case len(live) > want:
 			sortForDeletion(live)
@@ -628,7 +630,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 				cur = p
 			}
 		}
-		if cur != nil && cur.Pod.Annotations[sourceHashAnnotation] == o.Hash {
+		if cur != nil && cur.Base.Annotations[sourceHashAnnotation] == o.Hash {
 			continue
 		}
 		if cur != nil {
@@ -641,9 +643,10 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 		p.Annotations[sourceHashAnnotation] = o.Hash
 		p.CreationTimestamp = metav1.NewTime(now)
-		p.Status = corev1.PodStatus{Phase: corev1.PodPending}
+		p.Status = corev1.PodStatus{}
 		if cur == nil {
-			plan.upsertPods = append(plan.upsertPods, &store.Pod{Key: key, Namespace: p.Namespace, Name: p.Name, NodeName: p.Spec.NodeName, Phase: string(corev1.PodPending), Pod: p})
+			plan.upsertPods = append(plan.upsertPods, &store.Pod{Key: key, Namespace: p.Namespace, Name: p.Name, NodeName: p.Spec.NodeName,
+				Phase: string(corev1.PodPending), Base: p, UID: p.UID, Created: now})
 		}
 		// A changed bare pod is recreated on the next pass, once the old one is gone.
 	}
@@ -757,58 +760,27 @@ func sortForDeletion(ps []*store.Pod) {
 		if pa, pb := phase(a), phase(b); pa != pb {
 			return pa < pb
 		}
-		ra, rb := podReady(a.Pod), podReady(b.Pod)
-		if ra != rb {
-			return !ra
+		if a.Ready != b.Ready {
+			return !a.Ready
 		}
-		if ra {
-			if ta, tb := readySince(a.Pod), readySince(b.Pod); !ta.Equal(tb) {
-				return earlier(ta, tb)
-			}
+		if a.Ready && !a.ReadySince.Equal(b.ReadySince) {
+			return earlier(a.ReadySince, b.ReadySince)
 		}
-		if ca, cb := maxRestarts(a.Pod), maxRestarts(b.Pod); ca != cb {
-			return ca > cb
+		if a.Restarts != b.Restarts {
+			return a.Restarts > b.Restarts
 		}
-		ta, tb := a.Pod.CreationTimestamp.Time, b.Pod.CreationTimestamp.Time
-		return !ta.Equal(tb) && earlier(ta, tb)
+		return !a.Created.Equal(b.Created) && earlier(a.Created, b.Created)
 	})
 }
 
-// readySince is when p's Ready condition last changed.
-func readySince(p *corev1.Pod) time.Time {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.LastTransitionTime.Time
-		}
-	}
-	return time.Time{}
-}
-
-func maxRestarts(p *corev1.Pod) int32 {
-	var n int32
-	for _, c := range p.Status.ContainerStatuses {
-		n = max(n, c.RestartCount)
-	}
-	return n
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// schedule binds the pending pods of this pass in one batch.
+// schedule binds the pending pods of this pass in one batch. The scheduler
+// reads a pod's namespace, owner and spec: the rows' bases, which the pods
+// of one template share; its placements come in the order of the pods.
 func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted map[string]bool, now time.Time) {
-	var pending []*corev1.Pod
-	pendingRow := map[*corev1.Pod]*store.Pod{}
+	var pending []*store.Pod
 	for _, p := range plan.upsertPods {
 		if p.NodeName == "" {
-			pending = append(pending, p.Pod)
-			pendingRow[p.Pod] = p
+			pending = append(pending, p)
 		}
 	}
 	bound := map[string][]*corev1.Pod{}
@@ -816,12 +788,11 @@ func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted
 		if p.NodeName != "" {
 			// Pods on their way out still hold their resources and ports
 			// until their node has stopped them.
-			bound[p.NodeName] = append(bound[p.NodeName], p.Pod)
+			bound[p.NodeName] = append(bound[p.NodeName], p.Base)
 			continue
 		}
 		if !deleted[p.Key] {
-			pending = append(pending, p.Pod)
-			pendingRow[p.Pod] = p
+			pending = append(pending, p)
 		}
 	}
 	if len(pending) == 0 {
@@ -835,21 +806,24 @@ func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted
 	for _, p := range plan.upsertPods {
 		upserted[p] = true
 	}
-	for _, pl := range scheduler.NewSnapshot(sn).Schedule(pending, scheduler.Options{}) {
-		row := pendingRow[pl.Pod]
+	bases := make([]*corev1.Pod, len(pending))
+	for i, p := range pending {
+		bases[i] = p.Base
+	}
+	for i, pl := range scheduler.NewSnapshot(sn).Schedule(bases, scheduler.Options{}) {
+		row := pending[i]
+		st := row.Status()
 		msg := pl.Reason
 		cond := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(now)}
 		if pl.Node == "" {
 			cond.Status, cond.Reason, cond.Message = corev1.ConditionFalse, corev1.PodReasonUnschedulable, msg
-			if old := scheduledCondition(row.Pod); old != nil && old.Message == msg {
+			if old := scheduledCondition(&st); old != nil && old.Message == msg {
 				continue // already said
 			}
 		}
-		p := *row
-		pod := *row.Pod // shallow: only NodeName and the conditions change
-		pod.Spec.NodeName = pl.Node
-		pod.Status.Conditions = []corev1.PodCondition{cond}
-		p.Pod = &pod
+		p := *row // only the node and the conditions change
+		st.Conditions = []corev1.PodCondition{cond}
+		p.SetStatus(&st)
 		p.NodeName = pl.Node
 		if upserted[row] {
 			*row = p
@@ -864,10 +838,10 @@ func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted
 	}
 }
 
-func scheduledCondition(p *corev1.Pod) *corev1.PodCondition {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == corev1.PodScheduled {
-			return &p.Status.Conditions[i]
+func scheduledCondition(s *corev1.PodStatus) *corev1.PodCondition {
+	for i := range s.Conditions {
+		if s.Conditions[i].Type == corev1.PodScheduled {
+			return &s.Conditions[i]
 		}
 	}
 	return nil
