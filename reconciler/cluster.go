@@ -783,20 +783,21 @@ func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted
 			pending = append(pending, p)
 		}
 	}
+	for _, p := range pods {
+		if p.NodeName == "" && !deleted[p.Key] {
+			pending = append(pending, p)
+		}
+	}
+	if len(pending) == 0 {
+		return
+	}
 	bound := map[string][]*corev1.Pod{}
 	for _, p := range pods {
 		if p.NodeName != "" {
 			// Pods on their way out still hold their resources and ports
 			// until their node has stopped them.
 			bound[p.NodeName] = append(bound[p.NodeName], p.Base)
-			continue
 		}
-		if !deleted[p.Key] {
-			pending = append(pending, p)
-		}
-	}
-	if len(pending) == 0 {
-		return
 	}
 	var sn []*scheduler.Node
 	for _, n := range nodes {

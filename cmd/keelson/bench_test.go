@@ -599,10 +599,23 @@ spec:
 		}
 		bound := time.Since(start)
 		reportStart := time.Now()
+		var prof sync.WaitGroup
+		if p := os.Getenv("KEELSON_BENCH_CPU"); p != "" {
+			// A CPU profile of the controller while the nodes report.
+			prof.Go(func() {
+				if resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=20"); err == nil {
+					f, _ := os.Create(p)
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+					resp.Body.Close()
+				}
+			})
+		}
 		if n := reportRunning(b, agent, cidrs, hostIPs); n != deployments*replicas {
 			b.Fatalf("reported %d pods Running, want %d", n, deployments*replicas)
 		}
 		reported := time.Since(reportStart)
+		prof.Wait()
 		time.Sleep(3 * time.Second) // a few reconcile passes with everything in place
 		rss := rssMB(cmd.Process.Pid)
 		if p := os.Getenv("KEELSON_BENCH_HEAP"); p != "" {
