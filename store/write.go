@@ -13,6 +13,9 @@ type Txn struct {
 	txn   *memdb.Txn
 	index uint64
 	dirty map[string]bool
+	// nodePods are the node pod lists this transaction changed, written at
+	// Commit (see nodepods.go).
+	nodePods map[string][]*Pod
 }
 
 // Write starts a write transaction; writes are serialised. The transaction's
@@ -37,6 +40,9 @@ func (t *Txn) Abort() { t.txn.Abort() }
 
 // Commit raises the modify index of every table written and makes the changes visible.
 func (t *Txn) Commit() error {
+	if err := t.writeNodePods(); err != nil {
+		return err
+	}
 	for table := range t.dirty {
 		if err := t.txn.Insert(TableIndex, &IndexEntry{Table: table, Value: t.index}); err != nil {
 			return fmt.Errorf("store: index %s: %w", table, err)
@@ -47,7 +53,7 @@ func (t *Txn) Commit() error {
 }
 
 // Snapshot is a read view of the transaction, including its own writes.
-func (t *Txn) Snapshot() *Snapshot { return &Snapshot{txn: t.txn} }
+func (t *Txn) Snapshot() *Snapshot { return &Snapshot{txn: t.txn, w: t} }
 
 func (t *Txn) insert(table string, obj any) error {
 	if err := t.txn.Insert(table, obj); err != nil {
