@@ -3,10 +3,14 @@ package reconciler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
+	"math/bits"
 	"net"
+	"net/netip"
 	"sort"
 	"time"
 
@@ -112,14 +116,17 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 	if err != nil {
 		return nil, err
 	}
-	used := map[string]bool{}
+	// The /24s other nodes have, by their number in the cluster CIDR.
+	used := make([]uint64, (c.subnets()+63)/64)
 	var prev *store.Node
 	for _, x := range nodes {
 		if x.Name == n.Name {
 			prev = x
 			continue
 		}
-		used[x.Node.Spec.PodCIDR] = true
+		if i, ok := c.subnetIndex(x.Node.Spec.PodCIDR); ok {
+			used[i/64] |= 1 << (i % 64)
+		}
 	}
 	switch {
 	case prev != nil && prev.Node.Spec.PodCIDR != "":
@@ -156,15 +163,34 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 	return n, nil
 }
 
-// freeCIDR is the first /24 of the cluster CIDR no node has.
-func (c *Cluster) freeCIDR(used map[string]bool) (string, error) {
-	ones, bits := c.cidr.Mask.Size()
-	base := ipToUint(c.cidr.IP)
-	for i := uint32(0); i < 1<<(24-ones); i++ {
-		ip := uintToIP(base + i<<(bits-24))
-		s := (&net.IPNet{IP: ip, Mask: net.CIDRMask(24, 32)}).String()
-		if !used[s] {
-			return s, nil
+// subnets is how many /24s the cluster CIDR has.
+func (c *Cluster) subnets() int {
+	ones, _ := c.cidr.Mask.Size()
+	return 1 << (24 - ones)
+}
+
+// subnetIndex is the number of cidr among the cluster CIDR's /24s, if it is
+// one of them.
+func (c *Cluster) subnetIndex(cidr string) (int, bool) {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil || !p.Addr().Is4() || p.Bits() != 24 || p.Masked() != p {
+		return 0, false
+	}
+	a := p.Addr().As4()
+	off := (uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8) - ipToUint(c.cidr.IP) // wraps when below
+	if i := int(off >> 8); i < c.subnets() {
+		return i, true
+	}
+	return 0, false
+}
+
+// freeCIDR is the first /24 of the cluster CIDR no node has (used holds a
+// bit for each, by subnetIndex).
+func (c *Cluster) freeCIDR(used []uint64) (string, error) {
+	for w, set := range used {
+		if i := w*64 + bits.TrailingZeros64(^set); set != math.MaxUint64 && i < c.subnets() {
+			ip := uintToIP(ipToUint(c.cidr.IP) + uint32(i)<<8)
+			return (&net.IPNet{IP: ip, Mask: net.CIDRMask(24, 32)}).String(), nil
 		}
 	}
 	return "", fmt.Errorf("cluster CIDR %s is exhausted: every /24 is given to a node", c.cfg.ClusterCIDR)
@@ -205,32 +231,30 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// RenewLease records an agent's heartbeat.
+// RenewLease records an agent's heartbeat. It copies the node's row, not
+// its corev1.Node, unless the node comes back Ready.
 func (c *Cluster) RenewLease(_ context.Context, name string) error {
 	txn := c.st.Write()
 	defer txn.Abort()
-	nodes, err := txn.Snapshot().Nodes(memdb.NewWatchSet())
+	x, err := txn.Snapshot().Node(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("node %s has not registered: %w", name, store.ErrNotFound)
+	}
 	if err != nil {
 		return err
 	}
-	for _, x := range nodes {
-		if x.Name != name {
-			continue
-		}
-		now := c.now()
-		n := *x
-		if !nodeReady(x.Node) {
-			n.Node = x.Node.DeepCopy()
-			setReady(n.Node, true, "KeelsonAgentReady", "agent renewed its lease", now)
-			_ = txn.AddEvent(&store.Event{ObjectKey: "Node/" + name, Type: corev1.EventTypeNormal, Reason: "NodeReady", Message: "node " + name + " is back"}, now)
-		}
-		n.LeaseRenewed = now
-		if err := txn.UpsertNode(&n); err != nil {
-			return err
-		}
-		return txn.Commit()
+	now := c.now()
+	n := *x
+	if !nodeReady(x.Node) {
+		n.Node = x.Node.DeepCopy()
+		setReady(n.Node, true, "KeelsonAgentReady", "agent renewed its lease", now)
+		_ = txn.AddEvent(&store.Event{ObjectKey: "Node/" + name, Type: corev1.EventTypeNormal, Reason: "NodeReady", Message: "node " + name + " is back"}, now)
 	}
-	return fmt.Errorf("node %s has not registered: %w", name, store.ErrNotFound)
+	n.LeaseRenewed = now
+	if err := txn.UpsertNode(&n); err != nil {
+		return err
+	}
+	return txn.Commit()
 }
 
 // ReportPod takes an agent's status of a pod. A pod the controller does not

@@ -36,10 +36,17 @@ type endpointsPlan struct {
 // targetPort matches no container port.
 func computeEndpoints(objs []*store.Object, pods []*store.Pod, gone, terminating map[string]bool, cur []*store.Endpoints) endpointsPlan {
 	var plan endpointsPlan
+	// Only the namespaces with a Service that selects pods need theirs.
+	selecting := map[string]bool{}
+	for _, o := range objs {
+		if svc, ok := o.Obj.(*corev1.Service); ok && svc.Spec.Selector != nil && svc.Spec.Type != corev1.ServiceTypeExternalName {
+			selecting[o.Namespace] = true
+		}
+	}
 	byNS := map[string][]*store.Pod{}
 	isTerminating := func(p *store.Pod) bool { return p.Terminating() || terminating[p.Key] }
 	for _, p := range pods {
-		if gone[p.Key] || p.PodIP == "" {
+		if !selecting[p.Namespace] || gone[p.Key] || p.PodIP == "" {
 			continue
 		}
 		if p.Phase == string(corev1.PodFailed) || p.Phase == string(corev1.PodSucceeded) {

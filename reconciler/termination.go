@@ -33,9 +33,12 @@ type terminationPlan struct {
 // is gone, go at once.
 func computeTermination(pods []*store.Pod, nodes []*store.Node, deletes []string, now time.Time, cfg ClusterConfig) terminationPlan {
 	t := terminationPlan{gone: map[string]bool{}, marked: map[string]bool{}}
-	byKey := make(map[string]*store.Pod, len(pods))
-	for _, p := range pods {
-		byKey[p.Key] = p
+	var byKey map[string]*store.Pod
+	if len(deletes) > 0 {
+		byKey = make(map[string]*store.Pod, len(pods))
+		for _, p := range pods {
+			byKey[p.Key] = p
+		}
 	}
 	live := map[string]bool{}
 	for _, n := range nodes {
