@@ -533,6 +533,7 @@ spec:
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
+		b.Cleanup(func() { _ = cmd.Process.Kill() }) // when the benchmark fails
 		c, _ := client.New("http://" + addr)
 		for {
 			if _, err := c.Status(context.Background(), client.Query{}); err == nil {
@@ -580,9 +581,23 @@ spec:
 				case <-stopLeases:
 					return
 				case <-t.C:
-					for i := range nodes {
-						_ = agent.RenewLease(context.Background(), fmt.Sprintf("sim-%05d", i))
+					// As the nodes' agents do, each on its own: one round
+					// in a row would outlast the lease timeout on a busy
+					// machine.
+					next := make(chan int)
+					var rw sync.WaitGroup
+					for range 16 {
+						rw.Go(func() {
+							for i := range next {
+								_ = agent.RenewLease(context.Background(), fmt.Sprintf("sim-%05d", i))
+							}
+						})
 					}
+					for i := range nodes {
+						next <- i
+					}
+					close(next)
+					rw.Wait()
 				}
 			}
 		})
@@ -618,8 +633,10 @@ spec:
 		prof.Wait()
 		time.Sleep(3 * time.Second) // a few reconcile passes with everything in place
 		rss := rssMB(cmd.Process.Pid)
+		b.Logf("controller at the RSS measurement: %s; %s", procStatus(cmd.Process.Pid, "RssAnon", "RssFile"), memStats(b, addr, false,
+			"HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "NextGC", "Sys", "GCSys", "OtherSys", "NumGC"))
 		if p := os.Getenv("KEELSON_BENCH_HEAP"); p != "" {
-			if resp, err := http.Get("http://" + addr + "/debug/pprof/heap"); err == nil {
+			if resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1"); err == nil {
 				f, _ := os.Create(p)
 				_, _ = io.Copy(f, resp.Body)
 				f.Close()
@@ -690,9 +707,24 @@ func reportRunning(b *testing.B, agent *client.Client, cidrs, hostIPs []string) 
 }
 
 // liveHeapMB is the controller's live heap: HeapAlloc right after a
-// collection, from its heap profile (the --pprof endpoint, ?gc=1).
+// collection.
 func liveHeapMB(b *testing.B, addr string) float64 {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1&debug=1")
+	v, err := strconv.ParseFloat(memStats(b, addr, true, "HeapAlloc"), 64)
+	if err != nil {
+		b.Fatalf("HeapAlloc: %v", err)
+	}
+	return v
+}
+
+// memStats is the controller's runtime.MemStats fields named, in MB (NumGC
+// as it is), from its heap profile (the --pprof endpoint), after a
+// collection when gc is true.
+func memStats(b *testing.B, addr string, gc bool, names ...string) string {
+	u := "http://" + addr + "/debug/pprof/heap?debug=1"
+	if gc {
+		u += "&gc=1"
+	}
+	resp, err := http.Get(u)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -701,12 +733,43 @@ func liveHeapMB(b *testing.B, addr string) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "# HeapAlloc = "); ok {
-			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return n / (1 << 20)
+	var out []string
+	for _, name := range names {
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "# "+name+" = "); ok {
+				if name != "NumGC" {
+					n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+					v = strconv.FormatFloat(n/(1<<20), 'f', 1, 64)
+				}
+				out = append(out, v)
+			}
 		}
 	}
-	b.Fatal("no HeapAlloc in the heap profile")
-	return 0
+	if len(out) != len(names) {
+		b.Fatalf("the heap profile has %d of %v", len(out), names)
+	}
+	if len(names) == 1 {
+		return out[0]
+	}
+	for i := range out {
+		out[i] = names[i] + " " + out[i]
+	}
+	return strings.Join(out, ", ")
+}
+
+// procStatus is fields of /proc/PID/status, as they are there.
+func procStatus(pid int, names ...string) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		for _, name := range names {
+			if v, ok := strings.CutPrefix(line, name+":"); ok {
+				out = append(out, name+" "+strings.Join(strings.Fields(v), " "))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
 }
