@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -54,6 +56,10 @@ type Cluster struct {
 	cidr *net.IPNet
 	// started is when this controller started; see StartupGrace.
 	started time.Time
+	// resources are the nodes' resource lists by their content, so that
+	// nodes with the same capacity share one map (see sharedResources).
+	mu        sync.Mutex
+	resources map[string]corev1.ResourceList
 }
 
 // warm reports whether the controller has waited for its agents and holds
@@ -139,6 +145,8 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 		n.Spec.PodCIDR = cidr
 	}
 	n.Spec.PodCIDRs = []string{n.Spec.PodCIDR}
+	n.Status.Capacity = c.sharedResources(n.Status.Capacity)
+	n.Status.Allocatable = c.sharedResources(n.Status.Allocatable)
 	now := c.now()
 	setReady(n, true, "KeelsonAgentReady", "agent registered", now)
 	if n.UID == "" {
@@ -161,6 +169,36 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 	}
 	c.log.Info("node registered", "node", n.Name, "pod-cidr", n.Spec.PodCIDR, "api", reg.API)
 	return n, nil
+}
+
+// sharedResources is l, or an equal list (the same quantities, written
+// the same way) that another node has: nodes of one kind have the same
+// capacity, and each map costs more than half a kilobyte a node. Lists in
+// the store are never changed, so they may be shared.
+func (c *Cluster) sharedResources(l corev1.ResourceList) corev1.ResourceList {
+	if len(l) == 0 {
+		return l
+	}
+	names := make([]string, 0, len(l))
+	for name := range l {
+		names = append(names, string(name))
+	}
+	sort.Strings(names)
+	var key strings.Builder
+	for _, name := range names {
+		q := l[corev1.ResourceName(name)]
+		key.WriteString(name + "=" + q.String() + ",")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if shared, ok := c.resources[key.String()]; ok {
+		return shared
+	}
+	if c.resources == nil || len(c.resources) >= 1024 {
+		c.resources = map[string]corev1.ResourceList{} // so many kinds of node: start again
+	}
+	c.resources[key.String()] = l
+	return l
 }
 
 // subnets is how many /24s the cluster CIDR has.
