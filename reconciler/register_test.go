@@ -88,7 +88,9 @@ func TestNodeResourcesShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same := func(x, y corev1.ResourceList) bool { return reflect.ValueOf(x).Pointer() == reflect.ValueOf(y).Pointer() }
+	same := func(x, y corev1.ResourceList) bool {
+		return reflect.ValueOf(x).Pointer() == reflect.ValueOf(y).Pointer()
+	}
 	a, b, cc := nodes[0].Node.Status, nodes[1].Node.Status, nodes[2].Node.Status
 	if !same(a.Capacity, b.Capacity) || !same(a.Capacity, a.Allocatable) || same(a.Capacity, cc.Capacity) {
 		t.Errorf("shared: a and b %v, a's capacity and allocatable %v, a and c %v; want true, true, false",

@@ -15,9 +15,10 @@ import (
 //     references, spec) behind one pointer, Base, so that a ReplicaSet's
 //     100 pods hold one copy of its template between them;
 //   - the pod's own fields (name, UID, creation time, node, deletion);
-//   - its status encoded in Kubernetes' protobuf form (as etcd holds it):
-//     a few hundred bytes instead of a few kilobytes of structs, and
-//     nothing lost that the API serves (JSON, like the protobuf form, keeps
+//   - its status encoded (podstatus.go): a header for what agents report
+//     of nearly every pod, then Kubernetes' protobuf form (as etcd holds
+//     it) of the rest; some 80 bytes instead of a few kilobytes of structs,
+//     and nothing lost that the API serves (JSON, like protobuf, keeps
 //     times to the second; as from Kubernetes' own storage, an empty list
 //     comes back as none, which shows only in the few list fields JSON
 //     writes even when empty);
@@ -41,8 +42,8 @@ func NewPod(p *corev1.Pod) *Pod {
 	return r
 }
 
-// SetStatus replaces the row's status with s (which it does not keep). Call
-// it on a row not yet inserted.
+// SetStatus replaces the row's status with s (which it does not keep or
+// change). Call it on a row not yet inserted, after its Base is set.
 func (p *Pod) SetStatus(s *corev1.PodStatus) {
 	p.Phase, p.PodIP = string(s.Phase), s.PodIP
 	p.Ready, p.ReadySince = false, time.Time{}
@@ -56,25 +57,16 @@ func (p *Pod) SetStatus(s *corev1.PodStatus) {
 	for _, c := range s.ContainerStatuses {
 		p.Restarts = max(p.Restarts, c.RestartCount)
 	}
-	rest := *s
-	rest.Phase, rest.PodIP = "", ""
-	// Generated marshalling fails only when a nested field's encoder does,
-	// and none of a PodStatus's can: every one returns a nil error.
-	b, _ := rest.Marshal()
-	p.status = string(b)
+	p.status = encodeStatus(p.Base, *s)
 }
 
-// Status is the pod's status as SetStatus was given it. The encoding is
-// SetStatus's own, so decoding it does not fail.
+// Status is the pod's status as SetStatus was given it, but for times,
+// which it keeps to the second as the API does (the Ready condition's
+// exactly).
 func (p *Pod) Status() corev1.PodStatus {
-	var s corev1.PodStatus
-	if p.status != "" {
-		_ = s.Unmarshal([]byte(p.status))
-	}
-	s.Phase, s.PodIP = corev1.PodPhase(p.Phase), p.PodIP
+	s := decodeStatus(p.Base, p.status, corev1.PodPhase(p.Phase), p.PodIP)
 	for i := range s.Conditions {
 		if s.Conditions[i].Type == corev1.PodReady {
-			// The encoded time is to the second; the row keeps it exact.
 			s.Conditions[i].LastTransitionTime = metav1.Time{Time: p.ReadySince}
 			break
 		}

@@ -109,17 +109,123 @@ func TestPodRoundTrip(t *testing.T) {
 	}
 }
 
+// agentPod is a pod as Keelson's agent reports a running one: the shapes
+// the status encoding keeps short.
+func agentPod() *corev1.Pod {
+	p := richPod()
+	t1, t2 := p.Status.Conditions[0].LastTransitionTime, p.Status.Conditions[2].LastTransitionTime
+	yes := true
+	p.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, HostIP: "10.1.0.1", HostIPs: []corev1.HostIP{{IP: "10.1.0.1"}},
+		PodIP: "10.244.1.7", PodIPs: []corev1.PodIP{{IP: "10.244.1.7"}}, StartTime: &t1, QOSClass: corev1.PodQOSBurstable,
+		Conditions: []corev1.PodCondition{
+			{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionTrue, LastTransitionTime: t1},
+			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: t1},
+			{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", LastTransitionTime: t2},
+			{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", LastTransitionTime: t2},
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: t1},
+		},
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: "init", Image: "busybox", ImageID: "sha256:aa", ContainerID: "containerd://1",
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Completed", StartedAt: t1, FinishedAt: t2}}}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "c", Image: "web:v1", ImageID: "sha256:bb", ContainerID: "containerd://2", Started: &yes,
+			RestartCount: 2, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}}},
+	}
+	return p
+}
+
+// simulatedPod is a pod as the --simulate agent reports it, with its own
+// IPs: what BenchmarkControllerScale holds 100,000 of.
+func simulatedPod() *corev1.Pod {
+	p := richPod()
+	now := metav1.NewTime(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &now, HostIP: "10.1.0.1", PodIP: "10.244.1.7",
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "c", Image: "web:v1", Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}},
+	}
+	return p
+}
+
+// TestPodStatusShapes: the statuses agents report come back whole from
+// their short form, and short; so do the controller's own (a pod just
+// bound, one that cannot be).
+func TestPodStatusShapes(t *testing.T) {
+	bound := richPod()
+	bound.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))}}}
+	unschedulable := richPod()
+	unschedulable.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled,
+		Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes available: 3 insufficient cpu"}}}
+	for _, tc := range []struct {
+		name    string
+		pod     *corev1.Pod
+		maxSize int
+	}{
+		{"agent", agentPod(), 230},
+		{"simulated", simulatedPod(), 96},
+		{"bound", bound, 16},
+		{"unschedulable", unschedulable, 110},
+		{"pending", &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			row := NewPod(tc.pod.DeepCopy())
+			if diff := cmp.Diff(asJSON(t, tc.pod), asJSON(t, row.Object())); diff != "" {
+				t.Errorf("pod served from its row (-given +served):\n%s", diff)
+			}
+			if len(row.status) > tc.maxSize {
+				t.Errorf("status takes %d bytes, want at most %d", len(row.status), tc.maxSize)
+			}
+		})
+	}
+}
+
 // TestPodRoundTripFuzz: pods filled at random, as Kubernetes tests its own
-// encodings, serve the same JSON from their rows.
+// encodings, serve the same JSON from their rows; half of them with their
+// status in the shapes agents report, which the encoding keeps short.
 func TestPodRoundTripFuzz(t *testing.T) {
 	f := fuzzer.FuzzerFor(metafuzzer.Funcs, rand.NewSource(1), serializer.NewCodecFactory(runtime.NewScheme()))
 	f.NilChance(0.3).NumElements(0, 3)
-	for i := range 200 {
+	r := rand.New(rand.NewSource(2))
+	for i := range 300 {
 		var p corev1.Pod
 		f.Fill(&p)
+		if i%2 == 1 {
+			agentShapes(r, &p)
+		}
 		want := normalJSON(t, &p)
 		if diff := cmp.Diff(want, normalJSON(t, NewPod(&p).Object())); diff != "" {
 			t.Fatalf("pod %d served from its row (-given +served):\n%s", i, diff)
+		}
+	}
+}
+
+// agentShapes makes p's random status look as agents report them, in
+// part: known condition types, statuses and reasons, single pod and host
+// IPs, a known QoS class, container statuses named after the spec's.
+func agentShapes(r *rand.Rand, p *corev1.Pod) {
+	s := &p.Status
+	for i := range s.Conditions {
+		c := &s.Conditions[i]
+		c.Type, c.Status, c.Reason = conditionTypes[r.Intn(len(conditionTypes))], conditionStatuses[r.Intn(len(conditionStatuses))], conditionReasons[r.Intn(len(conditionReasons))]
+		if r.Intn(4) > 0 {
+			c.Message, c.LastProbeTime, c.ObservedGeneration = "", metav1.Time{}, 0
+		}
+	}
+	if r.Intn(2) == 0 {
+		s.PodIPs = []corev1.PodIP{{IP: s.PodIP}}
+		s.HostIPs = []corev1.HostIP{{IP: s.HostIP}}
+	}
+	s.QOSClass = qosClasses[r.Intn(len(qosClasses))]
+	for i := range s.ContainerStatuses {
+		if i < len(p.Spec.Containers) && r.Intn(3) > 0 {
+			s.ContainerStatuses[i].Name, s.ContainerStatuses[i].Image = p.Spec.Containers[i].Name, p.Spec.Containers[i].Image
+		}
+	}
+	for i := range s.InitContainerStatuses {
+		if i < len(p.Spec.InitContainers) && r.Intn(3) > 0 {
+			s.InitContainerStatuses[i].Name = p.Spec.InitContainers[i].Name
 		}
 	}
 }
