@@ -43,9 +43,13 @@ func podBase(owner *store.Object, tmpl *corev1.PodTemplateSpec) *corev1.Pod {
 // podOf makes a pod of a controller from base (see podBase), which the
 // pods one pass makes from one template share.
 func podOf(owner *store.Object, base *corev1.Pod, nodeName string, now time.Time) *store.Pod {
-	key := owner.Namespace + "/" + owner.Name + "-" + rand.String(5)
+	// Key, name and UID are one string: 64 bytes for the three instead of
+	// 32 and 48 (allocations round up).
+	uid := string(uuid.NewUUID())
+	kn := owner.Namespace + "/" + owner.Name + "-" + rand.String(5) + uid
+	key, uid := kn[:len(kn)-len(uid)], kn[len(kn)-len(uid):]
 	return &store.Pod{Key: key, Namespace: owner.Namespace, Name: key[len(owner.Namespace)+1:], OwnerKey: owner.Key,
-		NodeName: nodeName, Phase: string(corev1.PodPending), Base: base, UID: types.UID(uuid.NewUUID()), Created: now}
+		NodeName: nodeName, Phase: string(corev1.PodPending), Base: base, UID: types.UID(uid), Created: now}
 }
 
 // setStatus records an object's observed status when it changed.

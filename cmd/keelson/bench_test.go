@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -548,6 +549,40 @@ spec:
 		agent := c.WithToken(strings.TrimSpace(string(tok)))
 		start := time.Now()
 		cidrs, hostIPs := make([]string, nodes), make([]string, nodes)
+		joined := make([]atomic.Bool, nodes)
+		stopLeases := make(chan struct{})
+		var lw sync.WaitGroup
+		lw.Go(func() {
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopLeases:
+					return
+				case <-t.C:
+					// As the nodes' agents do, each on its own from when
+					// it joined: one round in a row, or leases from when
+					// all have joined, would outlast the lease timeout on
+					// a busy machine.
+					next := make(chan int)
+					var rw sync.WaitGroup
+					for range 16 {
+						rw.Go(func() {
+							for i := range next {
+								_ = agent.RenewLease(context.Background(), fmt.Sprintf("sim-%05d", i))
+							}
+						})
+					}
+					for i := range nodes {
+						if joined[i].Load() {
+							next <- i
+						}
+					}
+					close(next)
+					rw.Wait()
+				}
+			}
+		})
 		regs := make(chan int)
 		var wg sync.WaitGroup
 		for range 16 {
@@ -562,6 +597,7 @@ spec:
 						continue
 					}
 					cidrs[i], hostIPs[i] = got.Spec.PodCIDR, n.Status.Addresses[0].Address
+					joined[i].Store(true)
 				}
 			})
 		}
@@ -571,36 +607,6 @@ spec:
 		close(regs)
 		wg.Wait()
 		registered := time.Since(start)
-		stopLeases := make(chan struct{})
-		var lw sync.WaitGroup
-		lw.Go(func() {
-			t := time.NewTicker(10 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-stopLeases:
-					return
-				case <-t.C:
-					// As the nodes' agents do, each on its own: one round
-					// in a row would outlast the lease timeout on a busy
-					// machine.
-					next := make(chan int)
-					var rw sync.WaitGroup
-					for range 16 {
-						rw.Go(func() {
-							for i := range next {
-								_ = agent.RenewLease(context.Background(), fmt.Sprintf("sim-%05d", i))
-							}
-						})
-					}
-					for i := range nodes {
-						next <- i
-					}
-					close(next)
-					rw.Wait()
-				}
-			}
-		})
 		var st *api.Status
 		for {
 			st, err = c.Status(context.Background(), client.Query{})

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
+	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/keelson/keelson/apiserver"
 	"github.com/keelson/keelson/apiserver/api"
@@ -43,6 +45,10 @@ const bigLoad = 500
 // defaultGOGC is the controller's GC target when GOGC is not set.
 const defaultGOGC = 75
 
+// defaultMemoryLimit is the controller's soft memory limit (see
+// memoryLimitFor) when GOMEMLIMIT is not set.
+const defaultMemoryLimit = "150Mi"
+
 type controllerOptions struct {
 	src               gitsync.Source
 	dataDir           string
@@ -56,7 +62,10 @@ type controllerOptions struct {
 	lbPool            string
 	evictionTimeout   time.Duration
 	leaseTimeout      time.Duration
-	pprof             bool
+	// memoryLimit is the runtime's soft memory limit, a quantity ("150Mi");
+	// "" or "0" for none.
+	memoryLimit string
+	pprof       bool
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 }
@@ -110,6 +119,8 @@ Credentials never come from flags: HTTPS passwords and tokens are read from
 	addServiceFlags(f, &o)
 	f.DurationVar(&o.evictionTimeout, "pod-eviction-timeout", 60*time.Second, "how long pods stay on a NotReady node before they are replaced elsewhere")
 	f.DurationVar(&o.leaseTimeout, "node-lease-timeout", 40*time.Second, "how long a node may go without renewing its lease before it is NotReady")
+	f.StringVar(&o.memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit of the memory the controller's runtime holds, such as 150Mi (0: none): "+
+		"it collects garbage more often near it and gives memory back; a live heap that outgrows it takes it up, to a quarter above itself. GOMEMLIMIT overrides it")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the API address")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
@@ -143,6 +154,10 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		// makes; a lower GC target keeps RSS near the live heap (as
 		// Prometheus does). GOGC in the environment overrides it.
 		debug.SetGCPercent(defaultGOGC)
+	}
+	memoryLimit, err := parseMemoryLimit(o.memoryLimit)
+	if err != nil {
+		return err
 	}
 	var secret []byte
 	if o.webhookSecretFile != "" {
@@ -243,6 +258,9 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	if memoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		wg.Go(func() { followMemoryLimit(ctx, memoryLimit, 5*time.Second) })
+	}
 	errc := make(chan error, 3)
 	wg.Go(func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -370,5 +388,52 @@ func nodesUsage(st *store.Store) func(ctx context.Context) (*api.UsageList, erro
 		}
 		wg.Wait()
 		return &out, nil
+	}
+}
+
+// parseMemoryLimit is --memory-limit in bytes, 0 for none.
+func parseMemoryLimit(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	q, err := k8sresource.ParseQuantity(s)
+	if err != nil || q.Sign() < 0 {
+		return 0, fmt.Errorf("--memory-limit %q: want a size such as 150Mi, or 0 for none", s)
+	}
+	return q.Value(), nil
+}
+
+// memoryLimitFor is the soft memory limit to give the runtime when the
+// configured one is limit and the live heap (as the last collection found
+// it) is live: the configured one, or a quarter above the live heap when
+// that is more. Near the limit the runtime collects as often as it must to
+// stay under it, so a limit at or below the live heap (a cluster bigger than
+// it was set for) would have it collect all the time; following the heap
+// keeps the cost of a collection bounded, as GOGC=25 would.
+func memoryLimitFor(limit, live int64) int64 { return max(limit, live+live/4) }
+
+// followMemoryLimit keeps the runtime's soft memory limit at memoryLimitFor
+// the configured limit, looking at the live heap every period, until ctx
+// ends.
+func followMemoryLimit(ctx context.Context, limit int64, every time.Duration) {
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	set := limit
+	debug.SetMemoryLimit(set)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		metrics.Read(live)
+		if live[0].Value.Kind() != metrics.KindUint64 {
+			continue
+		}
+		if want := memoryLimitFor(limit, int64(live[0].Value.Uint64())); want != set {
+			debug.SetMemoryLimit(want)
+			set = want
+		}
 	}
 }
