@@ -539,10 +539,8 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 			return err
 		}
 	}
-	for _, e := range plan.events {
-		if err := txn.AddEvent(e, now); err != nil {
-			return err
-		}
+	if err := txn.AddEvents(plan.events, now); err != nil {
+		return err
 	}
 	return txn.Commit()
 }

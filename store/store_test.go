@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -403,5 +404,62 @@ func TestNodePods(t *testing.T) {
 	})
 	if got := onNode(s.Snapshot(), memdb.NewWatchSet(), "n1"); got != nil {
 		t.Errorf("n1 keeps %v after its last pod went", got)
+	}
+}
+
+// TestAddEvents: a batch of events leaves the events table as adding them
+// one by one does, whether or not it is longer than MaxEvents.
+func TestAddEvents(t *testing.T) {
+	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	events := func(s *Store) []string {
+		evs, err := s.Snapshot().Events(memdb.NewWatchSet(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			out = append(out, fmt.Sprintf("%d %s %s", e.ID, e.ObjectKey, e.Message))
+		}
+		return out
+	}
+	one, batch := newStore(t), newStore(t)
+	n := 0
+	for _, size := range []int{3, MaxEvents - 5, 7, MaxEvents + 1234, 1, 2 * MaxEvents} {
+		var es, es2 []*Event
+		for range size {
+			n++
+			es = append(es, &Event{ObjectKey: fmt.Sprintf("Pod/p%d", n%7), Message: fmt.Sprint(n)})
+			es2 = append(es2, &Event{ObjectKey: fmt.Sprintf("Pod/p%d", n%7), Message: fmt.Sprint(n)})
+		}
+		txn := one.Write()
+		for _, e := range es {
+			if err := txn.AddEvent(e, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txn.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		txn = batch.Write()
+		if err := txn.AddEvents(es2, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		want, got := events(one), events(batch)
+		if len(want) != min(n, MaxEvents) {
+			t.Fatalf("after %d events one by one: %d kept", n, len(want))
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("after a batch of %d (-one by one +batch):\n%s", size, diff)
+		}
+		for _, key := range []string{"Pod/p3", "Pod/p0"} {
+			a, _ := one.Snapshot().Events(memdb.NewWatchSet(), key)
+			b, _ := batch.Snapshot().Events(memdb.NewWatchSet(), key)
+			if len(a) != len(b) {
+				t.Fatalf("events of %s: %d one by one, %d in a batch", key, len(a), len(b))
+			}
+		}
 	}
 }
