@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,12 +44,17 @@ import (
 // controller returns freed memory to the OS at once.
 const bigLoad = 500
 
-// defaultGOGC is the controller's GC target when GOGC is not set.
-const defaultGOGC = 75
+// defaultGOGC is the controller's GC target when GOGC is not set: the heap
+// grows by half its live size between collections. The live heap is mostly
+// the store (some 130 MB at 100,000 pods); a tighter target makes the
+// passes and the agents' reports pay for more collections than the memory
+// it saves is worth (BenchmarkControllerScale: 75 takes 356 MB, 50 300 MB,
+// a 200 MiB memory limit 246 MB at four times the CPU per report).
+const defaultGOGC = 50
 
-// defaultMemoryLimit is the controller's soft memory limit (see
-// memoryLimitFor) when GOMEMLIMIT is not set.
-const defaultMemoryLimit = "150Mi"
+// defaultMemoryLimit is --memory-limit's default: 90% of the memory limit
+// of the controller's cgroup, if it has one.
+const defaultMemoryLimit = "auto"
 
 type controllerOptions struct {
 	src               gitsync.Source
@@ -62,8 +69,8 @@ type controllerOptions struct {
 	lbPool            string
 	evictionTimeout   time.Duration
 	leaseTimeout      time.Duration
-	// memoryLimit is the runtime's soft memory limit, a quantity ("150Mi");
-	// "" or "0" for none.
+	// memoryLimit is the runtime's soft memory limit, a quantity ("300Mi"),
+	// "auto" (from the cgroup), or "" or "0" for none.
 	memoryLimit string
 	pprof       bool
 	// onListen, when set, is told the API's address once it listens (tests).
@@ -119,8 +126,8 @@ Credentials never come from flags: HTTPS passwords and tokens are read from
 	addServiceFlags(f, &o)
 	f.DurationVar(&o.evictionTimeout, "pod-eviction-timeout", 60*time.Second, "how long pods stay on a NotReady node before they are replaced elsewhere")
 	f.DurationVar(&o.leaseTimeout, "node-lease-timeout", 40*time.Second, "how long a node may go without renewing its lease before it is NotReady")
-	f.StringVar(&o.memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit of the memory the controller's runtime holds, such as 150Mi (0: none): "+
-		"it collects garbage more often near it and gives memory back; a live heap that outgrows it takes it up, to a quarter above itself. GOMEMLIMIT overrides it")
+	f.StringVar(&o.memoryLimit, "memory-limit", defaultMemoryLimit, "soft limit of the memory the controller's runtime holds, such as 300Mi (0: none; auto: 90% of its cgroup's limit, if any): "+
+		"it collects garbage more often near it and gives memory back, at some CPU; a live heap that outgrows it takes it up, to a quarter above itself. GOMEMLIMIT overrides it")
 	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the API address")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
@@ -150,7 +157,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		return err
 	}
 	if os.Getenv("GOGC") == "" {
-		// The store is long-lived and large next to the garbage a revision
+		// The store is long-lived and large next to the garbage a pass
 		// makes; a lower GC target keeps RSS near the live heap (as
 		// Prometheus does). GOGC in the environment overrides it.
 		debug.SetGCPercent(defaultGOGC)
@@ -393,14 +400,52 @@ func nodesUsage(st *store.Store) func(ctx context.Context) (*api.UsageList, erro
 
 // parseMemoryLimit is --memory-limit in bytes, 0 for none.
 func parseMemoryLimit(s string) (int64, error) {
-	if s == "" {
+	switch s {
+	case "":
 		return 0, nil
+	case "auto":
+		return cgroupMemoryLimit("/proc/self/cgroup", "/sys/fs/cgroup") / 10 * 9, nil
 	}
 	q, err := k8sresource.ParseQuantity(s)
 	if err != nil || q.Sign() < 0 {
-		return 0, fmt.Errorf("--memory-limit %q: want a size such as 150Mi, or 0 for none", s)
+		return 0, fmt.Errorf("--memory-limit %q: want a size such as 300Mi, auto, or 0 for none", s)
 	}
 	return q.Value(), nil
+}
+
+// cgroupMemoryLimit is the memory limit of the cgroup the process runs in,
+// as /proc/self/cgroup (self) names it under root: cgroup v2's memory.max
+// (also under root/unified on hybrid hosts), or v1's
+// memory.limit_in_bytes. It is 0 when there is none or it cannot be read.
+func cgroupMemoryLimit(self, root string) int64 {
+	data, err := os.ReadFile(self)
+	if err != nil {
+		return 0
+	}
+	var files []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			files = append(files, filepath.Join(root, parts[2], "memory.max"), filepath.Join(root, "unified", parts[2], "memory.max"))
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
+			files = append(files, filepath.Join(root, "memory", parts[2], "memory.limit_in_bytes"))
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// "max", or v1's page-rounded MaxInt64, is no limit.
+		if v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 && v < 1<<60 {
+			return v
+		}
+	}
+	return 0
 }
 
 // memoryLimitFor is the soft memory limit to give the runtime when the
