@@ -137,12 +137,13 @@ type Pod struct {
 	// of the status on every pass; the whole status is in status (see
 	// SetStatus and Status).
 	PodIP string
-	// Ready is whether the pod's Ready condition is True; ReadySince is its
-	// lastTransitionTime (zero without one).
-	Ready      bool
+	// ReadySince is the lastTransitionTime of the pod's Ready condition
+	// (zero without one); Ready is whether the condition is True.
 	ReadySince time.Time
-	// Restarts is the most restarts of one of its containers.
+	// Restarts is the most restarts of one of its containers. (It and Ready
+	// share a word: a row is 256 bytes.)
 	Restarts int32
+	Ready    bool
 	status   string
 	// TerminatingSince is when the controller decided to delete the pod;
 	// zero while it is not terminating. A terminating pod has left its
