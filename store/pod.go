@@ -77,7 +77,10 @@ func (p *Pod) Status() corev1.PodStatus {
 // Object is the pod as the API serves it. It shares Base's maps and
 // slices: it is for reading.
 func (p *Pod) Object() *corev1.Pod {
-	o := *p.Base
+	var o corev1.Pod
+	if p.Base != nil {
+		o = *p.Base
+	}
 	o.Name, o.Namespace, o.UID = p.Name, p.Namespace, p.UID
 	o.CreationTimestamp = metav1.Time{Time: p.Created}
 	if p.NodeName != "" {
@@ -96,4 +99,9 @@ func (p *Pod) Object() *corev1.Pod {
 }
 
 // Labels are the pod's labels (its Base's).
-func (p *Pod) Labels() map[string]string { return p.Base.Labels }
+func (p *Pod) Labels() map[string]string {
+	if p.Base == nil {
+		return nil
+	}
+	return p.Base.Labels
+}
