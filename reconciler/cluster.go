@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"net"
 	"net/netip"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -60,6 +61,9 @@ type Cluster struct {
 	// nodes with the same capacity share one map (see sharedResources).
 	mu        sync.Mutex
 	resources map[string]corev1.ResourceList
+	// adopted are the bases of pods adopted from their nodes' reports, by
+	// owner (see adoptedBase).
+	adopted map[string]*corev1.Pod
 }
 
 // warm reports whether the controller has waited for its agents and holds
@@ -340,12 +344,36 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		}
 		row := store.NewPod(p)
 		row.OwnerKey = ownerKey
+		if ownerKey != "" {
+			row.Base = c.adoptedBase(ownerKey, row.Base)
+		}
 		if err := txn.UpsertPod(row); err != nil {
 			return err
 		}
 		c.log.Info("pod adopted from its node's report", "pod", key, "node", node)
 	}
 	return txn.Commit()
+}
+
+// adoptedBase is the Base of a pod adopted from its node's report: the one
+// another pod of the same owner adopted before it has, when the two are the
+// same but for what each row holds of its own (name, UID, creation time,
+// node), so that a restarted controller holds one template for a
+// ReplicaSet's pods, as the controller that made them did, rather than one
+// a pod. The last base of each owner is kept to compare the next with.
+func (c *Cluster) adoptedBase(owner string, base *corev1.Pod) *corev1.Pod {
+	b := *base
+	b.Name, b.UID, b.CreationTimestamp, b.Spec.NodeName = "", "", metav1.Time{}, ""
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if shared, ok := c.adopted[owner]; ok && reflect.DeepEqual(shared, &b) {
+		return shared
+	}
+	if c.adopted == nil || len(c.adopted) >= 4096 {
+		c.adopted = map[string]*corev1.Pod{} // so many owners: start again
+	}
+	c.adopted[owner] = &b
+	return &b
 }
 
 // mergeScheduled keeps the controller's PodScheduled condition beside the

@@ -2,9 +2,11 @@ package reconciler
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	memdb "github.com/hashicorp/go-memdb"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/keelson/keelson/apiserver/api"
 	"github.com/keelson/keelson/store"
@@ -99,6 +102,55 @@ func TestNodeResourcesShared(t *testing.T) {
 	for i, want := range []corev1.ResourceList{list("32", "128Gi"), list("32", "128Gi"), list("16", "128Gi")} {
 		if got := nodes[i].Node.Status.Allocatable; !equality.Semantic.DeepEqual(got, want) || got.Cpu().String() != want.Cpu().String() {
 			t.Errorf("node %s allocatable %v, want %v", nodes[i].Name, got, want)
+		}
+	}
+}
+
+// TestAdoptedPodsShareBases: the pods of one ReplicaSet that a restarted
+// controller adopts from its nodes' reports share one base, as those it
+// makes do, and each is served as its node reported it; a pod of another
+// template has its own.
+func TestAdoptedPodsShareBases(t *testing.T) {
+	st, err := store.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCluster(st, ClusterConfig{StartupGrace: time.Hour}) // not warm: it adopts
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	pod := func(name, node, image string) *corev1.Pod {
+		return &corev1.Pod{
+			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name), Labels: map[string]string{"app": "web"},
+				CreationTimestamp: metav1.NewTime(time.Date(2026, 3, 1, 10, 0, len(name), 0, time.UTC)),
+				OwnerReferences:   []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-1", Controller: &yes}}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: image}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0." + fmt.Sprint(len(name)),
+				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))}}},
+		}
+	}
+	reported := []*corev1.Pod{pod("web-1-a", "n1", "web:v1"), pod("web-1-bb", "n2", "web:v1"), pod("web-1-ccc", "n1", "web:v2")}
+	for _, p := range reported {
+		if err := c.ReportPod(context.Background(), p.Spec.NodeName, p.DeepCopy()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := st.Snapshot().Pods(memdb.NewWatchSet(), store.PodQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 {
+		t.Fatalf("%d pods adopted, want 3", len(rows))
+	}
+	if rows[0].Base != rows[1].Base || rows[0].Base == rows[2].Base {
+		t.Errorf("bases shared: a and b %v, a and c %v; want true, false", rows[0].Base == rows[1].Base, rows[0].Base == rows[2].Base)
+	}
+	for i, row := range rows {
+		want, got := reported[i].DeepCopy(), row.Object()
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("pod %s served (-reported +served):\n%s", row.Key, diff)
 		}
 	}
 }
