@@ -48,8 +48,9 @@ const bigLoad = 500
 // grows by half its live size between collections. The live heap is mostly
 // the store (some 130 MB at 100,000 pods); a tighter target makes the
 // passes and the agents' reports pay for more collections than the memory
-// it saves is worth (BenchmarkControllerScale: 75 takes 356 MB, 50 300 MB,
-// a 200 MiB memory limit 246 MB at four times the CPU per report).
+// it saves is worth (BenchmarkControllerScale: 75 takes 320-356 MB RSS,
+// 50 about 300 MB, 30 257 MB at twice the CPU; a 200 MiB memory limit
+// 246 MB, but the agents' status reports take four times as long).
 const defaultGOGC = 50
 
 // defaultMemoryLimit is --memory-limit's default: 90% of the memory limit
