@@ -42,10 +42,10 @@ func (s *Server) pods(w http.ResponseWriter, r *http.Request) {
 		out.Index = snap.Index(ws, store.TablePods)
 		out.Items = make([]corev1.Pod, 0, len(pods))
 		for _, p := range pods {
-			if sel != nil && !sel.Matches(labels.Set(p.Pod.Labels)) {
+			if sel != nil && !sel.Matches(labels.Set(p.Labels())) {
 				continue
 			}
-			out.Items = append(out.Items, *p.Pod)
+			out.Items = append(out.Items, *p.Object())
 		}
 		return out.Index, nil
 	})
@@ -69,7 +69,7 @@ func (s *Server) pod(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return index, err
 		}
-		out = p.Pod
+		out = p.Object()
 		return index, nil
 	})
 	s.answer(w, r, index, out, err)
@@ -91,7 +91,7 @@ func (s *Server) withPod(w http.ResponseWriter, r *http.Request, h func(http.Res
 		s.answer(w, r, 0, nil, err)
 		return
 	}
-	h(w, r, p.Pod)
+	h(w, r, p.Object())
 }
 
 func (s *Server) podExec(w http.ResponseWriter, r *http.Request) {

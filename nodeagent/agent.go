@@ -261,10 +261,7 @@ func (w *podWorker) publish() {
 	w.mu.Lock()
 	removing := w.removed
 	w.mu.Unlock()
-	row := &store.Pod{
-		Key: w.key, Namespace: p.Namespace, Name: p.Name, NodeName: p.Spec.NodeName,
-		Phase: string(p.Status.Phase), Pod: p,
-	}
+	row := store.NewPod(p)
 	if removing {
 		// Being stopped because the controller no longer wants it: shown,
 		// but not reported (a restarted controller must not adopt it).

@@ -177,7 +177,7 @@ func (nd *node) pod(name string) *corev1.Pod {
 	if err != nil {
 		return nil
 	}
-	return p.Pod
+	return p.Object()
 }
 
 func (nd *node) waitFor(what string, f func() string, timeout time.Duration) {

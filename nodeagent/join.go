@@ -91,7 +91,7 @@ func ReportStatus(ctx context.Context, st *store.Store, c *client.Client, node s
 			if sent[p.Key] == p.ModifyIndex || p.Terminating() {
 				continue // unchanged, or being stopped: nothing to tell
 			}
-			if err := c.ReportPod(ctx, node, p.Pod); err != nil {
+			if err := c.ReportPod(ctx, node, p.Object()); err != nil {
 				if !errors.Is(err, client.ErrConflict) {
 					failed = true
 					log.Warn("report pod status", "pod", p.Key, "err", err)
@@ -100,7 +100,7 @@ func ReportStatus(ctx context.Context, st *store.Store, c *client.Client, node s
 				log.Debug("controller refused a pod report", "pod", p.Key, "err", err)
 			}
 			sent[p.Key] = p.ModifyIndex
-			uids[p.Key] = string(p.Pod.UID)
+			uids[p.Key] = string(p.UID)
 		}
 		for key := range sent {
 			if seen[key] {
@@ -137,7 +137,7 @@ func ReportAll(ctx context.Context, st *store.Store, c *client.Client, node stri
 		if p.Terminating() {
 			continue // being stopped: the controller must not adopt it
 		}
-		if err := c.ReportPod(ctx, node, p.Pod); err != nil && !errors.Is(err, client.ErrConflict) {
+		if err := c.ReportPod(ctx, node, p.Object()); err != nil && !errors.Is(err, client.ErrConflict) {
 			return fmt.Errorf("report pod %s: %w", p.Key, err)
 		}
 	}

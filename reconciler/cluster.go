@@ -3,11 +3,17 @@ package reconciler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
+	"math/bits"
 	"net"
+	"net/netip"
+	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +62,13 @@ type Cluster struct {
 	cidr *net.IPNet
 	// started is when this controller started; see StartupGrace.
 	started time.Time
+	// resources are the nodes' resource lists by their content, so that
+	// nodes with the same capacity share one map (see sharedResources).
+	mu        sync.Mutex
+	resources map[string]corev1.ResourceList
+	// adopted are the bases of pods adopted from their nodes' reports, by
+	// owner (see adoptedBase).
+	adopted map[string]*corev1.Pod
 
 	// deleted holds the UIDs of pods this controller deleted, with when, so
 	// that a status report crossing the deletion does not adopt the pod
@@ -151,14 +164,17 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 	if err != nil {
 		return nil, err
 	}
-	used := map[string]bool{}
+	// The /24s other nodes have, by their number in the cluster CIDR.
+	used := make([]uint64, (c.subnets()+63)/64)
 	var prev *store.Node
 	for _, x := range nodes {
 		if x.Name == n.Name {
 			prev = x
 			continue
 		}
-		used[x.Node.Spec.PodCIDR] = true
+		if i, ok := c.subnetIndex(x.Node.Spec.PodCIDR); ok {
+			used[i/64] |= 1 << (i % 64)
+		}
 	}
 	switch {
 	case prev != nil && prev.Node.Spec.PodCIDR != "":
@@ -171,6 +187,8 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 		n.Spec.PodCIDR = cidr
 	}
 	n.Spec.PodCIDRs = []string{n.Spec.PodCIDR}
+	n.Status.Capacity = c.sharedResources(n.Status.Capacity)
+	n.Status.Allocatable = c.sharedResources(n.Status.Allocatable)
 	now := c.now()
 	setReady(n, true, "KeelsonAgentReady", "agent registered", now)
 	if n.UID == "" {
@@ -195,15 +213,64 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 	return n, nil
 }
 
-// freeCIDR is the first /24 of the cluster CIDR no node has.
-func (c *Cluster) freeCIDR(used map[string]bool) (string, error) {
-	ones, bits := c.cidr.Mask.Size()
-	base := ipToUint(c.cidr.IP)
-	for i := uint32(0); i < 1<<(24-ones); i++ {
-		ip := uintToIP(base + i<<(bits-24))
-		s := (&net.IPNet{IP: ip, Mask: net.CIDRMask(24, 32)}).String()
-		if !used[s] {
-			return s, nil
+// sharedResources is l, or an equal list (the same quantities, written
+// the same way) that another node has: nodes of one kind have the same
+// capacity, and each map costs more than half a kilobyte a node. Lists in
+// the store are never changed, so they may be shared.
+func (c *Cluster) sharedResources(l corev1.ResourceList) corev1.ResourceList {
+	if len(l) == 0 {
+		return l
+	}
+	names := make([]string, 0, len(l))
+	for name := range l {
+		names = append(names, string(name))
+	}
+	sort.Strings(names)
+	var key strings.Builder
+	for _, name := range names {
+		q := l[corev1.ResourceName(name)]
+		key.WriteString(name + "=" + q.String() + ",")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if shared, ok := c.resources[key.String()]; ok {
+		return shared
+	}
+	if c.resources == nil || len(c.resources) >= 1024 {
+		c.resources = map[string]corev1.ResourceList{} // so many kinds of node: start again
+	}
+	c.resources[key.String()] = l
+	return l
+}
+
+// subnets is how many /24s the cluster CIDR has.
+func (c *Cluster) subnets() int {
+	ones, _ := c.cidr.Mask.Size()
+	return 1 << (24 - ones)
+}
+
+// subnetIndex is the number of cidr among the cluster CIDR's /24s, if it is
+// one of them.
+func (c *Cluster) subnetIndex(cidr string) (int, bool) {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil || !p.Addr().Is4() || p.Bits() != 24 || p.Masked() != p {
+		return 0, false
+	}
+	a := p.Addr().As4()
+	off := (uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8) - ipToUint(c.cidr.IP) // wraps when below
+	if i := int(off >> 8); i < c.subnets() {
+		return i, true
+	}
+	return 0, false
+}
+
+// freeCIDR is the first /24 of the cluster CIDR no node has (used holds a
+// bit for each, by subnetIndex).
+func (c *Cluster) freeCIDR(used []uint64) (string, error) {
+	for w, set := range used {
+		if i := w*64 + bits.TrailingZeros64(^set); set != math.MaxUint64 && i < c.subnets() {
+			ip := uintToIP(ipToUint(c.cidr.IP) + uint32(i)<<8)
+			return (&net.IPNet{IP: ip, Mask: net.CIDRMask(24, 32)}).String(), nil
 		}
 	}
 	return "", fmt.Errorf("cluster CIDR %s is exhausted: every /24 is given to a node", c.cfg.ClusterCIDR)
@@ -244,32 +311,30 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// RenewLease records an agent's heartbeat.
+// RenewLease records an agent's heartbeat. It copies the node's row, not
+// its corev1.Node, unless the node comes back Ready.
 func (c *Cluster) RenewLease(_ context.Context, name string) error {
 	txn := c.st.Write()
 	defer txn.Abort()
-	nodes, err := txn.Snapshot().Nodes(memdb.NewWatchSet())
+	x, err := txn.Snapshot().Node(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("node %s has not registered: %w", name, store.ErrNotFound)
+	}
 	if err != nil {
 		return err
 	}
-	for _, x := range nodes {
-		if x.Name != name {
-			continue
-		}
-		now := c.now()
-		n := *x
-		if !nodeReady(x.Node) {
-			n.Node = x.Node.DeepCopy()
-			setReady(n.Node, true, "KeelsonAgentReady", "agent renewed its lease", now)
-			_ = txn.AddEvent(&store.Event{ObjectKey: "Node/" + name, Type: corev1.EventTypeNormal, Reason: "NodeReady", Message: "node " + name + " is back"}, now)
-		}
-		n.LeaseRenewed = now
-		if err := txn.UpsertNode(&n); err != nil {
-			return err
-		}
-		return txn.Commit()
+	now := c.now()
+	n := *x
+	if !nodeReady(x.Node) {
+		n.Node = x.Node.DeepCopy()
+		setReady(n.Node, true, "KeelsonAgentReady", "agent renewed its lease", now)
+		_ = txn.AddEvent(&store.Event{ObjectKey: "Node/" + name, Type: corev1.EventTypeNormal, Reason: "NodeReady", Message: "node " + name + " is back"}, now)
 	}
-	return fmt.Errorf("node %s has not registered: %w", name, store.ErrNotFound)
+	n.LeaseRenewed = now
+	if err := txn.UpsertNode(&n); err != nil {
+		return err
+	}
+	return txn.Commit()
 }
 
 // ReportPod takes an agent's status of a pod. A pod the controller does not
@@ -282,17 +347,16 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 	cur, err := snap.Pod(memdb.NewWatchSet(), key)
 	switch {
 	case err == nil:
-		if cur.Pod.UID != reported.UID {
-			return fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.Pod.UID)
+		if cur.UID != reported.UID {
+			return fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.UID)
 		}
-		p := *cur
-		pod := *cur.Pod // shallow: only the status changes
-		pod.Status = reported.Status
-		p.Pod = &pod
-		if p.Pod.Status.Conditions != nil {
-			p.Pod.Status.Conditions = keepTransitionTimes(mergeScheduled(p.Pod.Status.Conditions, cur.Pod.Status.Conditions), cur.Pod.Status.Conditions, c.now())
+		p := *cur // only the status changes
+		st := reported.Status
+		if st.Conditions != nil {
+			had := cur.Status().Conditions
+			st.Conditions = keepTransitionTimes(mergeScheduled(st.Conditions, had), had, c.now())
 		}
-		p.Phase = string(reported.Status.Phase)
+		p.SetStatus(&st)
 		if err := txn.UpsertPod(&p); err != nil {
 			return err
 		}
@@ -319,12 +383,38 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		if owner == "Pod/"+key {
 			ownerKey = ""
 		}
-		if err := txn.UpsertPod(&store.Pod{Key: key, Namespace: p.Namespace, Name: p.Name, NodeName: node, OwnerKey: ownerKey, Phase: string(p.Status.Phase), Pod: p}); err != nil {
+		row := store.NewPod(p)
+		row.OwnerKey = ownerKey
+		if ownerKey != "" {
+			row.Base = c.adoptedBase(ownerKey, row.Base)
+		}
+		if err := txn.UpsertPod(row); err != nil {
 			return err
 		}
 		c.log.Info("pod adopted from its node's report", "pod", key, "node", node)
 	}
 	return txn.Commit()
+}
+
+// adoptedBase is the Base of a pod adopted from its node's report: the one
+// another pod of the same owner adopted before it has, when the two are the
+// same but for what each row holds of its own (name, UID, creation time,
+// node), so that a restarted controller holds one template for a
+// ReplicaSet's pods, as the controller that made them did, rather than one
+// a pod. The last base of each owner is kept to compare the next with.
+func (c *Cluster) adoptedBase(owner string, base *corev1.Pod) *corev1.Pod {
+	b := *base
+	b.Name, b.UID, b.CreationTimestamp, b.Spec.NodeName = "", "", metav1.Time{}, ""
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if shared, ok := c.adopted[owner]; ok && reflect.DeepEqual(shared, &b) {
+		return shared
+	}
+	if c.adopted == nil || len(c.adopted) >= 4096 {
+		c.adopted = map[string]*corev1.Pod{} // so many owners: start again
+	}
+	c.adopted[owner] = &b
+	return &b
 }
 
 // mergeScheduled keeps the controller's PodScheduled condition beside the
@@ -496,7 +586,7 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 			return err
 		}
 		if p := byKey[k]; p != nil {
-			goneUIDs = append(goneUIDs, p.Pod.UID)
+			goneUIDs = append(goneUIDs, p.UID)
 		}
 	}
 	for k := range term.marked {
@@ -529,10 +619,8 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 			return err
 		}
 	}
-	for _, e := range plan.events {
-		if err := txn.AddEvent(e, now); err != nil {
-			return err
-		}
+	if err := txn.AddEvents(plan.events, now); err != nil {
+		return err
 	}
 	if err := txn.Commit(); err != nil {
 		return err
@@ -649,8 +737,9 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 		switch {
 		case len(live) < want:
+			base := podBase(o, &rs.Spec.Template)
 			for i := len(live); i < want; i++ {
-				plan.upsertPods = append(plan.upsertPods, podOf(o, &rs.Spec.Template, "", now))
+				plan.upsertPods = append(plan.upsertPods, podOf(o, base, "", now))
 			}
 		case len(live) > want:
 			sortForDeletion(live)
@@ -685,7 +774,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 				cur = p
 			}
 		}
-		if cur != nil && cur.Pod.Annotations[sourceHashAnnotation] == o.Hash {
+		if cur != nil && cur.Base.Annotations[sourceHashAnnotation] == o.Hash {
 			continue
 		}
 		if cur != nil {
@@ -698,9 +787,10 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 		p.Annotations[sourceHashAnnotation] = o.Hash
 		p.CreationTimestamp = metav1.NewTime(now)
-		p.Status = corev1.PodStatus{Phase: corev1.PodPending}
+		p.Status = corev1.PodStatus{}
 		if cur == nil {
-			plan.upsertPods = append(plan.upsertPods, &store.Pod{Key: key, Namespace: p.Namespace, Name: p.Name, NodeName: p.Spec.NodeName, Phase: string(corev1.PodPending), Pod: p})
+			plan.upsertPods = append(plan.upsertPods, &store.Pod{Key: key, Namespace: p.Namespace, Name: p.Name, NodeName: p.Spec.NodeName,
+				Phase: string(corev1.PodPending), Base: p, UID: p.UID, Created: now})
 		}
 		// A changed bare pod is recreated on the next pass, once the old one is gone.
 	}
@@ -822,75 +912,44 @@ func sortForDeletion(ps []*store.Pod) {
 		if pa, pb := phase(a), phase(b); pa != pb {
 			return pa < pb
 		}
-		ra, rb := podReady(a.Pod), podReady(b.Pod)
-		if ra != rb {
-			return !ra
+		if a.Ready != b.Ready {
+			return !a.Ready
 		}
-		if ra {
-			if ta, tb := readySince(a.Pod), readySince(b.Pod); !ta.Equal(tb) {
-				return earlier(ta, tb)
-			}
+		if a.Ready && !a.ReadySince.Equal(b.ReadySince) {
+			return earlier(a.ReadySince, b.ReadySince)
 		}
-		if ca, cb := maxRestarts(a.Pod), maxRestarts(b.Pod); ca != cb {
-			return ca > cb
+		if a.Restarts != b.Restarts {
+			return a.Restarts > b.Restarts
 		}
-		ta, tb := a.Pod.CreationTimestamp.Time, b.Pod.CreationTimestamp.Time
-		return !ta.Equal(tb) && earlier(ta, tb)
+		return !a.Created.Equal(b.Created) && earlier(a.Created, b.Created)
 	})
 }
 
-// readySince is when p's Ready condition last changed.
-func readySince(p *corev1.Pod) time.Time {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.LastTransitionTime.Time
-		}
-	}
-	return time.Time{}
-}
-
-func maxRestarts(p *corev1.Pod) int32 {
-	var n int32
-	for _, c := range p.Status.ContainerStatuses {
-		n = max(n, c.RestartCount)
-	}
-	return n
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// schedule binds the pending pods of this pass in one batch.
+// schedule binds the pending pods of this pass in one batch. The scheduler
+// reads a pod's namespace, owner and spec: the rows' bases, which the pods
+// of one template share; its placements come in the order of the pods.
 func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted map[string]bool, now time.Time) {
-	var pending []*corev1.Pod
-	pendingRow := map[*corev1.Pod]*store.Pod{}
+	var pending []*store.Pod
 	for _, p := range plan.upsertPods {
 		if p.NodeName == "" {
-			pending = append(pending, p.Pod)
-			pendingRow[p.Pod] = p
+			pending = append(pending, p)
 		}
+	}
+	for _, p := range pods {
+		if p.NodeName == "" && !deleted[p.Key] {
+			pending = append(pending, p)
+		}
+	}
+	if len(pending) == 0 {
+		return
 	}
 	bound := map[string][]*corev1.Pod{}
 	for _, p := range pods {
 		if p.NodeName != "" {
 			// Pods on their way out still hold their resources and ports
 			// until their node has stopped them.
-			bound[p.NodeName] = append(bound[p.NodeName], p.Pod)
-			continue
+			bound[p.NodeName] = append(bound[p.NodeName], p.Base)
 		}
-		if !deleted[p.Key] {
-			pending = append(pending, p.Pod)
-			pendingRow[p.Pod] = p
-		}
-	}
-	if len(pending) == 0 {
-		return
 	}
 	var sn []*scheduler.Node
 	for _, n := range nodes {
@@ -900,21 +959,24 @@ func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted
 	for _, p := range plan.upsertPods {
 		upserted[p] = true
 	}
-	for _, pl := range scheduler.NewSnapshot(sn).Schedule(pending, scheduler.Options{}) {
-		row := pendingRow[pl.Pod]
+	bases := make([]*corev1.Pod, len(pending))
+	for i, p := range pending {
+		bases[i] = p.Base
+	}
+	for i, pl := range scheduler.NewSnapshot(sn).Schedule(bases, scheduler.Options{}) {
+		row := pending[i]
+		st := row.Status()
 		msg := pl.Reason
 		cond := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(now)}
 		if pl.Node == "" {
 			cond.Status, cond.Reason, cond.Message = corev1.ConditionFalse, corev1.PodReasonUnschedulable, msg
-			if old := scheduledCondition(row.Pod); old != nil && old.Message == msg {
+			if old := scheduledCondition(&st); old != nil && old.Message == msg {
 				continue // already said
 			}
 		}
-		p := *row
-		pod := *row.Pod // shallow: only NodeName and the conditions change
-		pod.Spec.NodeName = pl.Node
-		pod.Status.Conditions = []corev1.PodCondition{cond}
-		p.Pod = &pod
+		p := *row // only the node and the conditions change
+		st.Conditions = []corev1.PodCondition{cond}
+		p.SetStatus(&st)
 		p.NodeName = pl.Node
 		if upserted[row] {
 			*row = p
@@ -929,10 +991,10 @@ func schedule(plan *clusterPlan, pods []*store.Pod, nodes []*store.Node, deleted
 	}
 }
 
-func scheduledCondition(p *corev1.Pod) *corev1.PodCondition {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == corev1.PodScheduled {
-			return &p.Status.Conditions[i]
+func scheduledCondition(s *corev1.PodStatus) *corev1.PodCondition {
+	for i := range s.Conditions {
+		if s.Conditions[i].Type == corev1.PodScheduled {
+			return &s.Conditions[i]
 		}
 	}
 	return nil

@@ -115,12 +115,12 @@ func TestDeploymentToScheduledPods(t *testing.T) {
 	var rsName string
 	for _, p := range ps {
 		if p.NodeName == "" {
-			t.Errorf("pod %s not scheduled: %+v", p.Key, p.Pod.Status.Conditions)
+			t.Errorf("pod %s not scheduled: %+v", p.Key, p.Status().Conditions)
 		}
 		perNode[p.NodeName]++
 		rsName = strings.TrimPrefix(p.OwnerKey, "ReplicaSet/default/")
-		if p.Pod.Labels[podTemplateHashLabel] == "" || !strings.HasPrefix(p.Name, rsName+"-") {
-			t.Errorf("pod %s labels %v owner %s", p.Name, p.Pod.Labels, p.OwnerKey)
+		if p.Labels()[podTemplateHashLabel] == "" || !strings.HasPrefix(p.Name, rsName+"-") {
+			t.Errorf("pod %s labels %v owner %s", p.Name, p.Labels(), p.OwnerKey)
 		}
 	}
 	if perNode["n1"] == 0 || perNode["n2"] == 0 {
@@ -150,8 +150,8 @@ func TestDeploymentToScheduledPods(t *testing.T) {
 		t.Fatalf("after a new template: %d pods", len(ps))
 	}
 	for _, p := range ps {
-		if p.Pod.Spec.Containers[0].Image != "web:v2" || strings.Contains(p.OwnerKey, rsName) {
-			t.Errorf("pod %s of %s runs %s", p.Key, p.OwnerKey, p.Pod.Spec.Containers[0].Image)
+		if p.Base.Spec.Containers[0].Image != "web:v2" || strings.Contains(p.OwnerKey, rsName) {
+			t.Errorf("pod %s of %s runs %s", p.Key, p.OwnerKey, p.Base.Spec.Containers[0].Image)
 		}
 	}
 	rss, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "ReplicaSet"})
@@ -213,7 +213,8 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 	if len(ps) != 3 {
 		t.Fatalf("%d pods", len(ps))
 	}
-	cond := scheduledCondition(ps[0].Pod)
+	st0 := ps[0].Status()
+	cond := scheduledCondition(&st0)
 	if ps[0].NodeName != "" || cond == nil || cond.Message != "0/1 nodes available: 1 insufficient cpu" {
 		t.Errorf("unschedulable pod: node %q condition %+v", ps[0].NodeName, cond)
 	}
@@ -222,7 +223,7 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 	// owner exists (one too many is scaled down the usual way), refused
 	// when the controller deleted it (a report crossing the deletion) or no
 	// owner wants it.
-	p := ps[0].Pod.DeepCopy()
+	p := ps[0].Object().DeepCopy()
 	p.Name = "web-adopted"
 	p.UID = "uid-adopted"
 	p.Status.Phase = corev1.PodRunning
@@ -243,7 +244,7 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 			}
 		}
 		if !found {
-			gone = x.Pod
+			gone = x.Object()
 		}
 	}
 	if gone == nil {
@@ -314,7 +315,7 @@ func TestRestartedControllerWaitsForReports(t *testing.T) {
 	clk.t = clk.t.Add(c.cfg.StartupGrace)
 	settle(t, c)
 	ps := podsOf(t, st)
-	if len(ps) != 1 || ps[0].Pod.UID != "u1" || ps[0].NodeName != "n1" {
+	if len(ps) != 1 || ps[0].UID != "u1" || ps[0].NodeName != "n1" {
 		t.Fatalf("after the grace: %d pods (%v); want only the adopted one", len(ps), ps)
 	}
 }
@@ -345,9 +346,7 @@ func setPhase(t *testing.T, st *store.Store, key string, phase corev1.PodPhase) 
 		t.Fatal(err)
 	}
 	c := *p
-	pod := *p.Pod
-	pod.Status.Phase = phase
-	c.Pod, c.Phase = &pod, string(phase)
+	c.Phase = string(phase)
 	if err := txn.UpsertPod(&c); err != nil {
 		t.Fatal(err)
 	}
@@ -499,10 +498,10 @@ func setReadyPod(t *testing.T, st *store.Store, key string) {
 		t.Fatal(err)
 	}
 	c := *p
-	pod := *p.Pod
-	pod.Status.Phase = corev1.PodRunning
-	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-	c.Pod, c.Phase = &pod, "Running"
+	s := p.Status()
+	s.Phase = corev1.PodRunning
+	s.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	c.SetStatus(&s)
 	if err := txn.UpsertPod(&c); err != nil {
 		t.Fatal(err)
 	}
@@ -531,8 +530,8 @@ func TestStatefulSetOrderedReady(t *testing.T) {
 			t.Fatalf("step %d: pods %v, want %v", i, got, want)
 		}
 		p, _ := st.Snapshot().Pod(memdb.NewWatchSet(), "default/"+want[i])
-		if p.Pod.Spec.Hostname != want[i] || p.Pod.Spec.Subdomain != "db" {
-			t.Errorf("pod %s hostname %q subdomain %q", want[i], p.Pod.Spec.Hostname, p.Pod.Spec.Subdomain)
+		if spec := p.Object().Spec; spec.Hostname != want[i] || spec.Subdomain != "db" {
+			t.Errorf("pod %s hostname %q subdomain %q", want[i], spec.Hostname, spec.Subdomain)
 		}
 		setReadyPod(t, st, "default/"+want[i])
 	}
@@ -649,7 +648,7 @@ func reportPods(t *testing.T, c *Cluster, st *store.Store, now time.Time, ready 
 		if p.NodeName == "" {
 			continue
 		}
-		r := p.Pod.DeepCopy()
+		r := p.Object().DeepCopy()
 		status := corev1.ConditionFalse
 		if ready(p) {
 			status = corev1.ConditionTrue
@@ -670,7 +669,8 @@ func TestSortForDeletion(t *testing.T) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: *readySince}}
 		}
 		p.Status.ContainerStatuses = []corev1.ContainerStatus{{RestartCount: restarts}}
-		return &store.Pod{Key: "default/" + name, Name: name, NodeName: node, Phase: string(phase), Pod: p}
+		p.Spec.NodeName = node
+		return store.NewPod(p)
 	}
 	t10, t20 := at(10), at(20)
 	ps := []*store.Pod{
@@ -708,13 +708,13 @@ func TestReportKeepsReadySince(t *testing.T) {
 	report := func(status corev1.ConditionStatus, at time.Time) time.Time {
 		t.Helper()
 		p, _ := st.Snapshot().Pod(memdb.NewWatchSet(), key)
-		r := p.Pod.DeepCopy()
+		r := p.Object().DeepCopy()
 		r.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status, LastTransitionTime: metav1.NewTime(at)}}
 		if err := c.ReportPod(context.Background(), "n1", r); err != nil {
 			t.Fatal(err)
 		}
 		p, _ = st.Snapshot().Pod(memdb.NewWatchSet(), key)
-		return readySince(p.Pod)
+		return p.ReadySince
 	}
 	t0 := clk.t
 	for i, tc := range []struct {

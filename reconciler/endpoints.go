@@ -36,10 +36,17 @@ type endpointsPlan struct {
 // targetPort matches no container port.
 func computeEndpoints(objs []*store.Object, pods []*store.Pod, gone, terminating map[string]bool, cur []*store.Endpoints) endpointsPlan {
 	var plan endpointsPlan
+	// Only the namespaces with a Service that selects pods need theirs.
+	selecting := map[string]bool{}
+	for _, o := range objs {
+		if svc, ok := o.Obj.(*corev1.Service); ok && svc.Spec.Selector != nil && svc.Spec.Type != corev1.ServiceTypeExternalName {
+			selecting[o.Namespace] = true
+		}
+	}
 	byNS := map[string][]*store.Pod{}
 	isTerminating := func(p *store.Pod) bool { return p.Terminating() || terminating[p.Key] }
 	for _, p := range pods {
-		if gone[p.Key] || p.Pod.Status.PodIP == "" {
+		if !selecting[p.Namespace] || gone[p.Key] || p.PodIP == "" {
 			continue
 		}
 		if p.Phase == string(corev1.PodFailed) || p.Phase == string(corev1.PodSucceeded) {
@@ -101,12 +108,12 @@ func endpointSlices(svc *corev1.Service, pods []*store.Pod, terminating func(*st
 	groups := map[string]*group{}
 	var missing []missingPort
 	for _, p := range pods {
-		if !sel.Matches(labels.Set(p.Pod.Labels)) {
+		if !sel.Matches(labels.Set(p.Labels())) {
 			continue
 		}
 		var ports []discoveryv1.EndpointPort
 		for i, sp := range svc.Spec.Ports {
-			num, ok := resolveTargetPort(sp, p.Pod)
+			num, ok := resolveTargetPort(sp, &p.Base.Spec)
 			if !ok {
 				missing = append(missing, missingPort{index: i, name: sp.TargetPort.StrVal, pod: p.Name})
 				continue
@@ -126,18 +133,18 @@ func endpointSlices(svc *corev1.Service, pods []*store.Pod, terminating func(*st
 			g = &group{ports: ports}
 			groups[sig] = g
 		}
-		serving := podReady(p.Pod)
+		serving := p.Ready
 		term := terminating(p)
 		ep := discoveryv1.Endpoint{
-			Addresses:  []string{p.Pod.Status.PodIP},
+			Addresses:  []string{p.PodIP},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptrTo(serving && !term), Serving: ptrTo(serving), Terminating: ptrTo(term)},
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.Pod.UID},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.UID},
 		}
 		if p.NodeName != "" {
 			ep.NodeName = ptrTo(p.NodeName)
 		}
-		if p.Pod.Spec.Hostname != "" && p.Pod.Spec.Subdomain == svc.Name {
-			ep.Hostname = ptrTo(p.Pod.Spec.Hostname)
+		if spec := &p.Base.Spec; spec.Hostname != "" && spec.Subdomain == svc.Name {
+			ep.Hostname = ptrTo(spec.Hostname)
 		}
 		g.eps = append(g.eps, ep)
 	}
@@ -166,10 +173,10 @@ func endpointSlices(svc *corev1.Service, pods []*store.Pod, terminating func(*st
 	return out, missing
 }
 
-// resolveTargetPort is the container port a service port sends to on p:
-// a number as it is, a name looked up among the pod's container ports
-// with the same protocol.
-func resolveTargetPort(sp corev1.ServicePort, p *corev1.Pod) (int32, bool) {
+// resolveTargetPort is the container port a service port sends to on a
+// pod (its spec): a number as it is, a name looked up among the pod's
+// container ports with the same protocol.
+func resolveTargetPort(sp corev1.ServicePort, spec *corev1.PodSpec) (int32, bool) {
 	tp := sp.TargetPort
 	if tp.Type == intstr.Int {
 		if tp.IntVal == 0 {
@@ -187,7 +194,7 @@ func resolveTargetPort(sp corev1.ServicePort, p *corev1.Pod) (int32, bool) {
 	if proto == "" {
 		proto = corev1.ProtocolTCP
 	}
-	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
+	for _, cs := range [][]corev1.Container{spec.Containers, spec.InitContainers} {
 		for _, c := range cs {
 			for _, cp := range c.Ports {
 				cpProto := cp.Protocol

@@ -118,10 +118,10 @@ func newOwnedRS(o *store.Object, pods []*store.Pod, deleted map[string]bool, now
 			continue
 		}
 		r.live = append(r.live, p)
-		if podReady(p.Pod) {
+		if p.Ready {
 			r.ready++
 		}
-		if podAvailable(p.Pod, r.rs.Spec.MinReadySeconds, now) {
+		if podAvailable(p, r.rs.Spec.MinReadySeconds, now) {
 			r.available++
 		}
 	}
@@ -135,20 +135,14 @@ func podEnded(p *store.Pod) bool {
 // podAvailable reports whether p has been Ready for minReady seconds (by
 // its Ready condition's lastTransitionTime), as Kubernetes counts
 // availability.
-func podAvailable(p *corev1.Pod, minReady int32, now time.Time) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type != corev1.PodReady {
-			continue
-		}
-		if c.Status != corev1.ConditionTrue {
-			return false
-		}
-		if minReady == 0 {
-			return true
-		}
-		return !c.LastTransitionTime.IsZero() && c.LastTransitionTime.Add(time.Duration(minReady)*time.Second).Before(now)
+func podAvailable(p *store.Pod, minReady int32, now time.Time) bool {
+	if !p.Ready {
+		return false
 	}
-	return false
+	if minReady == 0 {
+		return true
+	}
+	return !p.ReadySince.IsZero() && p.ReadySince.Add(time.Duration(minReady)*time.Second).Before(now)
 }
 
 func int32Or(p *int32, def int32) int32 {
@@ -328,7 +322,7 @@ func orphanedReplicaSets(byKey map[string]*store.Object, podsByOwner map[string]
 			continue
 		}
 		ns, name, ok := strings.Cut(rest, "/")
-		hash := ps[0].Pod.Labels[podTemplateHashLabel]
+		hash := ps[0].Labels()[podTemplateHashLabel]
 		if !ok || hash == "" || !strings.HasSuffix(name, "-"+hash) {
 			continue
 		}
@@ -385,11 +379,11 @@ func (x *deploymentRollout) reconstructReplicaSets(groups map[string][]*store.Po
 	for key, ps := range groups {
 		g := group{key: key}
 		for _, p := range ps {
-			if deleted[p.Key] || podEnded(p) || !sel.Matches(labels.Set(p.Pod.Labels)) {
+			if deleted[p.Key] || podEnded(p) || !sel.Matches(labels.Set(p.Labels())) {
 				continue
 			}
 			g.live = append(g.live, p)
-			if t := p.Pod.CreationTimestamp.Time; g.oldest.IsZero() || t.Before(g.oldest) {
+			if t := p.Created; g.oldest.IsZero() || t.Before(g.oldest) {
 				g.oldest = t
 			}
 		}
@@ -415,11 +409,11 @@ func (x *deploymentRollout) reconstructReplicaSets(groups map[string][]*store.Po
 		} else {
 			p := g.live[0]
 			for _, q := range g.live {
-				if q.Pod.CreationTimestamp.Before(&p.Pod.CreationTimestamp) {
+				if q.Created.Before(p.Created) {
 					p = q
 				}
 			}
-			obj = replicaSetFromPod(x.d, x.o, p.Pod, g.oldest)
+			obj = replicaSetFromPod(x.d, x.o, p.Base, g.oldest)
 		}
 		rs := obj.Obj.(*appsv1.ReplicaSet)
 		n := int32(len(g.live))
@@ -438,7 +432,8 @@ func (x *deploymentRollout) reconstructReplicaSets(groups map[string][]*store.Po
 	}
 }
 
-// replicaSetFromPod is an old ReplicaSet of d rebuilt from one of its pods.
+// replicaSetFromPod is an old ReplicaSet of d rebuilt from one of its pods
+// (its Base: labels, annotations and spec).
 func replicaSetFromPod(d *appsv1.Deployment, o *store.Object, p *corev1.Pod, created time.Time) *store.Object {
 	hash := p.Labels[podTemplateHashLabel]
 	spec := *p.Spec.DeepCopy()

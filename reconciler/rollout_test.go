@@ -82,7 +82,7 @@ func images(t *testing.T, st *store.Store) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	for _, p := range podsOf(t, st) {
-		out[p.Pod.Spec.Containers[0].Image]++
+		out[p.Base.Spec.Containers[0].Image]++
 	}
 	return out
 }
@@ -92,7 +92,7 @@ func available(t *testing.T, st *store.Store, minReady int32, now time.Time) int
 	t.Helper()
 	n := 0
 	for _, p := range podsOf(t, st) {
-		if podAvailable(p.Pod, minReady, now) {
+		if podAvailable(p, minReady, now) {
 			n++
 		}
 	}
@@ -286,7 +286,7 @@ func TestBrokenRolloutHaltsAtDeadline(t *testing.T) {
 	var lastProgress time.Time
 	for clk.t.Sub(start) < 3*time.Minute {
 		pass(t, c)
-		reportPods(t, c, st, clk.t, func(p *store.Pod) bool { return p.Pod.Spec.Containers[0].Image == "web:v1" })
+		reportPods(t, c, st, clk.t, func(p *store.Pod) bool { return p.Base.Spec.Containers[0].Image == "web:v1" })
 		pass(t, c)
 		total, avail := len(podsOf(t, st)), available(t, st, 0, clk.t)
 		if total > 13 || avail < 8 {
@@ -333,13 +333,13 @@ func TestBrokenRolloutHaltsAtDeadline(t *testing.T) {
 	// broken version does not grow into the room it leaves.
 	sick := ""
 	for _, p := range podsOf(t, st) {
-		if p.Pod.Spec.Containers[0].Image == "web:v1" {
+		if p.Base.Spec.Containers[0].Image == "web:v1" {
 			sick = p.Key
 			break
 		}
 	}
 	for range 5 {
-		reportPods(t, c, st, clk.t, func(p *store.Pod) bool { return p.Pod.Spec.Containers[0].Image == "web:v1" && p.Key != sick })
+		reportPods(t, c, st, clk.t, func(p *store.Pod) bool { return p.Base.Spec.Containers[0].Image == "web:v1" && p.Key != sick })
 		pass(t, c)
 		clk.t = clk.t.Add(5 * time.Second)
 	}
@@ -522,7 +522,7 @@ func TestRestartMidRollout(t *testing.T) {
 	apply(t, a2, clk, "v2", web(10, "web:v2", ""))
 	pass(t, c2)
 	for _, p := range running { // the agents report what they run
-		if err := c2.ReportPod(context.Background(), p.NodeName, p.Pod); err != nil {
+		if err := c2.ReportPod(context.Background(), p.NodeName, p.Object()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -577,7 +577,7 @@ func TestScaleDuringRollout(t *testing.T) {
 			apply(t, a, clk, "v2", web(10, "web:broken", ""))
 			for range 4 {
 				pass(t, c)
-				reportPods(t, c, st, clk.t, func(p *store.Pod) bool { return p.Pod.Spec.Containers[0].Image == "web:v1" })
+				reportPods(t, c, st, clk.t, func(p *store.Pod) bool { return p.Base.Spec.Containers[0].Image == "web:v1" })
 			}
 			if got := images(t, st); got["web:v1"] != 8 || got["web:broken"] != 5 {
 				t.Fatalf("stuck rollout: %v", got)
@@ -679,7 +679,7 @@ func TestDaemonSetUpdateStrategies(t *testing.T) {
 				pass(t, c)
 				up := map[string]bool{}
 				for _, p := range podsOf(t, st) {
-					if podAvailable(p.Pod, 0, clk.t) {
+					if podAvailable(p, 0, clk.t) {
 						up[p.NodeName] = true
 					}
 				}
@@ -774,10 +774,10 @@ func TestStatefulSetUpdateStrategies(t *testing.T) {
 				pass(t, c)
 				notReady := 0
 				for _, p := range podsOf(t, st) {
-					if !podReady(p.Pod) {
+					if !p.Ready {
 						notReady++
 					}
-					if p.Pod.Spec.Containers[0].Image == "db:v2" && !slices.Contains(order, p.Name) {
+					if p.Base.Spec.Containers[0].Image == "db:v2" && !slices.Contains(order, p.Name) {
 						order = append(order, p.Name)
 					}
 				}
@@ -792,7 +792,7 @@ func TestStatefulSetUpdateStrategies(t *testing.T) {
 			}
 			var old []string
 			for _, p := range podsOf(t, st) {
-				if p.Pod.Spec.Containers[0].Image == "db:v1" {
+				if p.Base.Spec.Containers[0].Image == "db:v1" {
 					old = append(old, p.Name)
 				}
 			}

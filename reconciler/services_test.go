@@ -229,7 +229,7 @@ func readyPod(name, ip string, ready bool, labels map[string]string, ports ...co
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip,
 			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
 	}
-	return &store.Pod{Key: "default/" + name, Namespace: "default", Name: name, NodeName: "n1", Phase: string(corev1.PodRunning), Pod: p}
+	return store.NewPod(p)
 }
 
 type epSummary struct {
@@ -341,9 +341,9 @@ func TestEndpointsFollowReadiness(t *testing.T) {
 		t.Fatalf("%d pods", len(ps))
 	}
 	report := func(p *store.Pod, ip string, ready bool) {
-		rp := readyPod(p.Name, ip, ready, p.Pod.Labels)
-		rp.Pod.UID = p.Pod.UID
-		if err := c.ReportPod(context.Background(), "n1", rp.Pod); err != nil {
+		rp := readyPod(p.Name, ip, ready, p.Labels()).Object()
+		rp.UID = p.UID
+		if err := c.ReportPod(context.Background(), "n1", rp); err != nil {
 			t.Fatal(err)
 		}
 	}

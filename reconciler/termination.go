@@ -3,9 +3,6 @@ package reconciler
 import (
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/keelson/keelson/store"
 )
 
@@ -36,9 +33,12 @@ type terminationPlan struct {
 // is gone, go at once.
 func computeTermination(pods []*store.Pod, nodes []*store.Node, deletes []string, now time.Time, cfg ClusterConfig) terminationPlan {
 	t := terminationPlan{gone: map[string]bool{}, marked: map[string]bool{}}
-	byKey := make(map[string]*store.Pod, len(pods))
-	for _, p := range pods {
-		byKey[p.Key] = p
+	var byKey map[string]*store.Pod
+	if len(deletes) > 0 {
+		byKey = make(map[string]*store.Pod, len(pods))
+		for _, p := range pods {
+			byKey[p.Key] = p
+		}
 	}
 	live := map[string]bool{}
 	for _, n := range nodes {
@@ -59,7 +59,7 @@ func computeTermination(pods []*store.Pod, nodes []*store.Node, deletes []string
 		if p == nil {
 			continue
 		}
-		if p.NodeName == "" || !live[p.NodeName] || podEnded(p) || !podReady(p.Pod) {
+		if p.NodeName == "" || !live[p.NodeName] || podEnded(p) || !p.Ready {
 			t.gone[k] = true
 		} else {
 			t.marked[k] = true
@@ -77,19 +77,11 @@ func computeTermination(pods []*store.Pod, nodes []*store.Node, deletes []string
 }
 
 // terminatingCopy is p made terminating at now, in the transaction index.
-// The pod is served with its deletionTimestamp set, as Kubernetes shows a
-// pod being deleted; its agent keeps running it until the row goes.
+// The pod is served with its deletionTimestamp set (and the grace period of
+// its spec), as Kubernetes shows a pod being deleted; its agent keeps
+// running it until the row goes.
 func terminatingCopy(p *store.Pod, now time.Time, index uint64) *store.Pod {
 	c := *p
-	pod := *p.Pod // shallow: only metadata changes
-	ts := metav1.NewTime(now)
-	pod.DeletionTimestamp = &ts
-	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
-	if g := p.Pod.Spec.TerminationGracePeriodSeconds; g != nil {
-		grace = *g
-	}
-	pod.DeletionGracePeriodSeconds = &grace
-	c.Pod = &pod
 	c.TerminatingSince, c.TerminatingIndex = now, index
 	return &c
 }

@@ -23,7 +23,7 @@ func allPods(t *testing.T, st *store.Store) []string {
 		s := p.Name
 		if p.Terminating() {
 			s += " (terminating)"
-			if p.Pod.DeletionTimestamp == nil {
+			if p.Object().DeletionTimestamp == nil {
 				t.Errorf("terminating pod %s is served without a deletionTimestamp", p.Name)
 			}
 		}
@@ -146,10 +146,10 @@ func TestNotReadyPodsGoAtOnce(t *testing.T) {
 // report has the pod's node report it Running with ip, Ready or not.
 func report(t *testing.T, c *Cluster, p *store.Pod, ip string, ready bool) {
 	t.Helper()
-	rp := readyPod(p.Name, ip, ready, p.Pod.Labels)
-	rp.Pod.UID = p.Pod.UID
-	rp.Pod.OwnerReferences = p.Pod.OwnerReferences
-	if err := c.ReportPod(t.Context(), p.NodeName, rp.Pod); err != nil {
+	rp := readyPod(p.Name, ip, ready, p.Labels()).Object()
+	rp.UID = p.UID
+	rp.OwnerReferences = p.Base.OwnerReferences
+	if err := c.ReportPod(t.Context(), p.NodeName, rp); err != nil {
 		t.Fatal(err)
 	}
 }

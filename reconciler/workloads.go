@@ -25,26 +25,31 @@ import (
 	"github.com/keelson/keelson/store"
 )
 
-// podOf makes a pod of a controller (ReplicaSet, DaemonSet, StatefulSet,
-// Job) from its template. The template is immutable in the store: pods
-// share its containers, volumes and maps instead of a copy each.
-func podOf(owner *store.Object, tmpl *corev1.PodTemplateSpec, nodeName string, now time.Time) *store.Pod {
-	name := owner.Name + "-" + rand.String(5)
-	p := &corev1.Pod{
+// podBase is what the pods a controller (ReplicaSet, DaemonSet,
+// StatefulSet, Job) makes from its template share: their metadata and spec
+// (a store.Pod's Base). The template is immutable in the store: the base
+// shares its containers, volumes and maps instead of a copy each.
+func podBase(owner *store.Object, tmpl *corev1.PodTemplateSpec) *corev1.Pod {
+	return &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: owner.Namespace, UID: types.UID(uuid.NewUUID()),
-			Labels: tmpl.Labels, Annotations: tmpl.Annotations, CreationTimestamp: metav1.NewTime(now),
+			Namespace: owner.Namespace, Labels: tmpl.Labels, Annotations: tmpl.Annotations,
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: owner.APIVersion, Kind: owner.Kind, Name: owner.Name, Controller: ptrTrue()}},
 		},
-		Spec:   tmpl.Spec,
-		Status: corev1.PodStatus{Phase: corev1.PodPending},
+		Spec: tmpl.Spec,
 	}
-	if nodeName != "" {
-		p.Spec.NodeName = nodeName
-	}
-	return &store.Pod{Key: owner.Namespace + "/" + name, Namespace: owner.Namespace, Name: name, OwnerKey: owner.Key,
-		NodeName: nodeName, Phase: string(corev1.PodPending), Pod: p}
+}
+
+// podOf makes a pod of a controller from base (see podBase), which the
+// pods one pass makes from one template share.
+func podOf(owner *store.Object, base *corev1.Pod, nodeName string, now time.Time) *store.Pod {
+	// Key, name and UID are one string: 64 bytes for the three instead of
+	// 32 and 48 (allocations round up).
+	uid := string(uuid.NewUUID())
+	kn := owner.Namespace + "/" + owner.Name + "-" + rand.String(5) + uid
+	key, uid := kn[:len(kn)-len(uid)], kn[len(kn)-len(uid):]
+	return &store.Pod{Key: key, Namespace: owner.Namespace, Name: key[len(owner.Namespace)+1:], OwnerKey: owner.Key,
+		NodeName: nodeName, Phase: string(corev1.PodPending), Base: base, UID: types.UID(uid), Created: now}
 }
 
 // setStatus records an object's observed status when it changed.
@@ -74,7 +79,7 @@ func revisionHash(t *corev1.PodTemplateSpec) string {
 // the label was made by a Keelson that did not label revisions: it counts
 // as current, so that upgrading the controller restarts no pod.
 func podUpdated(p *store.Pod, rev string) bool {
-	v, ok := p.Pod.Labels[controllerRevisionHashLabel]
+	v, ok := p.Labels()[controllerRevisionHashLabel]
 	return !ok || v == rev
 }
 
@@ -135,18 +140,18 @@ func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string]
 		}
 		sort.Strings(names)
 		rev := revisionHash(&ds.Spec.Template)
-		var tmpl *corev1.PodTemplateSpec
+		var base *corev1.Pod
 		create := func(node string) *store.Pod {
-			if tmpl == nil {
-				tmpl = withRevision(&ds.Spec.Template, rev)
+			if base == nil {
+				base = podBase(o, withRevision(&ds.Spec.Template, rev))
 			}
-			p := podOf(o, tmpl, node, now)
+			p := podOf(o, base, node, now)
 			plan.upsertPods = append(plan.upsertPods, p)
 			return p
 		}
 		surge, maxUnavailable := daemonSetFenceposts(ds, int32(len(names)))
 		rolling := ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType
-		available := func(p *store.Pod) bool { return podAvailable(p.Pod, ds.Spec.MinReadySeconds, now) }
+		available := func(p *store.Pod) bool { return podAvailable(p, ds.Spec.MinReadySeconds, now) }
 
 		byNode := map[string][]*store.Pod{}
 		for _, p := range podsByOwner[o.Key] {
@@ -166,7 +171,7 @@ func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string]
 		state := make(map[string]*onNode, len(names))
 		for _, n := range names {
 			ps := byNode[n]
-			sort.SliceStable(ps, func(i, j int) bool { return ps[i].Pod.CreationTimestamp.Before(&ps[j].Pod.CreationTimestamp) })
+			sort.SliceStable(ps, func(i, j int) bool { return ps[i].Created.Before(ps[j].Created) })
 			st := &onNode{}
 			state[n] = st
 			switch {
@@ -192,7 +197,7 @@ func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string]
 						deletePod(p, "a second pod of DaemonSet "+o.Name+" on node "+n)
 					}
 				}
-				if st.newPod != nil && st.oldPod != nil && (!podReady(st.oldPod.Pod) || available(st.newPod)) {
+				if st.newPod != nil && st.oldPod != nil && (!st.oldPod.Ready || available(st.newPod)) {
 					deletePod(st.oldPod, fmt.Sprintf("its node %s runs the new pod %s of DaemonSet %s", n, st.newPod.Name, o.Name))
 					st.oldPod = nil
 				}
@@ -260,7 +265,7 @@ func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string]
 				continue
 			}
 			st.CurrentNumberScheduled++
-			if podReady(p.Pod) {
+			if p.Ready {
 				st.NumberReady++
 			}
 			if available(p) {
@@ -370,8 +375,11 @@ func jobs(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*sto
 			}
 		} else {
 			want := min(parallelism, completions-st.Succeeded) - int32(len(active))
-			for range max(want, 0) {
-				plan.upsertPods = append(plan.upsertPods, podOf(o, &job.Spec.Template, "", now))
+			if want > 0 {
+				base := podBase(o, &job.Spec.Template)
+				for range want {
+					plan.upsertPods = append(plan.upsertPods, podOf(o, base, "", now))
+				}
 			}
 			active = append(active, make([]*store.Pod, max(want, 0))...)
 		}
@@ -386,7 +394,7 @@ func counted(prev batchv1.JobStatus, p *store.Pod) bool {
 		return false
 	}
 	for _, u := range append(prev.UncountedTerminatedPods.Succeeded, prev.UncountedTerminatedPods.Failed...) {
-		if u == p.Pod.UID {
+		if u == p.UID {
 			return true
 		}
 	}
@@ -400,9 +408,9 @@ func addUID(u *batchv1.UncountedTerminatedPods, p *store.Pod, ok bool) *batchv1.
 		u = &batchv1.UncountedTerminatedPods{}
 	}
 	if ok {
-		u.Succeeded = append(u.Succeeded, p.Pod.UID)
+		u.Succeeded = append(u.Succeeded, p.UID)
 	} else {
-		u.Failed = append(u.Failed, p.Pod.UID)
+		u.Failed = append(u.Failed, p.UID)
 	}
 	return u
 }
@@ -478,7 +486,7 @@ func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[strin
 		var tmpl *corev1.PodTemplateSpec
 		for ord := 0; ord < want; ord++ {
 			if p := byOrdinal[ord]; p != nil {
-				if ordered && !podReady(p.Pod) {
+				if ordered && !p.Ready {
 					progress = false // the next waits for this one
 				}
 				continue
@@ -490,14 +498,13 @@ func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[strin
 			if tmpl == nil {
 				tmpl = withRevision(&ss.Spec.Template, rev)
 			}
-			np := podOf(o, tmpl, "", now)
+			// Each pod has its own labels and host name: its own base.
+			base := podBase(o, tmpl)
+			np := podOf(o, base, "", now)
 			name := fmt.Sprintf("%s-%d", o.Name, ord)
 			np.Key, np.Name = o.Namespace+"/"+name, name
-			pod := *np.Pod
-			pod.Name = name
-			pod.Spec.Hostname, pod.Spec.Subdomain = name, ss.Spec.ServiceName
-			pod.Labels = withLabel(pod.Labels, "statefulset.kubernetes.io/pod-name", name)
-			np.Pod = &pod
+			base.Spec.Hostname, base.Spec.Subdomain = name, ss.Spec.ServiceName
+			base.Labels = withLabel(base.Labels, "statefulset.kubernetes.io/pod-name", name)
 			plan.upsertPods = append(plan.upsertPods, np)
 			progress = false
 		}
@@ -515,7 +522,7 @@ func statefulSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[strin
 					delete(byOrdinal, ord)
 					break
 				}
-				if !podReady(p.Pod) {
+				if !p.Ready {
 					break // wait for the updated pod above
 				}
 			}
@@ -537,22 +544,22 @@ func statefulSetStatus(o *store.Object, ss *appsv1.StatefulSet, byOrdinal map[in
 	sort.Ints(ords)
 	for _, ord := range ords {
 		p := byOrdinal[ord]
-		if podReady(p.Pod) {
+		if p.Ready {
 			st.ReadyReplicas++
 		}
-		if podAvailable(p.Pod, ss.Spec.MinReadySeconds, now) {
+		if podAvailable(p, ss.Spec.MinReadySeconds, now) {
 			st.AvailableReplicas++
 		}
 		if podUpdated(p, rev) {
 			st.UpdatedReplicas++
 		} else if st.CurrentRevision == "" {
-			st.CurrentRevision = p.Pod.Labels[controllerRevisionHashLabel]
+			st.CurrentRevision = p.Labels()[controllerRevisionHashLabel]
 		}
 	}
 	switch prev, _ := o.Status.(*appsv1.StatefulSetStatus); {
 	case st.CurrentRevision != "":
 		for _, p := range byOrdinal {
-			if p.Pod.Labels[controllerRevisionHashLabel] == st.CurrentRevision {
+			if p.Labels()[controllerRevisionHashLabel] == st.CurrentRevision {
 				st.CurrentReplicas++
 			}
 		}

@@ -12,6 +12,10 @@
 //   - Reads take a memdb.WatchSet, so a caller can block until something it
 //     read changes (see Store.Blocking); the API's blocking queries
 //     (?index=N&wait=30s) are built on it.
+//   - Pods, the largest table, are kept compact (pod.go): a row shares its
+//     metadata and spec with the pods of its template and holds its status
+//     encoded; Pod.Object builds the corev1.Pod the API serves. The pods of
+//     a node are one row per node (nodepods.go) rather than an index.
 //
 // The store does not know where objects come from: the reconciler writes a
 // whole revision in one transaction (ApplyRevision) or records it as failed

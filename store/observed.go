@@ -35,14 +35,43 @@ func (t *Txn) UpsertPod(p *Pod) error {
 	}
 	p.CreateIndex = t.index
 	if raw != nil {
-		p.CreateIndex = raw.(*Pod).CreateIndex
+		old := raw.(*Pod)
+		p.CreateIndex = old.CreateIndex
+		if old.NodeName != "" && old.NodeName != p.NodeName {
+			if err := t.removeNodePod(old.NodeName, p.Key); err != nil {
+				return err
+			}
+		}
 	}
 	p.ModifyIndex = t.index
+	if p.NodeName != "" {
+		if err := t.putNodePod(p); err != nil {
+			return err
+		}
+	}
 	return t.insert(TablePods, p)
 }
 
 // DeletePod removes a pod by namespace/name; a missing pod is not an error.
-func (t *Txn) DeletePod(key string) error { return t.deleteByID(TablePods, key) }
+func (t *Txn) DeletePod(key string) error {
+	raw, err := t.txn.First(TablePods, "id", key)
+	if err != nil {
+		return fmt.Errorf("store: pod %s: %w", key, err)
+	}
+	if raw == nil {
+		return nil
+	}
+	if node := raw.(*Pod).NodeName; node != "" {
+		if err := t.removeNodePod(node, key); err != nil {
+			return err
+		}
+	}
+	if err := t.txn.Delete(TablePods, raw); err != nil {
+		return fmt.Errorf("store: delete %s %s: %w", TablePods, key, err)
+	}
+	t.dirty[TablePods] = true
+	return nil
+}
 
 // UpsertEndpoints inserts or replaces a Service's endpoints.
 func (t *Txn) UpsertEndpoints(e *Endpoints) error {
@@ -102,8 +131,9 @@ func (r *Snapshot) Node(name string) (*Node, error) {
 	return raw.(*Node), nil
 }
 
-// PodQuery selects pods; empty fields match everything. The node index or
-// the namespace prefix of the id narrows the scan; the rest is filtered.
+// PodQuery selects pods; empty fields match everything. The node's pod
+// list or the namespace prefix of the id narrows the scan; the rest is
+// filtered.
 type PodQuery struct {
 	Namespace string
 	NodeName  string
@@ -112,13 +142,14 @@ type PodQuery struct {
 
 // Pods returns the pods matching q, sorted by key.
 func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
+	if q.NodeName != "" {
+		return r.nodePods(ws, q)
+	}
 	var (
 		it  memdb.ResultIterator
 		err error
 	)
 	switch {
-	case q.NodeName != "":
-		it, err = r.txn.Get(TablePods, "node", q.NodeName)
 	case q.Namespace != "":
 		it, err = r.txn.Get(TablePods, "id_prefix", q.Namespace+"/")
 	default:
@@ -139,6 +170,31 @@ func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// nodePods answers a query of the pods of one node from its row, which
+// every change to one of them writes.
+func (r *Snapshot) nodePods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
+	if r.w != nil {
+		if err := r.w.writeNodePods(); err != nil {
+			return nil, err
+		}
+	}
+	ch, raw, err := r.txn.FirstWatch(tableNodePods, "id", q.NodeName)
+	if err != nil {
+		return nil, fmt.Errorf("store: pods of node %s: %w", q.NodeName, err)
+	}
+	ws.Add(ch)
+	if raw == nil {
+		return nil, nil
+	}
+	var out []*Pod
+	for _, p := range raw.(*nodePods).Pods {
+		if (q.Namespace == "" || p.Namespace == q.Namespace) && (q.OwnerKey == "" || p.OwnerKey == q.OwnerKey) {
+			out = append(out, p)
+		}
+	}
 	return out, nil
 }
 

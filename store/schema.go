@@ -57,12 +57,15 @@ func schema() *memdb.DBSchema {
 		TableNodes: {Name: TableNodes, Indexes: map[string]*memdb.IndexSchema{
 			"id": id("Name"),
 		}},
-		// Pods are the biggest table (100,000 rows at scale): every index
-		// costs memory per row, so there are two. A namespace is a prefix
-		// of the id; owners are found by a scan.
+		// Pods are the biggest table (100,000 rows at scale): an index
+		// costs some 450 bytes per row, so there is one. A namespace is a
+		// prefix of the id; owners are found by a scan; the pods of a node
+		// are one row of tableNodePods (see nodepods.go).
 		TablePods: {Name: TablePods, Indexes: map[string]*memdb.IndexSchema{
-			"id":   id("Key"),
-			"node": str("node", "NodeName"),
+			"id": id("Key"),
+		}},
+		tableNodePods: {Name: tableNodePods, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("Node"),
 		}},
 		TableEndpoints: {Name: TableEndpoints, Indexes: map[string]*memdb.IndexSchema{
 			"id":        id("Key"),

@@ -36,6 +36,9 @@ func New() (*Store, error) {
 // Snapshot is a consistent read-only view of the store.
 type Snapshot struct {
 	txn *memdb.Txn
+	// w is the write transaction this is a view of, if it is one: its
+	// node pod lists are written before they are read.
+	w *Txn
 }
 
 // Snapshot returns a read view that does not change.

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -316,5 +318,148 @@ func TestPodsByIndex(t *testing.T) {
 	pods, err := s.Snapshot().Pods(memdb.NewWatchSet(), PodQuery{NodeName: "n1"})
 	if err != nil || len(pods) != 1 {
 		t.Errorf("pods on n1 after delete = %d, %v; want 1", len(pods), err)
+	}
+}
+
+// TestNodePods: the pods of a node follow the pods' writes in the same
+// transaction (a bind, a move, a delete), a write transaction reads its own,
+// and a query of a node wakes when one of its pods changes, not when
+// another node's does.
+func TestNodePods(t *testing.T) {
+	s := newStore(t)
+	write := func(f func(txn *Txn)) {
+		t.Helper()
+		txn := s.Write()
+		defer txn.Abort()
+		f(txn)
+		if err := txn.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upsert := func(txn *Txn, key, node string) {
+		t.Helper()
+		ns, name, _ := strings.Cut(key, "/")
+		if err := txn.UpsertPod(&Pod{Key: key, Namespace: ns, Name: name, NodeName: node}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	onNode := func(snap *Snapshot, ws memdb.WatchSet, node string) []string {
+		t.Helper()
+		pods, err := snap.Pods(ws, PodQuery{NodeName: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range pods {
+			out = append(out, p.Key)
+		}
+		return out
+	}
+	write(func(txn *Txn) {
+		for _, k := range []string{"b/x", "a/y", "a/x", "c/p"} {
+			upsert(txn, k, "n1")
+		}
+		upsert(txn, "a/z", "n2")
+		upsert(txn, "a/pending", "")
+		upsert(txn, "a/y", "n2") // moves in the same transaction
+		if diff := cmp.Diff([]string{"a/x", "b/x", "c/p"}, onNode(txn.Snapshot(), memdb.NewWatchSet(), "n1")); diff != "" {
+			t.Errorf("n1 read in its transaction (-want +got):\n%s", diff)
+		}
+		if err := txn.DeletePod("c/p"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	snap := s.Snapshot()
+	for node, want := range map[string][]string{"n1": {"a/x", "b/x"}, "n2": {"a/y", "a/z"}, "n3": nil} {
+		if diff := cmp.Diff(want, onNode(snap, memdb.NewWatchSet(), node)); diff != "" {
+			t.Errorf("pods of %s (-want +got):\n%s", node, diff)
+		}
+	}
+
+	// A node without pods watches the nearest part of the tree, as with
+	// any row that is missing: it may wake for others' changes.
+	ws1, ws2 := memdb.NewWatchSet(), memdb.NewWatchSet()
+	onNode(s.Snapshot(), ws1, "n1")
+	onNode(s.Snapshot(), ws2, "n2")
+	fired := func(ws memdb.WatchSet) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		return ws.WatchCtx(ctx) == nil
+	}
+	write(func(txn *Txn) { upsert(txn, "a/z", "n2") }) // a status report, say
+	if fired(ws1) || !fired(ws2) {
+		t.Errorf("a change on n2 woke n1 %v, n2 %v; want only n2", fired(ws1), fired(ws2))
+	}
+	ws1, ws3 := memdb.NewWatchSet(), memdb.NewWatchSet()
+	onNode(s.Snapshot(), ws1, "n1")
+	onNode(s.Snapshot(), ws3, "n3")
+	write(func(txn *Txn) { upsert(txn, "b/x", "n3") }) // from n1 to n3
+	if !fired(ws1) || !fired(ws3) {
+		t.Errorf("a pod moving from n1 to n3 woke n1 %v, n3 %v", fired(ws1), fired(ws3))
+	}
+	write(func(txn *Txn) {
+		if err := txn.DeletePod("a/x"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if got := onNode(s.Snapshot(), memdb.NewWatchSet(), "n1"); got != nil {
+		t.Errorf("n1 keeps %v after its last pod went", got)
+	}
+}
+
+// TestAddEvents: a batch of events leaves the events table as adding them
+// one by one does, whether or not it is longer than MaxEvents.
+func TestAddEvents(t *testing.T) {
+	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	events := func(s *Store) []string {
+		evs, err := s.Snapshot().Events(memdb.NewWatchSet(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			out = append(out, fmt.Sprintf("%d %s %s", e.ID, e.ObjectKey, e.Message))
+		}
+		return out
+	}
+	one, batch := newStore(t), newStore(t)
+	n := 0
+	for _, size := range []int{3, MaxEvents - 5, 7, MaxEvents + 1234, 1, 2 * MaxEvents} {
+		var es, es2 []*Event
+		for range size {
+			n++
+			es = append(es, &Event{ObjectKey: fmt.Sprintf("Pod/p%d", n%7), Message: fmt.Sprint(n)})
+			es2 = append(es2, &Event{ObjectKey: fmt.Sprintf("Pod/p%d", n%7), Message: fmt.Sprint(n)})
+		}
+		txn := one.Write()
+		for _, e := range es {
+			if err := txn.AddEvent(e, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := txn.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		txn = batch.Write()
+		if err := txn.AddEvents(es2, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		want, got := events(one), events(batch)
+		if len(want) != min(n, MaxEvents) {
+			t.Fatalf("after %d events one by one: %d kept", n, len(want))
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("after a batch of %d (-one by one +batch):\n%s", size, diff)
+		}
+		for _, key := range []string{"Pod/p3", "Pod/p0"} {
+			a, _ := one.Snapshot().Events(memdb.NewWatchSet(), key)
+			b, _ := batch.Snapshot().Events(memdb.NewWatchSet(), key)
+			if len(a) != len(b) {
+				t.Fatalf("events of %s: %d one by one, %d in a batch", key, len(a), len(b))
+			}
+		}
 	}
 }

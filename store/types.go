@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/keelson/keelson/manifest"
 )
@@ -167,7 +168,10 @@ type Node struct {
 	ModifyIndex   uint64
 }
 
-// Pod is a pod the controllers want and the agents report on.
+// Pod is a pod the controllers want and the agents report on, in the
+// compact form the store keeps (see pod.go): at 100,000 pods, a row holds
+// what is the pod's own and shares the rest. Rows are immutable once
+// inserted: copy, change, and upsert in a new transaction.
 type Pod struct {
 	Key       string // namespace/name
 	Namespace string
@@ -175,12 +179,32 @@ type Pod struct {
 	NodeName  string
 	OwnerKey  string
 	Phase     string
-	Pod       *corev1.Pod
+	// Base is the pod as it was made: type, metadata (labels, annotations,
+	// owner references) and spec. The pods made from one template share one
+	// Base, which no one changes (copy it to make another). Its name,
+	// namespace, UID, creation time, deletion, status, and its spec.nodeName
+	// when NodeName is set, are not the pod's: the row's fields are.
+	Base    *corev1.Pod
+	UID     types.UID
+	Created time.Time
+	// PodIP, Ready, ReadySince and Restarts are what the controllers read
+	// of the status on every pass; the whole status is in status (see
+	// SetStatus and Status).
+	PodIP string
+	// ReadySince is the lastTransitionTime of the pod's Ready condition
+	// (zero without one); Ready is whether the condition is True.
+	ReadySince time.Time
+	// Restarts is the most restarts of one of its containers. (It and Ready
+	// share a word: a row is 256 bytes.)
+	Restarts int32
+	Ready    bool
+	status   string
 	// TerminatingSince is when the controller decided to delete the pod;
 	// zero while it is not terminating. A terminating pod has left its
 	// services' backends (it takes no new connections) and keeps running
 	// until every node has programmed that, or a short time has passed;
-	// then its row goes and its agent stops it (see reconciler).
+	// then its row goes and its agent stops it (see reconciler). It is
+	// served with its deletionTimestamp set.
 	TerminatingSince time.Time
 	// TerminatingIndex is the store index of the transaction that made the
 	// pod terminating: nodes whose services index has reached it no longer

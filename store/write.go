@@ -13,6 +13,9 @@ type Txn struct {
 	txn   *memdb.Txn
 	index uint64
 	dirty map[string]bool
+	// nodePods are the node pod lists this transaction changed, written at
+	// Commit (see nodepods.go).
+	nodePods map[string][]*Pod
 }
 
 // Write starts a write transaction; writes are serialised. The transaction's
@@ -37,6 +40,9 @@ func (t *Txn) Abort() { t.txn.Abort() }
 
 // Commit raises the modify index of every table written and makes the changes visible.
 func (t *Txn) Commit() error {
+	if err := t.writeNodePods(); err != nil {
+		return err
+	}
 	for table := range t.dirty {
 		if err := t.txn.Insert(TableIndex, &IndexEntry{Table: table, Value: t.index}); err != nil {
 			return fmt.Errorf("store: index %s: %w", table, err)
@@ -47,7 +53,7 @@ func (t *Txn) Commit() error {
 }
 
 // Snapshot is a read view of the transaction, including its own writes.
-func (t *Txn) Snapshot() *Snapshot { return &Snapshot{txn: t.txn} }
+func (t *Txn) Snapshot() *Snapshot { return &Snapshot{txn: t.txn, w: t} }
 
 func (t *Txn) insert(table string, obj any) error {
 	if err := t.txn.Insert(table, obj); err != nil {
@@ -172,6 +178,56 @@ func (t *Txn) AddEvent(e *Event, now time.Time) error {
 			if err := t.txn.Delete(TableEvents, raw); err != nil {
 				return fmt.Errorf("store: trim events: %w", err)
 			}
+		}
+	}
+	return nil
+}
+
+// AddEvents records events in order, as AddEvent one by one would: each
+// gets the next ID (and, when zero, the time now), and the store keeps the
+// newest MaxEvents. Of a batch longer than that (a pass that binds 100,000
+// pods says so 100,000 times) only the last MaxEvents are written: the
+// others would be trimmed in the same transaction.
+func (t *Txn) AddEvents(es []*Event, now time.Time) error {
+	if len(es) == 0 {
+		return nil
+	}
+	var last uint64
+	raw, err := t.txn.Last(TableEvents, "id")
+	if err != nil {
+		return fmt.Errorf("store: events: %w", err)
+	}
+	if raw != nil {
+		last = raw.(*Event).ID
+	}
+	skip := max(len(es)-MaxEvents, 0)
+	// The events the batch pushes out: those up to its last ID less
+	// MaxEvents, which AddEvent would trim one by one.
+	if end := last + uint64(len(es)); end > MaxEvents {
+		it, err := t.txn.Get(TableEvents, "id")
+		if err != nil {
+			return fmt.Errorf("store: events: %w", err)
+		}
+		var old []*Event
+		for raw := it.Next(); raw != nil && raw.(*Event).ID <= end-MaxEvents; raw = it.Next() {
+			old = append(old, raw.(*Event))
+		}
+		for _, e := range old {
+			if err := t.txn.Delete(TableEvents, e); err != nil {
+				return fmt.Errorf("store: trim events: %w", err)
+			}
+		}
+	}
+	for i, e := range es {
+		e.ID = last + uint64(i) + 1
+		if e.Time.IsZero() {
+			e.Time = now
+		}
+		if i < skip {
+			continue
+		}
+		if err := t.insert(TableEvents, e); err != nil {
+			return err
 		}
 	}
 	return nil

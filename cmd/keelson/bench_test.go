@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -497,7 +498,11 @@ func BenchmarkGitToReplicasRunning(b *testing.B) {
 // BenchmarkControllerScale runs the controller as its own process with
 // 5,000 simulated nodes (registered over the API, renewing their leases)
 // and 1,000 Deployments of 100 replicas: 100,000 pods. It reports the time
-// until every pod is bound and the controller's RSS then (target ≤ 200 MB).
+// until every pod is bound; then, as agents do, each node asks for its pods
+// and reports every one Running (a pod IP from the node's CIDR, its host
+// IP, Ready and ContainersReady conditions, one running container status,
+// as the --simulate agent reports them). With that status held, it reports
+// the controller's RSS (target ≤ 200 MB) and its live heap after a GC.
 func BenchmarkControllerScale(b *testing.B) {
 	const nodes, deployments, replicas = 5000, 1000, 100
 	repo := gittest.NewRepo(b, "", "scale")
@@ -529,6 +534,7 @@ spec:
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
+		b.Cleanup(func() { _ = cmd.Process.Kill() }) // when the benchmark fails
 		c, _ := client.New("http://" + addr)
 		for {
 			if _, err := c.Status(context.Background(), client.Query{}); err == nil {
@@ -542,26 +548,8 @@ spec:
 		}
 		agent := c.WithToken(strings.TrimSpace(string(tok)))
 		start := time.Now()
-		regs := make(chan int)
-		var wg sync.WaitGroup
-		for range 16 {
-			wg.Go(func() {
-				for i := range regs {
-					n := nodeObject(fmt.Sprintf("sim-%05d", i), fmt.Sprintf("10.1.%d.%d", i/250, i%250), nil)
-					n.Status.Allocatable = corev1.ResourceList{
-						corev1.ResourceCPU: k8sresource.MustParse("32"), corev1.ResourceMemory: k8sresource.MustParse("128Gi"), corev1.ResourcePods: k8sresource.MustParse("250")}
-					if _, err := agent.Register(context.Background(), &api.NodeRegistration{Node: n}); err != nil {
-						b.Errorf("register: %v", err)
-					}
-				}
-			})
-		}
-		for i := range nodes {
-			regs <- i
-		}
-		close(regs)
-		wg.Wait()
-		registered := time.Since(start)
+		cidrs, hostIPs := make([]string, nodes), make([]string, nodes)
+		joined := make([]atomic.Bool, nodes)
 		stopLeases := make(chan struct{})
 		var lw sync.WaitGroup
 		lw.Go(func() {
@@ -572,12 +560,53 @@ spec:
 				case <-stopLeases:
 					return
 				case <-t.C:
-					for i := range nodes {
-						_ = agent.RenewLease(context.Background(), fmt.Sprintf("sim-%05d", i))
+					// As the nodes' agents do, each on its own from when
+					// it joined: one round in a row, or leases from when
+					// all have joined, would outlast the lease timeout on
+					// a busy machine.
+					next := make(chan int)
+					var rw sync.WaitGroup
+					for range 16 {
+						rw.Go(func() {
+							for i := range next {
+								_ = agent.RenewLease(context.Background(), fmt.Sprintf("sim-%05d", i))
+							}
+						})
 					}
+					for i := range nodes {
+						if joined[i].Load() {
+							next <- i
+						}
+					}
+					close(next)
+					rw.Wait()
 				}
 			}
 		})
+		regs := make(chan int)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for i := range regs {
+					n := nodeObject(fmt.Sprintf("sim-%05d", i), fmt.Sprintf("10.1.%d.%d", i/250, i%250), nil)
+					n.Status.Allocatable = corev1.ResourceList{
+						corev1.ResourceCPU: k8sresource.MustParse("32"), corev1.ResourceMemory: k8sresource.MustParse("128Gi"), corev1.ResourcePods: k8sresource.MustParse("250")}
+					got, err := agent.Register(context.Background(), &api.NodeRegistration{Node: n})
+					if err != nil {
+						b.Errorf("register: %v", err)
+						continue
+					}
+					cidrs[i], hostIPs[i] = got.Spec.PodCIDR, n.Status.Addresses[0].Address
+					joined[i].Store(true)
+				}
+			})
+		}
+		for i := range nodes {
+			regs <- i
+		}
+		close(regs)
+		wg.Wait()
+		registered := time.Since(start)
 		var st *api.Status
 		for {
 			st, err = c.Status(context.Background(), client.Query{})
@@ -590,23 +619,184 @@ spec:
 			time.Sleep(200 * time.Millisecond)
 		}
 		bound := time.Since(start)
+		reportStart := time.Now()
+		var prof sync.WaitGroup
+		if p := os.Getenv("KEELSON_BENCH_CPU"); p != "" {
+			// A CPU profile of the controller while the nodes report.
+			prof.Go(func() {
+				if resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=20"); err == nil {
+					f, _ := os.Create(p)
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+					resp.Body.Close()
+				}
+			})
+		}
+		if n := reportRunning(b, agent, cidrs, hostIPs); n != deployments*replicas {
+			b.Fatalf("reported %d pods Running, want %d", n, deployments*replicas)
+		}
+		reported := time.Since(reportStart)
+		prof.Wait()
 		time.Sleep(3 * time.Second) // a few reconcile passes with everything in place
 		rss := rssMB(cmd.Process.Pid)
+		b.Logf("controller at the RSS measurement: %s; %s", procStatus(cmd.Process.Pid, "RssAnon", "RssFile"), memStats(b, addr, false,
+			"HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "NextGC", "Sys", "GCSys", "OtherSys", "NumGC"))
 		if p := os.Getenv("KEELSON_BENCH_HEAP"); p != "" {
-			if resp, err := http.Get("http://" + addr + "/debug/pprof/heap"); err == nil {
+			if resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1"); err == nil {
 				f, _ := os.Create(p)
 				_, _ = io.Copy(f, resp.Body)
 				f.Close()
 				resp.Body.Close()
 			}
 		}
+		heap := liveHeapMB(b, addr)
+		cpu := cpuSeconds(cmd.Process.Pid)
 		close(stopLeases)
 		lw.Wait()
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 		b.ReportMetric(registered.Seconds(), "register-5000-nodes-s")
 		b.ReportMetric(bound.Seconds(), "all-100000-bound-s")
+		b.ReportMetric(reported.Seconds(), "report-100000-running-s")
 		b.ReportMetric(rss, "controller-rss-MB")
+		b.ReportMetric(heap, "controller-heap-MB")
+		b.ReportMetric(cpu, "controller-cpu-s")
 		b.ReportMetric(0, "ns/op")
 	}
+}
+
+// reportRunning is every simulated node reporting its pods Running, as the
+// agents do: each node asks for its pods (GET /v1/pods?node=NAME) and
+// reports each one's status. Node i is named sim-NNNNN, has the pod CIDR
+// cidrs[i] and the address hostIPs[i]. It returns how many pods it reported.
+func reportRunning(b *testing.B, agent *client.Client, cidrs, hostIPs []string) int {
+	var (
+		mu    sync.Mutex
+		total int
+		wg    sync.WaitGroup
+	)
+	next := make(chan int)
+	for range 16 {
+		wg.Go(func() {
+			for i := range next {
+				name := fmt.Sprintf("sim-%05d", i)
+				list, err := agent.Pods(context.Background(), client.PodQuery{Node: name})
+				if err != nil {
+					b.Errorf("pods of %s: %v", name, err)
+					continue
+				}
+				base, _, err := net.ParseCIDR(cidrs[i])
+				if err != nil {
+					b.Errorf("pod CIDR of %s: %v", name, err)
+					continue
+				}
+				for j := range list.Items {
+					rp := runningPod(&list.Items[j])
+					ip := base.To4()
+					rp.Status.PodIP = net.IPv4(ip[0], ip[1], ip[2], byte(j+2)).String()
+					rp.Status.HostIP = hostIPs[i]
+					if err := agent.ReportPod(context.Background(), name, rp); err != nil {
+						b.Errorf("report %s/%s: %v", rp.Namespace, rp.Name, err)
+						continue
+					}
+					mu.Lock()
+					total++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range cidrs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return total
+}
+
+// liveHeapMB is the controller's live heap: HeapAlloc right after a
+// collection.
+func liveHeapMB(b *testing.B, addr string) float64 {
+	v, err := strconv.ParseFloat(memStats(b, addr, true, "HeapAlloc"), 64)
+	if err != nil {
+		b.Fatalf("HeapAlloc: %v", err)
+	}
+	return v
+}
+
+// memStats is the controller's runtime.MemStats fields named, in MB (NumGC
+// as it is), from its heap profile (the --pprof endpoint), after a
+// collection when gc is true.
+func memStats(b *testing.B, addr string, gc bool, names ...string) string {
+	u := "http://" + addr + "/debug/pprof/heap?debug=1"
+	if gc {
+		u += "&gc=1"
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []string
+	for _, name := range names {
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "# "+name+" = "); ok {
+				if name != "NumGC" {
+					n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+					v = strconv.FormatFloat(n/(1<<20), 'f', 1, 64)
+				}
+				out = append(out, v)
+			}
+		}
+	}
+	if len(out) != len(names) {
+		b.Fatalf("the heap profile has %d of %v", len(out), names)
+	}
+	if len(names) == 1 {
+		return out[0]
+	}
+	for i := range out {
+		out[i] = names[i] + " " + out[i]
+	}
+	return strings.Join(out, ", ")
+}
+
+// cpuSeconds is the CPU time (user and system) a process has used, from
+// /proc: what a machine shared with other work does not stretch.
+func cpuSeconds(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command (which may hold spaces), from the 3rd:
+	// utime and stime are the 14th and 15th, in clock ticks (100 a second).
+	_, rest, _ := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100
+}
+
+// procStatus is fields of /proc/PID/status, as they are there.
+func procStatus(pid int, names ...string) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		for _, name := range names {
+			if v, ok := strings.CutPrefix(line, name+":"); ok {
+				out = append(out, name+" "+strings.Join(strings.Fields(v), " "))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
 }

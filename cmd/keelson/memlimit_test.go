@@ -1,0 +1,79 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestMemoryLimit(t *testing.T) {
+	const mi = 1 << 20
+	for _, tc := range []struct {
+		flag       string
+		live, want int64
+	}{
+		{"150Mi", 40 * mi, 150 * mi},  // a small cluster: the configured limit
+		{"150Mi", 120 * mi, 150 * mi}, // a quarter over the live heap is still under it
+		{"150Mi", 160 * mi, 200 * mi}, // a live heap that outgrew it takes it up
+		{"1Gi", 160 * mi, 1024 * mi},  // a higher one stays
+		{"157286400", 0, 150 * mi},    // bytes
+	} {
+		limit, err := parseMemoryLimit(tc.flag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := memoryLimitFor(limit, tc.live); got != tc.want {
+			t.Errorf("--memory-limit %s, live heap %d MiB: limit %d MiB, want %d MiB", tc.flag, tc.live/mi, got/mi, tc.want/mi)
+		}
+	}
+	for _, flag := range []string{"", "0"} {
+		if limit, err := parseMemoryLimit(flag); err != nil || limit != 0 {
+			t.Errorf("--memory-limit %q: %d, %v; want none", flag, limit, err)
+		}
+	}
+	for _, flag := range []string{"lots", "-1Mi"} {
+		if _, err := parseMemoryLimit(flag); err == nil {
+			t.Errorf("--memory-limit %q: no error", flag)
+		}
+	}
+}
+
+// TestCgroupMemoryLimit reads the limit of the process's cgroup in the
+// layouts hosts have: cgroup v2, v1, and both (hybrid).
+func TestCgroupMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cgroup string
+		files  map[string]string
+		want   int64
+	}{
+		{"v2", "0::/kubepods/ctl\n", map[string]string{"kubepods/ctl/memory.max": "536870912\n"}, 512 << 20},
+		{"v2 without a limit", "0::/ctl\n", map[string]string{"ctl/memory.max": "max\n"}, 0},
+		{"v1", "4:memory:/ctl\n1:cpu,cpuacct:/\n", map[string]string{"memory/ctl/memory.limit_in_bytes": "268435456\n"}, 256 << 20},
+		{"v1 without a limit", "4:memory:/ctl\n0::/\n", map[string]string{"memory/ctl/memory.limit_in_bytes": "9223372036854771712\n"}, 0},
+		{"hybrid, memory in v2", "4:cpu:/\n0::/ctl\n", map[string]string{"unified/ctl/memory.max": "1073741824\n"}, 1 << 30},
+		{"no cgroup file", "", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			self := filepath.Join(dir, "cgroup")
+			if tc.cgroup != "" {
+				if err := os.WriteFile(self, []byte(tc.cgroup), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for name, content := range tc.files {
+				p := filepath.Join(dir, "fs", name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := cgroupMemoryLimit(self, filepath.Join(dir, "fs")); got != tc.want {
+				t.Errorf("limit %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
