@@ -163,7 +163,7 @@ func (nd *node) teardown() {
 	}
 	_ = nd.rt.Close()
 	_ = nd.daemon.Stop()
-	_ = deleteLink(network.DefaultBridgeName(nd.name))
+	_ = network.RemoveNode(network.Config{Node: nd.name})
 }
 
 func (nd *node) write(name, manifest string) {

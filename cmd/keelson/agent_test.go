@@ -93,7 +93,7 @@ func TestAgentCommandSurvivesKill9(t *testing.T) {
 	manifests := t.TempDir()
 	testimages.Build(t, filepath.Join(dataDir, "images"))
 	node := fmt.Sprintf("cli-agent-%d", os.Getpid()%10000)
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run() })
+	t.Cleanup(func() { _ = network.RemoveNode(network.Config{Node: node}) })
 	args := []string{"--name", node, "--data-dir", dataDir, "--pod-manifests", manifests,
 		"--pod-cidr", fmt.Sprintf("10.203.%d.0/24", os.Getpid()%250), "--log-level", "debug"}
 	if err := os.WriteFile(filepath.Join(manifests, "web.yaml"), []byte(webPod), 0o644); err != nil {

@@ -402,7 +402,7 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		}
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
-		_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+		_ = network.RemoveNode(network.Config{Node: node})
 		_ = os.RemoveAll(dataDir)
 		b.ReportMetric(all.Seconds(), "all-running-s")
 		b.ReportMetric(rss, "agent-rss-MB")

@@ -103,7 +103,7 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 	testimages.Build(t, filepath.Join(agentDir, "images"))
 	node := fmt.Sprintf("kill9-%d", os.Getpid()%10000)
 	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+		_ = network.RemoveNode(network.Config{Node: node})
 		_ = ebpf.Unpin(ebpf.Config{Node: node})
 	})
 	ctlAddr, agentAddr := freeAddr(t), freeAddr(t)
@@ -222,7 +222,7 @@ func TestNodeLossReplacesPods(t *testing.T) {
 				_ = cleaner.Process.Signal(os.Interrupt)
 				_ = cleaner.Wait()
 			}
-			_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(n.name)).Run()
+			_ = network.RemoveNode(network.Config{Node: n.name})
 			_ = ebpf.Unpin(ebpf.Config{Node: n.name})
 			_ = os.RemoveAll(n.dir)
 		}

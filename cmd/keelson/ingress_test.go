@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -151,7 +150,7 @@ func TestIngressEndToEnd(t *testing.T) {
 	testimages.Build(t, filepath.Join(agentDir, "images"))
 	node := fmt.Sprintf("ing-%d", id)
 	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+		_ = network.RemoveNode(network.Config{Node: node})
 		_ = ebpf.Unpin(ebpf.Config{Node: node})
 	})
 	httpPort, httpsPort := freePort(t), freePort(t)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -143,7 +142,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 	testimages.Build(t, filepath.Join(agentDir, "images"))
 	node := fmt.Sprintf("roll-%d", id)
 	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+		_ = network.RemoveNode(network.Config{Node: node})
 		_ = ebpf.Unpin(ebpf.Config{Node: node})
 	})
 	ctlAddr, agentAddr := freeAddr(t), freeAddr(t)

@@ -157,7 +157,7 @@ func TestServicesEndToEnd(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(agentDir) })
 	testimages.Build(t, filepath.Join(agentDir, "images"))
 	node := fmt.Sprintf("svc-%d", id)
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run() })
+	t.Cleanup(func() { _ = network.RemoveNode(network.Config{Node: node}) })
 	ctlAddr, agentAddr := freeAddr(t), freeAddr(t)
 	svcCIDR := fmt.Sprintf("10.%d.0.0/16", 150+id%50)
 	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -196,7 +195,9 @@ func downNode(ctx context.Context, agentDir, node string, out io.Writer) error {
 		_ = m.Close()
 		fmt.Fprintf(out, "Removed %d pod network(s).\n", len(sbs))
 	}
-	_ = exec.Command("ip", "link", "del", network.DefaultBridgeName(node)).Run()
+	if err := network.RemoveNode(network.Config{Node: node}); err != nil {
+		fmt.Fprintf(out, "remove the pod network: %v\n", err)
+	}
 	if err := ebpf.Unpin(ebpf.Config{Node: node}); err != nil {
 		fmt.Fprintf(out, "remove the service load balancer: %v\n", err)
 	}

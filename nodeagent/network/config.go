@@ -175,7 +175,7 @@ func (cfg Config) confList() ([]byte, error) {
 		"type":        "bridge",
 		"bridge":      cfg.BridgeName,
 		"isGateway":   true,
-		"ipMasq":      true,
+		"ipMasq":      false, // one chain for the node instead: see nodeMasqChain
 		"hairpinMode": true,
 		"ipam": map[string]any{
 			"type":    "host-local",

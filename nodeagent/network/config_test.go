@@ -91,7 +91,7 @@ func TestConfList(t *testing.T) {
 				"name":       "net",
 				"plugins": []any{
 					map[string]any{
-						"type": "bridge", "bridge": "kb0", "isGateway": true, "ipMasq": true, "hairpinMode": true, "mtu": 1400.0,
+						"type": "bridge", "bridge": "kb0", "isGateway": true, "ipMasq": false, "hairpinMode": true, "mtu": 1400.0,
 						"ipam": map[string]any{
 							"type":    "host-local",
 							"ranges":  []any{[]any{map[string]any{"subnet": "10.88.0.0/24"}}},
@@ -111,7 +111,7 @@ func TestConfList(t *testing.T) {
 				"name":       "net",
 				"plugins": []any{
 					map[string]any{
-						"type": "bridge", "bridge": "kb0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+						"type": "bridge", "bridge": "kb0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
 						"ipam": map[string]any{
 							"type":    "host-local",
 							"ranges":  []any{[]any{map[string]any{"subnet": "fd00::/64"}}},
@@ -187,5 +187,41 @@ func TestChainNames(t *testing.T) {
 	}
 	if got := bridgeMasqChain("n", "c"); len(got) != 28 || !strings.HasPrefix(got, "CNI-") {
 		t.Errorf("bridgeMasqChain = %s, want CNI- and 28 characters", got)
+	}
+}
+
+func TestNodeMasquerade(t *testing.T) {
+	tests := []struct {
+		bridge, cidr string
+		want         string
+	}{
+		{"kb0", "10.88.0.0/24", `*nat
+:KEELSON-MASQ-kb0 - [0:0]
+-A KEELSON-MASQ-kb0 ! -s 10.88.0.0/24 -j RETURN
+-A KEELSON-MASQ-kb0 -d 10.88.0.0/24 -j RETURN
+-A KEELSON-MASQ-kb0 -d 224.0.0.0/4 -j RETURN
+-A KEELSON-MASQ-kb0 -j MASQUERADE
+COMMIT
+`},
+		{"kb-0123456789ab", "fd00::/64", `*nat
+:KEELSON-MASQ-kb-0123456789ab - [0:0]
+-A KEELSON-MASQ-kb-0123456789ab ! -s fd00::/64 -j RETURN
+-A KEELSON-MASQ-kb-0123456789ab -d fd00::/64 -j RETURN
+-A KEELSON-MASQ-kb-0123456789ab -d ff00::/8 -j RETURN
+-A KEELSON-MASQ-kb-0123456789ab -j MASQUERADE
+COMMIT
+`},
+	}
+	for _, tt := range tests {
+		chain := nodeMasqChain(tt.bridge)
+		if len(chain) > 28 {
+			t.Errorf("chain %s is longer than iptables' 28 characters", chain)
+		}
+		if got := nodeMasqRestore(chain, tt.cidr); got != tt.want {
+			t.Errorf("nodeMasqRestore(%s, %s) =\n%s\nwant\n%s", chain, tt.cidr, got, tt.want)
+		}
+	}
+	if iptablesFor("fd00::/64") != "ip6tables" || iptablesFor("10.0.0.0/24") != "iptables" {
+		t.Error("iptablesFor picks the wrong family")
 	}
 }

@@ -67,7 +67,9 @@ func newTestManager(t testing.TB, cfg Config) *Manager {
 				_ = removeNetNS(filepath.Join(m.cfg.RunDir, e.Name()))
 			}
 		}
-		_ = exec.Command("ip", "link", "del", m.cfg.BridgeName).Run()
+		if err := RemoveNode(m.cfg); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 	})
 	return m
 }

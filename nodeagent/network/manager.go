@@ -90,6 +90,9 @@ type Manager struct {
 	mu       sync.Mutex
 	podLocks map[string]*podLock
 	ports    map[string][]reservation // pod UID → held host ports
+
+	masqMu   sync.Mutex
+	masqDone bool // the node's masquerade chain is written (see ensureMasquerade)
 }
 
 type podLock struct {
@@ -239,6 +242,9 @@ func (m *Manager) Setup(ctx context.Context, pod PodRef, ports []PortMapping) (*
 		}
 	}
 
+	if err := m.ensureMasquerade(ctx); err != nil {
+		return nil, fmt.Errorf("set up network of pod %s: %w", pod, err)
+	}
 	held, err := m.reservePorts(pod, ports)
 	if err != nil {
 		return nil, fmt.Errorf("set up network of pod %s: %w", pod, err)
@@ -388,7 +394,7 @@ func (m *Manager) teardownLocked(ctx context.Context, uid string) error {
 	if err != nil {
 		return fmt.Errorf("CNI DEL: %w", err)
 	}
-	if !hasNS && cached != nil && m.iptables != "" {
+	if !hasNS && cached != nil && m.iptables != "" && bridgeMasquerades(list) {
 		if err := removeMasqChain(ctx, m.iptables, bridgeMasqChain(list.Name, uid)); err != nil {
 			return fmt.Errorf("remove masquerade rules: %w", err)
 		}

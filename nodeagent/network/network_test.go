@@ -1,8 +1,10 @@
 package network
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -391,4 +393,76 @@ func TestConcurrentPods(t *testing.T) {
 		t.Fatalf("concurrent Teardown: %v", errors.Join(errs...))
 	}
 	assertClean(t, m, uids...)
+}
+
+// What a pod sends beyond the pod network leaves with the node's address:
+// a host outside, which has no route back to the pod CIDR, sees the node.
+// The node's masquerade chain goes with RemoveNode.
+func TestPodTrafficBeyondTheNodeIsMasqueraded(t *testing.T) {
+	requireRoot(t)
+	ctx := t.Context()
+	cfg := testConfig(t, 9, 24)
+	m := newTestManager(t, cfg)
+
+	// The outside host: a network namespace behind a veth, 10.201.254.0/30.
+	ns := fmt.Sprintf("kbtest-out-%d", os.Getpid())
+	hostIf, outIf := "kbtout9", "kbtout9p"
+	for _, args := range [][]string{
+		{"netns", "add", ns},
+		{"link", "add", hostIf, "type", "veth", "peer", "name", outIf},
+		{"link", "set", outIf, "netns", ns},
+		{"addr", "add", "10.201.254.1/30", "dev", hostIf},
+		{"link", "set", hostIf, "up"},
+		{"-n", ns, "addr", "add", "10.201.254.2/30", "dev", outIf},
+		{"-n", ns, "link", "set", outIf, "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+		if args[0] == "netns" {
+			t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		}
+		if args[0] == "link" && args[1] == "add" {
+			t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostIf).Run() })
+		}
+	}
+	var ln net.Listener
+	if err := inNetNS("/run/netns/"+ns, func() (err error) {
+		ln, err = net.Listen("tcp", "10.201.254.2:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, c.RemoteAddr().(*net.TCPAddr).IP.String())
+			_ = c.Close()
+		}
+	}()
+
+	a, err := m.Setup(ctx, pod("a"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readGreeting(a.NetNSPath, ln.Addr().String()); err != nil || got != "10.201.254.1" {
+		t.Errorf("the outside host saw the pod's connection from %q (%v), want the node's 10.201.254.1", got, err)
+	}
+	if err := m.Teardown(ctx, pod("a")); err != nil {
+		t.Fatal(err)
+	}
+	chain := nodeMasqChain(cfg.BridgeName)
+	if save, _ := exec.Command("iptables-save", "-t", "nat").Output(); !bytes.Contains(save, []byte("-j "+chain)) {
+		t.Errorf("no POSTROUTING jump to %s in:\n%s", chain, save)
+	}
+	if err := RemoveNode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if save, _ := exec.Command("iptables-save", "-t", "nat").Output(); bytes.Contains(save, []byte(chain)) {
+		t.Errorf("%s left after RemoveNode:\n%s", chain, save)
+	}
 }
