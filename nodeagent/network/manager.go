@@ -83,7 +83,7 @@ type Manager struct {
 	log      *slog.Logger
 	cni      *libcni.CNIConfig
 	list     *libcni.NetworkConfigList
-	check    *libcni.NetworkConfigList // list without portmap, see checkSandbox
+	check    *libcni.NetworkConfigList // list without portmap: ADD of pods without host ports, and checkSandbox
 	lo       *libcni.PluginConfig
 	iptables string // empty when not installed (then masq chains are left to the plugin)
 
@@ -263,25 +263,21 @@ func (m *Manager) create(ctx context.Context, pod PodRef, rt *libcni.RuntimeConf
 	if err := createNetNS(rt.NetNS); err != nil {
 		return nil, fmt.Errorf("create network namespace: %w", err)
 	}
+	// lo is up already (createNetNS). Without host ports the portmap plugin
+	// has nothing to do, so it is not started.
+	list := m.list
+	if len(rt.CapabilityArgs) == 0 {
+		list = m.check
+	}
 	undo := func() {
 		cctx := context.WithoutCancel(ctx)
-		if err := m.cni.DelNetworkList(cctx, m.list, rt); err != nil {
+		if err := m.cni.DelNetworkList(cctx, list, rt); err != nil {
 			m.log.Warn("undo CNI ADD", "pod", pod.String(), "err", err)
-		}
-		if err := m.cni.DelNetwork(cctx, m.lo, m.loRuntimeConf(rt)); err != nil {
-			m.log.Warn("undo loopback ADD", "pod", pod.String(), "err", err)
 		}
 		if err := removeNetNS(rt.NetNS); err != nil {
 			m.log.Warn("undo network namespace", "pod", pod.String(), "err", err)
 		}
 	}
-	// The loopback plugin only touches lo inside the namespace, so it runs
-	// alongside the bridge chain; it saves one plugin start on the pod's path.
-	loErr := make(chan error, 1)
-	go func() {
-		_, err := m.cni.AddNetwork(ctx, m.lo, m.loRuntimeConf(rt))
-		loErr <- err
-	}()
 	var (
 		res types.Result
 		err error
@@ -289,20 +285,16 @@ func (m *Manager) create(ctx context.Context, pod PodRef, rt *libcni.RuntimeConf
 	if hint != nil {
 		hrt := *rt
 		hrt.Args = append(slices.Clone(rt.Args), [2]string{"IP", hint.String()})
-		res, err = m.cni.AddNetworkList(ctx, m.list, &hrt)
+		res, err = m.cni.AddNetworkList(ctx, list, &hrt)
 		if err != nil {
 			m.log.Info("previous pod IP not available; allocating a new one", "pod", pod.String(), "ip", hint, "err", err)
-			if derr := m.cni.DelNetworkList(context.WithoutCancel(ctx), m.list, &hrt); derr != nil {
+			if derr := m.cni.DelNetworkList(context.WithoutCancel(ctx), list, &hrt); derr != nil {
 				m.log.Warn("undo CNI ADD", "pod", pod.String(), "err", derr)
 			}
 		}
 	}
 	if res == nil {
-		res, err = m.cni.AddNetworkList(ctx, m.list, rt)
-	}
-	if lerr := <-loErr; lerr != nil && err == nil {
-		undo()
-		return nil, fmt.Errorf("bring up loopback: %w", lerr)
+		res, err = m.cni.AddNetworkList(ctx, list, rt)
 	}
 	if err != nil {
 		undo()
@@ -385,14 +377,15 @@ func (m *Manager) teardownLocked(ctx context.Context, uid string) error {
 	}
 	cached, _ := m.cni.GetNetworkListCachedResult(list, rt)
 
-	loErr := make(chan error, 1)
-	go func() { loErr <- m.cni.DelNetwork(ctx, m.lo, m.loRuntimeConf(rt)) }()
-	err = m.delWithRetry(ctx, list, rt)
-	if lerr := <-loErr; lerr != nil && err == nil {
-		return fmt.Errorf("CNI DEL of loopback: %w", lerr)
-	}
-	if err != nil {
+	if err := m.delWithRetry(ctx, list, rt); err != nil {
 		return fmt.Errorf("CNI DEL: %w", err)
+	}
+	// Sandboxes wired by an agent that still ran the loopback plugin have its
+	// result cached; DEL clears it. (lo itself goes with the namespace.)
+	if lo, _ := m.cni.GetNetworkCachedResult(m.lo, m.loRuntimeConf(rt)); lo != nil {
+		if err := m.cni.DelNetwork(ctx, m.lo, m.loRuntimeConf(rt)); err != nil {
+			return fmt.Errorf("CNI DEL of loopback: %w", err)
+		}
 	}
 	if !hasNS && cached != nil && m.iptables != "" && bridgeMasquerades(list) {
 		if err := removeMasqChain(ctx, m.iptables, bridgeMasqChain(list.Name, uid)); err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +46,11 @@ func createNetNS(path string) error {
 		mountErr := unix.Mount(src, path, "none", unix.MS_BIND, "")
 		if mountErr != nil {
 			mountErr = fmt.Errorf("bind-mount network namespace on %s: %w", path, mountErr)
+		} else {
+			// lo comes up here, in the thread that is already inside the new
+			// namespace: what the CNI loopback plugin does, without starting
+			// a plugin process for every pod.
+			mountErr = loopbackUp()
 		}
 		if err := netns.Set(orig); err != nil {
 			// Leave the thread locked: it is in the wrong namespace and must die with this goroutine.
@@ -80,4 +86,16 @@ func isNetNS(path string) bool {
 		return false
 	}
 	return st.Type == unix.NSFS_MAGIC
+}
+
+// loopbackUp brings up lo in the calling thread's network namespace.
+func loopbackUp() error {
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("bring up loopback: %w", err)
+	}
+	return nil
 }
