@@ -319,13 +319,17 @@ spec:
 }
 
 // rssMB is the resident set of a process, from /proc.
-func rssMB(pid int) float64 {
+func rssMB(pid int) float64 { return procStatusMB(pid, "VmRSS:") }
+
+// procStatusMB reads a kB field of /proc/PID/status (VmRSS:, RssAnon:,
+// RssFile:) in MB.
+func procStatusMB(pid int, field string) float64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseFloat(f[1], 64)
 			return kb / 1024
 		}
@@ -389,6 +393,7 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		all := time.Since(start)
 		time.Sleep(2 * time.Second) // let start-up garbage be collected
 		rss := rssMB(cmd.Process.Pid)
+		anon, file := procStatusMB(cmd.Process.Pid, "RssAnon:"), procStatusMB(cmd.Process.Pid, "RssFile:")
 
 		for i := range 50 {
 			_ = os.Remove(filepath.Join(manifests, fmt.Sprintf("p%02d.yaml", i)))
@@ -406,6 +411,8 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		_ = os.RemoveAll(dataDir)
 		b.ReportMetric(all.Seconds(), "all-running-s")
 		b.ReportMetric(rss, "agent-rss-MB")
+		b.ReportMetric(anon, "agent-rss-anon-MB")
+		b.ReportMetric(file, "agent-rss-file-MB")
 		b.ReportMetric(0, "ns/op")
 	}
 }
@@ -436,9 +443,14 @@ func BenchmarkGitToReplicasRunning(b *testing.B) {
 	o.agent.listen = freeAddr(b)
 	o.agent.name = node
 	o.agent.serviceLB = true
+	var logw io.Writer = io.Discard
+	if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+		o.controller.logLevel = "debug"
+		logw = os.Stderr
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runUp(ctx, o, io.Discard, io.Discard) }()
+	go func() { done <- runUp(ctx, o, io.Discard, logw) }()
 	defer func() {
 		cancel()
 		<-done
@@ -478,6 +490,9 @@ func BenchmarkGitToReplicasRunning(b *testing.B) {
 			repo.Git("commit", "-q", "-m", fmt.Sprintf("scale up %d", i))
 			running(10)
 			samples = append(samples, time.Since(t0))
+			if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+				b.Logf("%s sample %d: %v", time.Now().Format("05.000"), i, samples[i])
+			}
 			repo.CommitFiles(fmt.Sprintf("scale down %d", i), sleeperDeployment(0))
 			running(0)
 			// Let the node finish stopping the old pods, so that each sample
@@ -488,9 +503,11 @@ func BenchmarkGitToReplicasRunning(b *testing.B) {
 				}
 			}
 		}
+		b.Logf("samples %v", samples)
 		slices.Sort(samples)
 		b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(samples[len(samples)-1].Microseconds())/1000, "max-ms")
+		b.ReportMetric(tenCtrRunsMS(b, filepath.Join(o.agent.dataDir, "containerd", "containerd.sock")), "ctr-10-p50-ms")
 		b.ReportMetric(0, "ns/op")
 	}
 }
@@ -799,4 +816,52 @@ func procStatus(pid int, names ...string) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// tenCtrRunsMS is the floor of starting 10 containers at once on this
+// machine: Debian's `ctr run -d` of the same image, 10 at a time on the
+// node's containerd (no Git, no controller, no pod network), p50 of 5 rounds
+// in milliseconds.
+func tenCtrRunsMS(b *testing.B, socket string) float64 {
+	ctr := func(args ...string) error {
+		out, err := exec.Command("ctr", append([]string{"--address", socket, "-n", "keelson"}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ctr %v: %w: %s", args, err, out)
+		}
+		return nil
+	}
+	var rounds []time.Duration
+	for r := range 5 {
+		var wg sync.WaitGroup
+		errs := make(chan error, 10)
+		t0 := time.Now()
+		for i := range 10 {
+			wg.Go(func() {
+				errs <- ctr("run", "-d", testimages.BusyboxRef, fmt.Sprintf("ctr-floor-%d-%d", r, i), "sleep", "3600")
+			})
+		}
+		wg.Wait()
+		rounds = append(rounds, time.Since(t0))
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		for i := range 10 {
+			id := fmt.Sprintf("ctr-floor-%d-%d", r, i)
+			_ = ctr("task", "kill", "-s", "KILL", id)
+			for range 100 {
+				if ctr("task", "delete", id) == nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := ctr("container", "delete", id); err != nil {
+				b.Error(err)
+			}
+		}
+	}
+	slices.Sort(rounds)
+	return float64(rounds[len(rounds)/2].Microseconds()) / 1000
 }
