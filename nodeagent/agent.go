@@ -306,8 +306,52 @@ func (a *Agent) pullImage(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	progress := func(msg string) {
 		a.event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("image %s: %s", c.Image, msg))
 	}
-	_, err := a.rt.EnsureImage(ctx, c.Image, policy, a.Credentials, progress)
+	_, err := a.rt.EnsureImage(ctx, c.Image, policy, a.pullCredentials(pod), progress)
 	return err
+}
+
+// pullCredentials are the node's registry credentials (--registry-config)
+// with those of the pod's imagePullSecrets over them. As kubelet does, a
+// pull secret that is missing or unreadable is a warning event and the pull
+// is tried without it.
+func (a *Agent) pullCredentials(pod *corev1.Pod) runtime.Credentials {
+	creds := a.Credentials
+	var problems []string
+	for _, ref := range pod.Spec.ImagePullSecrets {
+		s := a.configs.secret(pod.Namespace, ref.Name)
+		if s == nil {
+			problems = append(problems, fmt.Sprintf("secret %q not found", ref.Name))
+			continue
+		}
+		c, err := dockerConfigOf(s)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("secret %q: %v", ref.Name, err))
+			continue
+		}
+		creds = creds.Merge(c)
+	}
+	if len(problems) > 0 {
+		a.event(pod, corev1.EventTypeWarning, "FailedToRetrieveImagePullSecret",
+			"unable to use some image pull secrets ("+strings.Join(problems, "; ")+"); the image pull may not succeed")
+	}
+	return creds
+}
+
+// dockerConfigOf reads the registry credentials of a kubernetes.io/
+// dockerconfigjson (or the older kubernetes.io/dockercfg) Secret.
+func dockerConfigOf(s *corev1.Secret) (runtime.Credentials, error) {
+	for _, key := range []string{corev1.DockerConfigJsonKey, corev1.DockerConfigKey} {
+		data, ok := s.Data[key]
+		if !ok {
+			if str, sok := s.StringData[key]; sok {
+				data, ok = []byte(str), true
+			}
+		}
+		if ok {
+			return runtime.ParseDockerConfig(data)
+		}
+	}
+	return runtime.Credentials{}, fmt.Errorf("type %s has no %s key", s.Type, corev1.DockerConfigJsonKey)
 }
 
 // defaultPullPolicy is Kubernetes' default for an image reference.

@@ -43,8 +43,19 @@ func (b backoff) exited(startedAt, exitedAt time.Time) backoff {
 	return b
 }
 
-// failed records a failure to start (an image pull or a create error) at now.
-func (b backoff) failed(now time.Time) backoff { return b.exited(time.Time{}, now) }
+// failed records a failure to start (an image pull, a sandbox or a create
+// error) at now. Unlike a crash, a start that failed is not tried again at
+// once: as kubelet's image back-off, the next try is 10 s later, doubling up
+// to 5 minutes.
+func (b backoff) failed(now time.Time) backoff {
+	d := backoffInitial
+	for i := 0; i < b.failures && d < backoffMax; i++ {
+		d *= 2
+	}
+	b.failures++
+	b.until = now.Add(min(d, backoffMax))
+	return b
+}
 
 // wait is how long to wait at now before the next start (0: go).
 func (b backoff) wait(now time.Time) time.Duration {

@@ -35,12 +35,12 @@ func TestBackoffDoublesToFiveMinutesAndResets(t *testing.T) {
 
 func TestBackoffFailedStart(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	b := backoff{}.failed(t0)
-	if d := b.wait(t0); d != 0 {
-		t.Errorf("first failed start waits %v, want 0 (retried at once)", d)
-	}
-	b = b.failed(t0.Add(time.Second))
-	if d := b.wait(t0.Add(time.Second)); d != 10*time.Second {
-		t.Errorf("second failed start waits %v, want 10s", d)
+	b := backoff{}
+	for i, want := range []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 5 * time.Minute, 5 * time.Minute} {
+		at := t0.Add(time.Duration(i) * time.Hour)
+		b = b.failed(at)
+		if d := b.wait(at); d != want {
+			t.Errorf("failed start %d waits %v, want %v", i+1, d, want)
+		}
 	}
 }

@@ -232,19 +232,25 @@ func (w *podWorker) run(ctx context.Context) {
 	}
 }
 
-// nextWake is when a back-off ends, if any.
+// nextWake is when a back-off ends, if any. A failed pull is also looked
+// at again a second later, so that its status turns from ErrImagePull to
+// ImagePullBackOff for the wait, as kubelet shows it.
 func (w *podWorker) nextWake() time.Duration {
 	now := w.a.now()
 	var d time.Duration
-	consider := func(b backoff) {
-		if x := b.wait(now); x > 0 && (d == 0 || x < d) {
+	consider := func(x time.Duration) {
+		if x > 0 && (d == 0 || x < d) {
 			d = x
 		}
 	}
-	consider(w.sandboxRetry)
+	consider(w.sandboxRetry.wait(now))
 	for _, st := range w.containers {
 		if !st.running {
-			consider(st.backoff)
+			x := st.backoff.wait(now)
+			if st.waitingReason == "ErrImagePull" {
+				x = min(x, time.Second)
+			}
+			consider(x)
 		}
 	}
 	return d
