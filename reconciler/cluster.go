@@ -707,7 +707,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 	}
 	for _, p := range pods {
-		if p.NodeName != "" && dead[p.NodeName] {
+		if p.NodeName != "" && dead[p.NodeName] && !staysOnItsNode(p) {
 			deletePod(p, fmt.Sprintf("evicted: node %s is gone", p.NodeName))
 		}
 	}
@@ -998,4 +998,12 @@ func scheduledCondition(s *corev1.PodStatus) *corev1.PodCondition {
 		}
 	}
 	return nil
+}
+
+// staysOnItsNode tells the pods that eviction leaves on a node that is
+// gone, because they would only be made again on the same node: a
+// DaemonSet's (Kubernetes gives them tolerations of not-ready and
+// unreachable nodes) and a pod whose manifest names its node.
+func staysOnItsNode(p *store.Pod) bool {
+	return strings.HasPrefix(p.OwnerKey, "DaemonSet/") || (p.Base != nil && p.Base.Spec.NodeName != "")
 }

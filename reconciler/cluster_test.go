@@ -732,3 +732,48 @@ func TestReportKeepsReadySince(t *testing.T) {
 		}
 	}
 }
+
+// A node gone past the eviction timeout keeps its DaemonSet pod and a pod
+// whose manifest names the node: they could only be made again on that
+// node, so evicting them would make and delete them on every pass.
+func TestGoneNodeKeepsItsDaemonSetAndPinnedPods(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	for _, name := range []string{"w1", "w2"} {
+		n := register(t, c, name)
+		n.Labels["role"] = "worker"
+		if _, err := c.Register(context.Background(), &api.NodeRegistration{Node: *n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pinned := "apiVersion: v1\nkind: Pod\nmetadata: {name: pinned}\nspec:\n  nodeName: w1\n  containers:\n  - {name: c, image: pinned:v1}\n"
+	if _, err := a.Apply(revision("c1", map[string]string{"ds.yaml": daemonSet, "pinned.yaml": pinned}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	uids := func() map[string]string {
+		out := map[string]string{}
+		for _, p := range podsOf(t, st) {
+			out[p.NodeName+" "+p.OwnerKey] = string(p.UID)
+		}
+		return out
+	}
+	before := uids()
+	if len(before) != 3 {
+		t.Fatalf("pods %v, want the DaemonSet's on w1 and w2 and the pinned one", before)
+	}
+	// w1 stops renewing its lease; w2 goes on.
+	for range 12 {
+		clk.t = clk.t.Add(10 * time.Second)
+		if err := c.RenewLease(context.Background(), "w2"); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, c)
+	}
+	if after := uids(); !cmp.Equal(before, after) {
+		t.Errorf("pods changed after w1 went: %s", cmp.Diff(before, after))
+	}
+	all, _ := st.Snapshot().Pods(memdb.NewWatchSet(), store.PodQuery{})
+	if len(all) != 3 {
+		t.Errorf("%d pod rows (terminating ones included), want 3: no pod made and deleted again", len(all))
+	}
+}
