@@ -147,6 +147,15 @@ func TestAgentCommandSurvivesKill9(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "Started") || !strings.Contains(out, "State: Running") {
 		t.Errorf("describe pod:\n%s", out)
 	}
+	for _, args := range [][]string{{"get", "events"}, {"get", "events", "pod/web"}, {"get", "ev", "-A"}} {
+		code, out, errOut := cli(t, append(args, "--server", a.server)...)
+		if code != 0 || !strings.Contains(out, "LAST SEEN") || !strings.Contains(out, "Pod/default/web") || !strings.Contains(out, "Started") {
+			t.Errorf("%v: %d\n%s%s", args, code, out, errOut)
+		}
+	}
+	if code, out, _ := cli(t, "get", "events", "-n", "elsewhere", "--server", a.server); code != 0 || strings.Contains(out, "Pod/default/web") {
+		t.Errorf("get events -n elsewhere shows the default namespace's: %d\n%s", code, out)
+	}
 
 	// exec: output, stdin and the exit code come back as kubectl exec's do.
 	tools := "apiVersion: v1\nkind: Pod\nmetadata: {name: tools}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: sh, image: 'keelson.test/busybox:1', imagePullPolicy: Never, command: [sh, -c, \"trap 'exit 0' TERM; sleep 3600 & wait\"]}\n"
@@ -179,6 +188,7 @@ func TestAgentCommandSurvivesKill9(t *testing.T) {
 	}
 
 	// kill -9: the container keeps running and a new agent adopts it.
+	pidBefore := taskPID(t, dataDir, containerID)
 	a.kill9()
 	if body, err := get("http://" + ip + ":8080/hostname"); err != nil || strings.TrimSpace(body) != "web" {
 		t.Fatalf("pod stopped answering when the agent died: %q %v", body, err)
@@ -194,6 +204,27 @@ func TestAgentCommandSurvivesKill9(t *testing.T) {
 		}
 		return ""
 	})
+	if pid := taskPID(t, dataDir, containerID); pid != pidBefore {
+		t.Errorf("the container's process is %s after the agent's kill -9 and return, was %s", pid, pidBefore)
+	}
+}
+
+// taskPID is the host PID of a container's task, as Debian's ctr lists it
+// on the agent's containerd.
+func taskPID(t *testing.T, dataDir, containerID string) string {
+	t.Helper()
+	id := strings.TrimPrefix(containerID, "containerd://")
+	out, err := exec.Command("ctr", "--address", filepath.Join(dataDir, "containerd", "containerd.sock"), "-n", "keelson", "task", "ls").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr task ls: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == id {
+			return f[1]
+		}
+	}
+	t.Fatalf("no task %s in:\n%s", id, out)
+	return ""
 }
 
 func jsonField(s, prefix string) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/keelson/keelson/apiserver/api"
 	"github.com/keelson/keelson/apiserver/client"
+	"github.com/keelson/keelson/store"
 )
 
 // resource describes a kind for the CLI: the names users type and how to
@@ -177,6 +179,7 @@ var resources = []resource{
 		})},
 		{header: "SELECTOR", wide: true, value: typed(func(s *corev1.Service) string { return selectorString(s.Spec.Selector) })},
 	}},
+	{kind: "Event", names: []string{"events", "event", "ev"}, namespaced: true},
 	{kind: "Endpoints", names: []string{"endpoints", "ep"}, namespaced: true},
 	{kind: "EndpointSlice", names: []string{"endpointslices", "endpointslice"}, namespaced: true},
 	{kind: "Ingress", names: []string{"ingresses", "ingress", "ing"}, namespaced: true, columns: []column{
@@ -314,7 +317,10 @@ func runGet(cmd *cobra.Command, args []string, o getOptions) error {
 		ns = ""
 	}
 	if res.kind == "Node" {
-		return getNodes(cmd, c, o)
+		return getNodes(cmd, c, args, o)
+	}
+	if res.kind == "Event" {
+		return getEvents(cmd, c, args, ns, o)
 	}
 	if res.kind == "Endpoints" || res.kind == "EndpointSlice" {
 		return getEndpoints(cmd, c, res.kind, args, ns, o)
@@ -462,10 +468,16 @@ func getPods(cmd *cobra.Command, c *client.Client, args []string, ns string, o g
 	return true, nil
 }
 
-func getNodes(cmd *cobra.Command, c *client.Client, o getOptions) error {
+func getNodes(cmd *cobra.Command, c *client.Client, args []string, o getOptions) error {
 	list, err := c.Nodes(cmd.Context(), client.Query{})
 	if err != nil {
 		return err
+	}
+	if len(args) == 2 {
+		list.Items = slices.DeleteFunc(list.Items, func(n corev1.Node) bool { return n.Name != args[1] })
+		if len(list.Items) == 0 {
+			return fmt.Errorf("node %q not found", args[1])
+		}
 	}
 	w := cmd.OutOrStdout()
 	switch o.output {
@@ -539,4 +551,52 @@ func watchGet(cmd *cobra.Command, args []string, o getOptions) error {
 		}
 		fmt.Fprintln(cmd.OutOrStdout())
 	}
+}
+
+// getEvents lists the events of a namespace's objects (all with -A; those
+// of one object when NAME is KIND/NAME, as describe shows them), oldest
+// first, as kubectl get events does.
+func getEvents(cmd *cobra.Command, c *client.Client, args []string, ns string, o getOptions) error {
+	key := ""
+	if len(args) == 2 {
+		kind, name, ok := strings.Cut(args[1], "/")
+		if !ok {
+			return fmt.Errorf("get events %s: name the object as KIND/NAME, for example pod/web-1", args[1])
+		}
+		res, err := lookupResource(kind)
+		if err != nil {
+			return err
+		}
+		key = res.kind + "/" + name
+		if res.namespaced {
+			key = res.kind + "/" + o.namespace + "/" + name
+		}
+	}
+	list, err := c.Events(cmd.Context(), key, client.Query{})
+	if err != nil {
+		return err
+	}
+	list.Items = slices.DeleteFunc(list.Items, func(e *store.Event) bool {
+		if ns == "" || key != "" {
+			return false
+		}
+		parts := strings.Split(e.ObjectKey, "/")
+		return len(parts) != 3 || parts[1] != ns
+	})
+	w := cmd.OutOrStdout()
+	switch o.output {
+	case "json", "yaml":
+		return printStructured(w, o.output, map[string]any{"apiVersion": "v1", "kind": "List", "items": list.Items, "metadata": map[string]any{}})
+	}
+	if len(list.Items) == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "No events found.")
+		return nil
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "LAST SEEN\tTYPE\tREASON\tOBJECT\tMESSAGE")
+	for _, e := range list.Items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", humanDuration(now.Sub(e.Time)), e.Type, e.Reason, orNone(e.ObjectKey), e.Message)
+	}
+	return tw.Flush()
 }
