@@ -20,7 +20,7 @@ build:
 # $(EXAMPLE) the manifests, so a commit here is applied within a second. The
 # example's image is built from this repository's sources (no registry).
 run: deps build
-	$(GO) run ./hack/imagebuild -pkg ./examples/apps/guestbook -ref keelson.local/guestbook:dev -out $(DATA_DIR)/agent/images/guestbook.tar
+	$(GO) run ./hack/imagebuild -pkg ./examples/apps/guestbook -ref keelson.local/guestbook:dev -out $(DATA_DIR)/images/guestbook.tar
 	$(BIN) up --repo $(CURDIR) --path $(EXAMPLE) --data-dir $(DATA_DIR)
 
 # Stops and removes what `make run` started.

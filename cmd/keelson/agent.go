@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/keelson/keelson/apiserver"
 	"github.com/keelson/keelson/apiserver/api"
@@ -48,12 +49,16 @@ type agentOptions struct {
 	leaseInterval      time.Duration
 	simulate           int
 	labels             map[string]string
+	taints             []string
 	clusterDomain      string
 	externalIfaces     []string
 	serviceLB          bool
 	ingressHTTP        int
 	ingressHTTPS       int
 	ingressAccessLog   string
+	// imageDirs are more directories of image archives to import at start,
+	// beside DATA_DIR/images (keelson up: its own DATA_DIR/images).
+	imageDirs []string
 	// onListen, when set, is told the API's address once it listens (tests).
 	onListen func(addr string)
 	// onStart, when set, receives pod start latencies (benchmarks).
@@ -97,6 +102,7 @@ Killing the agent leaves its containers running; a new agent adopts them.`,
 	f.StringVar(&o.server, "server", "", "the controller to join (instead of --pod-manifests)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token the controller wrote (DATA_DIR/agent-token)")
 	f.StringToStringVar(&o.labels, "node-labels", nil, "labels of this node, key=value,...")
+	f.StringSliceVar(&o.taints, "register-with-taints", nil, "taints of this node, key=value:Effect,... (Effect: NoSchedule, PreferNoSchedule or NoExecute), as kubelet's flag")
 	f.DurationVar(&o.leaseInterval, "lease-interval", nodeagent.LeaseInterval, "how often to renew the node's lease with the controller")
 	f.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "the DNS domain of Services and pods")
 	f.StringSliceVar(&o.externalIfaces, "external-interface", nil, "interfaces where NodePort and LoadBalancer traffic arrives (default: the one holding the node's address)")
@@ -167,11 +173,12 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		return err
 	}
 	defer rt.Close()
-	imagesDir := filepath.Join(o.dataDir, "images")
-	if refs, err := rt.ImportDir(ctx, imagesDir); err != nil {
-		log.Warn("import image archives", "dir", imagesDir, "err", err)
-	} else if len(refs) > 0 {
-		log.Info("imported image archives", "dir", imagesDir, "images", refs)
+	for _, imagesDir := range append([]string{filepath.Join(o.dataDir, "images")}, o.imageDirs...) {
+		if refs, err := rt.ImportDir(ctx, imagesDir); err != nil {
+			log.Warn("import image archives", "dir", imagesDir, "err", err)
+		} else if len(refs) > 0 {
+			log.Info("imported image archives", "dir", imagesDir, "images", refs)
+		}
 	}
 	hostIP := nodeIP()
 	ln, err := net.Listen("tcp", o.listen)
@@ -180,7 +187,11 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 	}
 	var reg *api.NodeRegistration
 	if ctl != nil {
-		reg = &api.NodeRegistration{Node: nodeObject(o.name, hostIP, o.labels), API: "http://" + ln.Addr().String()}
+		node := nodeObject(o.name, hostIP, o.labels)
+		if node.Spec.Taints, err = parseTaints(o.taints); err != nil {
+			return err
+		}
+		reg = &api.NodeRegistration{Node: node, API: "http://" + ln.Addr().String()}
 		n, err := nodeagent.Join(ctx, ctl, reg, log.With("component", "join"))
 		if err != nil {
 			ln.Close()
@@ -377,4 +388,31 @@ func nodeObject(name, ip string, labels map[string]string) corev1.Node {
 			NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "keelson", ContainerRuntimeVersion: "containerd", OperatingSystem: "linux", Architecture: goruntime.GOARCH},
 		},
 	}
+}
+
+// parseTaints reads kubelet's --register-with-taints form: key=value:Effect
+// or key:Effect.
+func parseTaints(specs []string) ([]corev1.Taint, error) {
+	var out []corev1.Taint
+	for _, spec := range specs {
+		kv, effect, ok := strings.Cut(spec, ":")
+		key, value, _ := strings.Cut(kv, "=")
+		t := corev1.Taint{Key: key, Value: value, Effect: corev1.TaintEffect(effect)}
+		switch {
+		case !ok || key == "":
+			return nil, fmt.Errorf("--register-with-taints %q: want key=value:Effect or key:Effect", spec)
+		case t.Effect != corev1.TaintEffectNoSchedule && t.Effect != corev1.TaintEffectPreferNoSchedule && t.Effect != corev1.TaintEffectNoExecute:
+			return nil, fmt.Errorf("--register-with-taints %q: effect %q is not NoSchedule, PreferNoSchedule or NoExecute", spec, effect)
+		}
+		if errs := validation.IsQualifiedName(key); len(errs) > 0 {
+			return nil, fmt.Errorf("--register-with-taints %q: key: %s", spec, strings.Join(errs, "; "))
+		}
+		if value != "" {
+			if errs := validation.IsValidLabelValue(value); len(errs) > 0 {
+				return nil, fmt.Errorf("--register-with-taints %q: value: %s", spec, strings.Join(errs, "; "))
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }

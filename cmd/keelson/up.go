@@ -32,8 +32,8 @@ func newUpCmd() *cobra.Command {
 		Short: "Run a one-node cluster from a Git repository: controller, agent and containerd",
 		Long: `Up runs the controller, a local agent and a private containerd in one process
 tree on this machine. The controller follows the repository; the agent joins
-it and runs the pods the scheduler gives it. Image archives in
-DATA_DIR/agent/images are imported at start.
+it and runs the pods the scheduler gives it. Image archives (OCI or docker
+save) in DATA_DIR/images and DATA_DIR/agent/images are imported at start.
 
 Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 'keelson down' stops and removes everything 'up' started.`,
@@ -68,6 +68,7 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	c, a := o.controller, o.agent
 	c.clusterCIDR, c.evictionTimeout, c.leaseTimeout = "10.244.0.0/16", 60*time.Second, 40*time.Second
 	a.logLevel = c.logLevel
+	a.imageDirs = append(a.imageDirs, filepath.Join(filepath.Dir(a.dataDir), "images"))
 	if a.clusterDomain == "" {
 		a.clusterDomain = "cluster.local"
 	}
@@ -107,7 +108,7 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 		if c.src.Path != "" {
 			fmt.Fprintf(stdout, " (path %s)", c.src.Path)
 		}
-		fmt.Fprintf(stdout, " on node %s; images are imported from %s.\n", a.name, filepath.Join(a.dataDir, "images"))
+		fmt.Fprintf(stdout, " on node %s; images are imported from %s.\n", a.name, filepath.Join(filepath.Dir(a.dataDir), "images"))
 		fmt.Fprintf(stdout, "Try: keelson status; keelson get pods -A -o wide. Ctrl-C stops Keelson; containers keep running.\n")
 	case <-ctx.Done():
 	}
@@ -128,7 +129,8 @@ func newDownCmd() *cobra.Command {
 		Short: "Stop and remove everything 'keelson up' started",
 		Long: `Down stops every container 'keelson up' ran, removes their network
 namespaces, IP allocations and bridge, stops the private containerd and
-removes Keelson's state, keeping the image archives in DATA_DIR/agent/images.
+removes Keelson's state, keeping the image archives in DATA_DIR/images and
+DATA_DIR/agent/images.
 Run it after stopping 'keelson up'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
