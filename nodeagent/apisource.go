@@ -119,8 +119,9 @@ func (s *APISource) Run(ctx context.Context, update func(Desired)) error {
 }
 
 // followQuery runs a blocking query again and again until ctx ends, backing off
-// from 250 ms to 2 s while it fails (a restarted controller is found again
-// quickly).
+// from 250 ms to 1 s while it fails: a restarted controller is found again,
+// and told the node's pods, within its start-up grace (2 s), before it may
+// make pods of its own.
 func followQuery(ctx context.Context, log *slog.Logger, what string, query func(ctx context.Context, idx uint64) (uint64, error)) {
 	var idx uint64
 	delay := 250 * time.Millisecond
@@ -139,7 +140,7 @@ func followQuery(ctx context.Context, log *slog.Logger, what string, query func(
 			return
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 2*time.Second)
+		delay = min(delay*2, time.Second)
 		idx = 0
 	}
 }
