@@ -777,3 +777,46 @@ func TestGoneNodeKeepsItsDaemonSetAndPinnedPods(t *testing.T) {
 		t.Errorf("%d pod rows (terminating ones included), want 3: no pod made and deleted again", len(all))
 	}
 }
+
+// A Job its CronJob made is deleted ttlSecondsAfterFinished after it
+// finished, with its pods; a Job from Git keeps its object (Git has it) and
+// loses its pods.
+func TestJobTTLAfterFinished(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	clk.t = time.Date(2026, 1, 1, 10, 1, 0, 0, time.UTC)
+	cj := strings.Replace(cronJob, "    spec:\n      template:", "    spec:\n      ttlSecondsAfterFinished: 30\n      template:", 1)
+	gitJob := "apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec:\n  ttlSecondsAfterFinished: 30\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {name: c, image: once:v1}\n"
+	if _, err := a.Apply(revision("c1", map[string]string{"cj.yaml": cj, "job.yaml": gitJob}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	clk.t = time.Date(2026, 1, 1, 10, 5, 1, 0, time.UTC)
+	settle(t, c)
+	jobs := func() []string {
+		objs, _ := st.Snapshot().Objects(memdb.NewWatchSet(), store.ObjectQuery{Kind: "Job"})
+		var out []string
+		for _, o := range objs {
+			out = append(out, o.Name)
+		}
+		return out
+	}
+	if j := jobs(); len(j) != 2 {
+		t.Fatalf("jobs %v, want the CronJob's and once", j)
+	}
+	for _, p := range podsOf(t, st) {
+		setPhase(t, st, p.Key, corev1.PodSucceeded)
+	}
+	settle(t, c)
+	if j, n := jobs(), len(podsOf(t, st)); len(j) != 2 || n != 2 {
+		t.Fatalf("right after finishing: jobs %v, %d pods; want both kept", j, n)
+	}
+	clk.t = clk.t.Add(31 * time.Second)
+	settle(t, c)
+	if j := jobs(); len(j) != 1 || j[0] != "once" {
+		t.Errorf("30 s after finishing: jobs %v, want only once (from Git)", j)
+	}
+	if n := len(podsOf(t, st)); n != 0 {
+		t.Errorf("%d pods left 30 s after the Jobs finished", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -370,6 +371,14 @@ func jobs(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*sto
 						if !deleted[p.Key] {
 							deletePod(p, "Job "+o.Name+" finished more than ttlSecondsAfterFinished ago")
 						}
+					}
+					// A Job its CronJob made goes too; one from Git stays,
+					// as Git has it (its pods are gone).
+					if strings.HasPrefix(o.OwnerKey, "CronJob/") {
+						plan.deleteObjects = append(plan.deleteObjects, o.Key)
+						plan.events = append(plan.events, &store.Event{ObjectKey: o.OwnerKey, Type: corev1.EventTypeNormal, Reason: "SuccessfulDelete",
+							Message: fmt.Sprintf("deleted Job %s: finished more than ttlSecondsAfterFinished (%ds) ago", o.Name, *ttl)})
+						continue
 					}
 				}
 			}
