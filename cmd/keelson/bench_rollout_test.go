@@ -115,7 +115,7 @@ func BenchmarkRollout(b *testing.B) {
 			_ = json.Unmarshal(l.Items[0].Object, &d)
 			st := d.Status
 			if os.Getenv("KEELSON_BENCH_TRACE") != "" {
-				b.Logf("%s rev=%s replicas=%d updated=%d ready=%d available=%d", time.Now().Format("05.000"), l.Items[0].Revision[:7], st.Replicas, st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas)
+				fmt.Fprintf(os.Stderr, "TRACE %s rev=%s replicas=%d updated=%d ready=%d available=%d\n", time.Now().Format("15:04:05.000"), l.Items[0].Revision[:7], st.Replicas, st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas)
 			}
 			if l.Items[0].Revision == sha && st.UpdatedReplicas == 10 && st.AvailableReplicas == 10 && st.Replicas == 10 && st.ObservedGeneration > 0 {
 				return time.Now()
@@ -141,9 +141,15 @@ func BenchmarkRollout(b *testing.B) {
 			// the rollout itself needs.
 			load := startLoadEvery(net.JoinHostPort(clusterIP, "80"), 25*time.Millisecond)
 			start := time.Now()
+			if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+				fmt.Fprintf(os.Stderr, "TRACE %s commit v%d\n", start.Format("15:04:05.000"), i+1)
+			}
 			sha := repo.CommitFiles(fmt.Sprintf("v%d", i+1), tenReplicas(fmt.Sprintf("v%d", i+1)))
 			forward = append(forward, complete(sha).Sub(start))
 			start = time.Now()
+			if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+				fmt.Fprintf(os.Stderr, "TRACE %s revert\n", start.Format("15:04:05.000"))
+			}
 			repo.Git("revert", "--no-edit", sha)
 			back = append(back, complete(repo.Head()).Sub(start))
 			load.halt()
