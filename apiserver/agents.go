@@ -43,6 +43,20 @@ func (s *Server) agentAuth(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// controllerAuth lets a request through to a joined node's logs, exec and
+// usage only with its controller's token (see Options.ControllerToken).
+func (s *Server) controllerAuth(w http.ResponseWriter, r *http.Request) bool {
+	if s.opts.ControllerToken == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get(api.AgentTokenHeader), "Bearer ")
+	if ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.ControllerToken)) == 1 {
+		return true
+	}
+	writeError(w, http.StatusUnauthorized, fmt.Errorf("this node serves logs, exec and usage to its controller only: ask the controller (keelson --server URL logs|exec|top)"))
+	return false
+}
+
 // isAgent reports whether r carries the agents' token.
 func (s *Server) isAgent(r *http.Request) bool {
 	if s.opts.AgentToken == "" {

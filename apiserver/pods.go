@@ -81,6 +81,9 @@ func (s *Server) podLog(w http.ResponseWriter, r *http.Request) {
 
 // withPod looks the request's pod up and hands it to h (logs, exec).
 func (s *Server) withPod(w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, *corev1.Pod), missing string) {
+	if !s.controllerAuth(w, r) {
+		return
+	}
 	if h == nil {
 		writeError(w, http.StatusNotImplemented, fmt.Errorf("%s", missing))
 		return

@@ -41,6 +41,11 @@ type Options struct {
 	// get Secret values, which agents need to run pods.
 	Agents     Agents
 	AgentToken string
+	// ControllerToken, when set, is the token of the controller this node
+	// joined: logs, exec and usage are then served only to requests that
+	// carry it (the controller's, which proxies users' requests), not to
+	// whoever reaches the node's address.
+	ControllerToken string
 	// Usage, when set, serves GET /v1/usage (keelson top).
 	Usage func(ctx context.Context) (*api.UsageList, error)
 	// History, when set, serves GET /v1/history/{kind}/{namespace}/{name}
@@ -86,6 +91,9 @@ func New(st *store.Store, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/services", s.services)
 	s.mux.HandleFunc("GET /v1/endpointslices", s.endpointSlices)
 	s.mux.HandleFunc("GET /v1/usage", func(w http.ResponseWriter, r *http.Request) {
+		if !s.controllerAuth(w, r) {
+			return
+		}
 		if s.opts.Usage == nil {
 			writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not measure usage"))
 			return

@@ -125,7 +125,10 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 	if o.simulate > 0 && o.server == "" {
 		return errors.New("--simulate needs --server")
 	}
-	var ctl *client.Client
+	var (
+		ctl   *client.Client
+		token string
+	)
 	if o.server != "" {
 		if o.tokenFile == "" {
 			return errors.New("--token-file is required with --server")
@@ -138,7 +141,8 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--server: %w", err)
 		}
-		ctl = c.WithToken(strings.TrimSpace(string(b)))
+		token = strings.TrimSpace(string(b))
+		ctl = c.WithToken(token)
 	}
 	if o.simulate > 0 {
 		return simulate(ctx, ctl, o.name, o.simulate, o.leaseInterval, log.With("component", "simulate"))
@@ -227,7 +231,7 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := apiserver.New(st, apiserver.Options{Gatherer: metrics, Log: log.With("component", "api"), Logs: agentLogs(agent), Exec: agentExec(agent),
+	srv := apiserver.New(st, apiserver.Options{Gatherer: metrics, Log: log.With("component", "api"), Logs: agentLogs(agent), Exec: agentExec(agent), ControllerToken: token,
 		Usage: func(ctx context.Context) (*api.UsageList, error) {
 			u, err := agent.Usage(ctx, 500*time.Millisecond)
 			if err != nil {

@@ -147,6 +147,20 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 	if code, out, errOut := cli(t, "top", "nodes", "--server", "http://"+ctlAddr); code != 0 || !strings.Contains(out, node) {
 		t.Errorf("top nodes: %d\n%s%s", code, out, errOut)
 	}
+	// Logs through the controller; the node itself serves logs, exec and
+	// usage to its controller only, not to whoever reaches its address.
+	pod := strings.Fields(before[0])[0]
+	if code, _, errOut := cli(t, "logs", pod, "--server", "http://"+ctlAddr); code != 0 {
+		t.Errorf("logs %s through the controller: %d %s", pod, code, errOut)
+	}
+	for _, args := range [][]string{{"logs", pod}, {"exec", pod, "--server", "http://" + agentAddr, "--", "true"}, {"top", "pods"}} {
+		if args[0] != "exec" {
+			args = append(args, "--server", "http://"+agentAddr)
+		}
+		if code, _, errOut := cli(t, args...); code == 0 || !strings.Contains(errOut, "controller only") {
+			t.Errorf("%v straight to the node's API: %d %q, want refused", args, code, errOut)
+		}
+	}
 
 	ctl.kill9()
 	start := time.Now()

@@ -255,14 +255,17 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 		Log:        log.With("component", "api"),
 		Agents:     cluster,
 		AgentToken: token,
-		Logs:       nodeProxy(st),
-		Exec:       nodeProxy(st),
-		Usage:      nodesUsage(st),
+		Logs:       nodeProxy(st, token),
+		Exec:       nodeProxy(st, token),
+		Usage:      nodesUsage(st, token),
 		History:    gitHistory{gitsync.NewHistory(repo), notes},
 	})
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+		log.Warn("the API listens beyond this machine and has no user authentication: whoever reaches it reads the cluster and runs commands in pods (exec); put an authenticating proxy in front of it", "listen", ln.Addr().String())
 	}
 	var handler http.Handler = srv
 	if o.pprof {
@@ -351,7 +354,7 @@ func agentToken(path string) (string, error) {
 }
 
 // nodeProxy sends a pod's logs and exec requests on to the agent of its node.
-func nodeProxy(st *store.Store) func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
+func nodeProxy(st *store.Store, token string) func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
 	return func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
 		fail := func(code int, msg string) {
 			w.Header().Set("Content-Type", "application/json")
@@ -376,6 +379,9 @@ func nodeProxy(st *store.Store) func(w http.ResponseWriter, r *http.Request, pod
 				fail(http.StatusBadGateway, fmt.Sprintf("node %s has no API address", n.Name))
 				return
 			}
+			// The node serves logs and exec to its controller only.
+			r = r.Clone(r.Context())
+			r.Header.Set(api.AgentTokenHeader, "Bearer "+token)
 			httputil.NewSingleHostReverseProxy(u).ServeHTTP(w, r)
 			return
 		}
@@ -384,7 +390,7 @@ func nodeProxy(st *store.Store) func(w http.ResponseWriter, r *http.Request, pod
 }
 
 // nodesUsage asks every node's agent for its usage, in parallel.
-func nodesUsage(st *store.Store) func(ctx context.Context) (*api.UsageList, error) {
+func nodesUsage(st *store.Store, token string) func(ctx context.Context) (*api.UsageList, error) {
 	return func(ctx context.Context) (*api.UsageList, error) {
 		nodes, err := st.Snapshot().Nodes(memdb.NewWatchSet())
 		if err != nil {
@@ -401,6 +407,7 @@ func nodesUsage(st *store.Store) func(ctx context.Context) (*api.UsageList, erro
 				if err != nil {
 					return
 				}
+				c = c.WithToken(token)
 				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
 				u, err := c.Usage(ctx)
