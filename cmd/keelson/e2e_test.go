@@ -187,8 +187,11 @@ func TestControllerFollowsCommitsAndRejectsBadOnes(t *testing.T) {
 	repo.WriteFile("apps/web.yaml", strings.SplitN(strings.Replace(webDeploy, "web:v1", "web:v2", 1), "---", 2)[0])
 	fixed := repo.Commit("fix it, drop the service")
 	eventually(t, "fix applied", statusHas("Applied:  "+fixed[:12], "Synced"))
-	if _, st, _ := cli(t, "status", "--server", server); strings.Contains(st, "Rejected:") {
-		t.Errorf("status still shows a rejection after a fix:\n%s", st)
+	// The rejected commit is still shown with its errors, as older than the applied one.
+	if _, st, _ := cli(t, "status", "--server", server); strings.Contains(st, "Rejected:") ||
+		!strings.Contains(st, "Last failed commit (before the applied one): "+bad[:12]) ||
+		!strings.Contains(st, "bad.yaml:8: ConfigMap/shop/cfg: spec") {
+		t.Errorf("after a fix, status does not show the earlier rejection as such:\n%s", st)
 	}
 	code, _, errOut := cli(t, "get", "svc", "-n", "shop", "--server", server)
 	if code != 0 || !strings.Contains(errOut, "No services found") {
