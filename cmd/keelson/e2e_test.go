@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keelson/keelson/gitsync"
 	"github.com/keelson/keelson/internal/gittest"
 )
 
@@ -260,12 +261,60 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"status", "--server", "http://127.0.0.1:1"}, "connection refused"},
 		{[]string{"controller"}, `"repo" not set`},
 		{[]string{"controller", "--repo", "/x", "--branch", "a", "--tag", "b"}, "branch"},
+		{[]string{"controller", "--repo", "https://deploy:s3cret@git.example.com/team/deploy.git"}, "--password-file FILE, or in an environment variable and pass --password-env NAME"},
+		{[]string{"controller", "--repo", "ssh://git:s3cret@git.example.com/team/deploy.git"}, "--ssh-key FILE"},
+		{[]string{"up", "--repo", "https://deploy:s3cret@git.example.com/team/deploy.git"}, "credentials are never taken from flags"},
 	}
 	for _, tt := range tests {
 		code, _, errOut := cli(t, tt.args...)
 		if code == 0 || !strings.Contains(errOut, tt.want) {
 			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", tt.args, code, errOut, tt.want)
 		}
+		if strings.Contains(errOut, "s3cret") {
+			t.Errorf("%v: stderr shows the password: %q", tt.args, errOut)
+		}
+	}
+}
+
+func TestValidateSourceRefusesCredentialsInURL(t *testing.T) {
+	tests := []struct {
+		url     string
+		wantErr []string // nil: valid
+	}{
+		{"https://git.example.com/team/deploy.git", nil},
+		{"https://deploy@git.example.com/team/deploy.git", nil},
+		{"git@git.example.com:team/deploy.git", nil},
+		{"ssh://git@git.example.com/team/deploy.git", nil},
+		{"/srv/git/deploy", nil},
+		{"https://deploy:s3cret@git.example.com/team/deploy.git", []string{
+			"--repo https://deploy:REDACTED@git.example.com/team/deploy.git: the URL carries a password or token",
+			"--password-file", "--password-env", "--username",
+		}},
+		{"http://deploy:s3cret@127.0.0.1:8080/deploy.git", []string{"--password-file", "--password-env"}},
+		{"ssh://git:s3cret@git.example.com/team/deploy.git", []string{"--ssh-key"}},
+		{"git:s3cret@git.example.com:team/deploy.git", []string{"git:REDACTED@", "--ssh-key"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			err := validateSource(gitsync.Source{URL: tt.url})
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Errorf("validateSource() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("validateSource() = nil, want an error")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("validateSource() = %v, want it to contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("validateSource() = %v shows the password", err)
+			}
+		})
 	}
 }
 
