@@ -66,18 +66,32 @@ func startController(t *testing.T, repoURL, path string) string {
 // (where it writes the agent token).
 func startControllerIn(t *testing.T, repoURL, path, dataDir string) string {
 	t.Helper()
+	o := controllerOptions{
+		dataDir:  dataDir,
+		interval: time.Hour, // local sources are followed with fsnotify, not polling
+	}
+	o.src.URL, o.src.Path = repoURL, path
+	return startControllerWith(t, o)
+}
+
+// startControllerWith runs the controller with o until the test ends and
+// returns its API URL. It listens on a free port of 127.0.0.1 and logs at
+// debug level; the data directory is a temporary one and the poll interval
+// an hour unless o sets them.
+func startControllerWith(t *testing.T, o controllerOptions) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	var wg sync.WaitGroup
 	var logs syncBuffer
-	o := controllerOptions{
-		dataDir:  dataDir,
-		listen:   "127.0.0.1:0",
-		interval: time.Hour, // local sources are followed with fsnotify, not polling
-		logLevel: "debug",
-		onListen: func(a string) { addr <- a },
+	o.listen, o.logLevel = "127.0.0.1:0", "debug"
+	o.onListen = func(a string) { addr <- a }
+	if o.dataDir == "" {
+		o.dataDir = t.TempDir()
 	}
-	o.src.URL, o.src.Path = repoURL, path
+	if o.interval == 0 {
+		o.interval = time.Hour // tests trigger syncs, or follow local sources with fsnotify
+	}
 	wg.Go(func() {
 		if err := runController(ctx, o, &logs); err != nil {
 			t.Errorf("controller: %v", err)
