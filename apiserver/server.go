@@ -157,12 +157,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		if out.Applied, err = snap.LastRevision(ws, store.RevisionApplied); err != nil {
 			return 0, err
 		}
-		failed, err := snap.LastRevision(ws, store.RevisionFailed)
-		if err != nil {
+		// The newest rejection stays in the status after a later good
+		// commit: what was wrong with it is still worth knowing, and its
+		// ID says whether it came before or after the applied one.
+		if out.LastFailed, err = snap.LastRevision(ws, store.RevisionFailed); err != nil {
 			return 0, err
-		}
-		if failed != nil && (out.Applied == nil || failed.ID > out.Applied.ID) {
-			out.LastFailed = failed
 		}
 		if out.Recent, err = snap.Revisions(ws, 8); err != nil {
 			return 0, err

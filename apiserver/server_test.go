@@ -181,15 +181,22 @@ func TestStatusShowsAppliedAndRejected(t *testing.T) {
 	if got := s.LastFailed.Errors[0].String(); got != "a.yaml:3: boom" {
 		t.Errorf("error = %q", got)
 	}
-	// A good commit after the bad one: the rejection is history, not status.
+	// A good commit after the bad one: the rejection is still shown, with
+	// its errors, and its ID says it came before the applied commit.
 	write(t, st, func(txn *store.Txn) error {
 		return txn.AddRevision(&store.Revision{SHA: "fixed", Status: store.RevisionApplied})
 	})
 	if s, err = c.Status(context.Background(), client.Query{}); err != nil {
 		t.Fatal(err)
 	}
-	if s.Applied.SHA != "fixed" || s.LastFailed != nil {
-		t.Errorf("after a fix: applied %v, last failed %v", s.Applied.SHA, s.LastFailed)
+	if s.Applied == nil || s.Applied.SHA != "fixed" || s.LastFailed == nil || s.LastFailed.SHA != "bad" {
+		t.Fatalf("after a fix: applied %v, last failed %v", s.Applied, s.LastFailed)
+	}
+	if s.LastFailed.ID >= s.Applied.ID {
+		t.Errorf("after a fix: last failed ID %d, applied ID %d; want the failure older", s.LastFailed.ID, s.Applied.ID)
+	}
+	if len(s.LastFailed.Errors) != 1 || s.LastFailed.Errors[0].String() != "a.yaml:3: boom" {
+		t.Errorf("after a fix: last failed errors = %v", s.LastFailed.Errors)
 	}
 }
 

@@ -28,7 +28,8 @@
 //   - A damaged clone (broken HEAD or config, missing or truncated objects,
 //     garbage) is logged, removed and cloned again; it is never fatal.
 //   - Secrets are never logged nor shown: passwords and tokens are read from
-//     a file or an environment variable at each connection, Source.String
+//     a file or an environment variable at each connection, never from the
+//     URL (a URL with a password is refused: ErrCredentialsInURL), Source.String
 //     and every error strip passwords from URLs, and SSH host keys are always
 //     checked against known_hosts.
 //   - A Revision lists every file under the sub-path (symlinks with their

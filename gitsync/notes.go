@@ -67,7 +67,6 @@ var (
 type Notes struct {
 	src      Source
 	url      string
-	urlPass  string
 	localDir string // the repository of a local source
 	dir      string // the notes repository of a remote source
 	log      *slog.Logger
@@ -95,11 +94,11 @@ func OpenNotes(src Source, dir string, log *slog.Logger) (*Notes, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	u, pw, err := src.endpoint()
+	u, err := src.endpoint()
 	if err != nil {
 		return nil, fmt.Errorf("git source %s: %w", src, err)
 	}
-	n := &Notes{src: src, url: u, urlPass: pw, localDir: src.localDir(), dir: dir, log: log, now: time.Now}
+	n := &Notes{src: src, url: u, localDir: src.localDir(), dir: dir, log: log, now: time.Now}
 	if n.localDir != "" {
 		return n, nil
 	}
@@ -358,7 +357,7 @@ func rejected(err error) bool {
 // fetch makes the notes repository's ref equal to the remote's and returns
 // it (zero when the remote has none). n.mu is held.
 func (n *Notes) fetch(ctx context.Context) (plumbing.Hash, error) {
-	auth, err := n.src.authMethod(n.urlPass)
+	auth, err := n.src.authMethod()
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("auth: %w", err)
 	}
@@ -402,7 +401,7 @@ func (n *Notes) fetch(ctx context.Context) (plumbing.Hash, error) {
 }
 
 func (n *Notes) push(ctx context.Context) error {
-	auth, err := n.src.authMethod(n.urlPass)
+	auth, err := n.src.authMethod()
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}

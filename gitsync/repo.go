@@ -45,7 +45,6 @@ type Repo struct {
 	src     Source
 	subPath string // cleaned Source.Path, "" for the root
 	url     string // what go-git connects to: no password, local paths absolute
-	urlPass string // a password found in an http(s) URL; never logged
 	dir     string
 	log     *slog.Logger
 
@@ -80,7 +79,7 @@ func Open(src Source, cacheDir string, log *slog.Logger) (*Repo, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	sub, _ := cleanSubPath(src.Path) // checked by Validate
-	u, pw, err := src.endpoint()
+	u, err := src.endpoint()
 	if err != nil {
 		return nil, fmt.Errorf("git source %s: %w", src, err)
 	}
@@ -88,7 +87,6 @@ func Open(src Source, cacheDir string, log *slog.Logger) (*Repo, error) {
 		src:     src,
 		subPath: sub,
 		url:     u,
-		urlPass: pw,
 		dir:     cacheDir,
 		log:     log,
 		sizes:   make(map[plumbing.Hash]int64),
@@ -389,7 +387,7 @@ func (r *Repo) lsRemote(ctx context.Context) (plumbing.ReferenceName, plumbing.H
 	fail := func(format string, args ...any) (plumbing.ReferenceName, plumbing.Hash, error) {
 		return "", plumbing.ZeroHash, fmt.Errorf("git source %s: %s: "+format, append([]any{r.src, what}, args...)...)
 	}
-	auth, err := r.src.authMethod(r.urlPass)
+	auth, err := r.src.authMethod()
 	if err != nil {
 		return fail("auth: %w", err)
 	}
@@ -480,7 +478,7 @@ func (r *Repo) update(ctx context.Context, ref plumbing.ReferenceName, remote pl
 }
 
 func (r *Repo) fetch(ctx context.Context, specs ...config.RefSpec) error {
-	auth, err := r.src.authMethod(r.urlPass)
+	auth, err := r.src.authMethod()
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}

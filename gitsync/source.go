@@ -67,6 +67,13 @@ var (
 	fullSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
 )
 
+// ErrCredentialsInURL is returned (wrapped) by Source.Validate for a URL
+// that carries a password or token (https://user:TOKEN@host/...): a URL
+// ends up in flags, shell history, process listings and logs, so secrets
+// are only read from the files or environment variables Auth names. A user
+// name alone (https://user@host/..., git@host:path) is allowed.
+var ErrCredentialsInURL = errors.New("the URL carries a password or token")
+
 func (s Source) kind() (urlKind, error) {
 	u := s.URL
 	switch {
@@ -100,6 +107,13 @@ func (s Source) Validate() error {
 			return fmt.Errorf("git source %s: bad URL: %w", s, redactErr(err))
 		}
 	}
+	if hasURLPassword(s.URL, k) {
+		how := "read it from a file (Auth.PasswordFile) or an environment variable (Auth.PasswordEnv)"
+		if k == kindSSH {
+			how = "authenticate with a key (Auth.SSHKeyFile)"
+		}
+		return fmt.Errorf("git source %s: %w: %s", s, ErrCredentialsInURL, how)
+	}
 	n := 0
 	for _, v := range []string{s.Branch, s.Tag, s.Commit} {
 		if v != "" {
@@ -131,6 +145,29 @@ func (s Source) Validate() error {
 		return fmt.Errorf("git source %s: SSH key auth needs an ssh:// or user@host:path URL", s)
 	}
 	return nil
+}
+
+// hasURLPassword reports whether raw, a URL of kind k, carries a non-empty
+// password in its user information: https://user:TOKEN@host/... or
+// user:TOKEN@host:path.
+func hasURLPassword(raw string, k urlKind) bool {
+	if strings.Contains(raw, "://") {
+		u, err := url.Parse(raw)
+		if err != nil || u.User == nil {
+			return false
+		}
+		pw, _ := u.User.Password()
+		return pw != ""
+	}
+	if k != kindSSH {
+		return false // a local path
+	}
+	userinfo, _, found := strings.Cut(raw, "@")
+	if !found || strings.Contains(userinfo, "/") {
+		return false
+	}
+	_, pw, _ := strings.Cut(userinfo, ":")
+	return pw != ""
 }
 
 // cleanSubPath returns p cleaned, "" for the root.
@@ -175,7 +212,13 @@ func (s Source) refName() string {
 // redactURL removes the password from the userinfo of a URL.
 func redactURL(raw string) string {
 	if !strings.Contains(raw, "://") {
-		return raw // paths and scp-like URLs carry no password
+		// Paths carry no password; an scp-like URL might (user:pw@host:path).
+		if userinfo, rest, found := strings.Cut(raw, "@"); found && !strings.Contains(userinfo, "/") {
+			if user, _, hasPw := strings.Cut(userinfo, ":"); hasPw {
+				return user + ":REDACTED@" + rest
+			}
+		}
+		return raw
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -204,36 +247,17 @@ func redactErr(err error) error {
 	return err
 }
 
-// endpoint returns the URL handed to go-git (no password, local paths
-// absolute) and the password found in the URL, if any.
-func (s Source) endpoint() (string, string, error) {
+// endpoint returns the URL handed to go-git: local paths made absolute,
+// others as given (Validate has refused any with a password).
+func (s Source) endpoint() (string, error) {
 	k, err := s.kind()
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
-	switch k {
-	case kindLocal:
-		abs, err := filepath.Abs(s.URL)
-		if err != nil {
-			return "", "", err
-		}
-		return abs, "", nil
-	case kindHTTP:
-		u, err := url.Parse(s.URL)
-		if err != nil {
-			return "", "", redactErr(err)
-		}
-		var pw string
-		if u.User != nil {
-			pw, _ = u.User.Password()
-			u.User = url.User(u.User.Username())
-			if u.User.Username() == "" {
-				u.User = nil
-			}
-		}
-		return u.String(), pw, nil
+	if k == kindLocal {
+		return filepath.Abs(s.URL)
 	}
-	return s.URL, "", nil
+	return s.URL, nil
 }
 
 // localDir is the directory of a local source, "" for remote ones.
@@ -261,7 +285,7 @@ func (s Source) localDir() string {
 
 // authMethod builds the go-git auth for one connection, reading secrets
 // from their files or environment variables now.
-func (s Source) authMethod(urlPassword string) (transport.AuthMethod, error) {
+func (s Source) authMethod() (transport.AuthMethod, error) {
 	k, err := s.kind()
 	if err != nil {
 		return nil, err
@@ -269,7 +293,7 @@ func (s Source) authMethod(urlPassword string) (transport.AuthMethod, error) {
 	a := s.Auth
 	switch k {
 	case kindHTTP:
-		pw := urlPassword
+		var pw string
 		switch {
 		case a.PasswordFile != "":
 			b, err := os.ReadFile(a.PasswordFile)

@@ -1,6 +1,7 @@
 package gitsync
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -31,6 +32,16 @@ func TestSourceValidate(t *testing.T) {
 		{"password on git", Source{URL: "git://h/r", Auth: Auth{PasswordFile: "/p"}}, "http(s)"},
 		{"key on https", Source{URL: "https://h/r", Auth: Auth{SSHKeyFile: "/k"}}, "ssh://"},
 		{"two password sources", Source{URL: "https://h/r", Auth: Auth{PasswordFile: "/p", PasswordEnv: "P"}}, "only one of password"},
+		// A user name in the URL is fine; a password or token is not.
+		{"https user", Source{URL: "https://deploy@h/r", Auth: Auth{PasswordFile: "/p"}}, ""},
+		{"https token as user", Source{URL: "https://ghp_x@h/r"}, ""},
+		{"https empty password", Source{URL: "https://deploy:@h/r"}, ""},
+		{"https password", Source{URL: "https://deploy:s3cret@h/r"}, "Auth.PasswordFile"},
+		{"http password and a password file", Source{URL: "http://deploy:s3cret@h/r", Auth: Auth{PasswordFile: "/p"}}, "carries a password"},
+		{"ssh password", Source{URL: "ssh://git:s3cret@h/r"}, "Auth.SSHKeyFile"},
+		{"scp-like password", Source{URL: "git:s3cret@h:org/r.git"}, "Auth.SSHKeyFile"},
+		{"git password", Source{URL: "git://u:s3cret@h/r"}, "carries a password"},
+		{"file password", Source{URL: "file://u:s3cret@/srv/r"}, "carries a password"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,6 +51,12 @@ func TestSourceValidate(t *testing.T) {
 				t.Errorf("Validate() = %v, want nil", err)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Errorf("Validate() = %v, want error containing %q", err, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("Validate() = %v shows the password", err)
+			}
+			if wantCred := strings.Contains(tt.wantErr, "Auth.") || strings.Contains(tt.wantErr, "carries a password"); wantCred != errors.Is(err, ErrCredentialsInURL) {
+				t.Errorf("errors.Is(%v, ErrCredentialsInURL) = %v, want %v", err, !wantCred, wantCred)
 			}
 		})
 	}
@@ -51,6 +68,7 @@ func TestSourceStringHidesSecrets(t *testing.T) {
 		{"https://s3cret@host/repo.git", "https://s3cret@host/repo.git"}, // a user name, not a secret by URL rules
 		{"https://host/repo.git", "https://host/repo.git"},
 		{"git@host:org/repo.git", "git@host:org/repo.git"},
+		{"git:s3cret@host:org/repo.git", "git:REDACTED@host:org/repo.git"},
 		{"/srv/repo", "/srv/repo"},
 	}
 	for _, tt := range tests {

@@ -1,10 +1,12 @@
 package gitsync
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -123,15 +125,33 @@ func TestSyncAuthRefused(t *testing.T) {
 		}
 	})
 	t.Run("http password in URL", func(t *testing.T) {
-		s := gittest.StartHTTPServer(t, "", "alice", "right")
+		// A password in the URL is refused before anything is fetched,
+		// without showing it; the same credentials given as Auth work, with
+		// the user name in the URL.
+		s := gittest.StartHTTPServer(t, "", "alice", "pa55-right")
 		g := gittest.NewRepo(t, s.Root, "repo")
 		head := g.Commit("first")
-		url := strings.Replace(s.URL("repo"), "http://", "http://alice:right@", 1)
-		r, _ := open(t, Source{URL: url})
-		mustSync(t, r, head, true)
-		if got := r.Source().String(); strings.Contains(got, "right") {
-			t.Errorf("String() = %q shows the password", got)
+		url := strings.Replace(s.URL("repo"), "http://", "http://alice:pa55-right@", 1)
+		log, lb := testLogger(t)
+		if _, err := Open(Source{URL: url}, filepath.Join(t.TempDir(), "cache"), log); !errors.Is(err, ErrCredentialsInURL) {
+			t.Fatalf("Open with a password in the URL = %v, want ErrCredentialsInURL", err)
+		} else if strings.Contains(err.Error()+lb.String(), "pa55-right") {
+			t.Errorf("the password leaked: %v\n%s", err, lb)
 		}
+		if got := s.InfoRefs.Load() + s.UploadPack.Load() + s.Refused.Load(); got != 0 {
+			t.Errorf("%d request(s) reached the server with a refused source", got)
+		}
+		if _, err := OpenNotes(Source{URL: url}, t.TempDir(), log); !errors.Is(err, ErrCredentialsInURL) {
+			t.Errorf("OpenNotes with a password in the URL = %v, want ErrCredentialsInURL", err)
+		}
+
+		pw := filepath.Join(t.TempDir(), "password")
+		if err := os.WriteFile(pw, []byte("pa55-right\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		userURL := strings.Replace(s.URL("repo"), "http://", "http://alice@", 1)
+		r, _ := open(t, Source{URL: userURL, Auth: Auth{PasswordFile: pw}})
+		mustSync(t, r, head, true)
 	})
 	t.Run("ssh unknown host key", func(t *testing.T) {
 		s := gittest.StartSSHD(t, gittest.SSHDOptions{})

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/keelson/keelson/internal/badcorpus"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata/bad")
@@ -83,29 +85,6 @@ func TestSeedBadManifestFails(t *testing.T) {
 	}
 }
 
-// generatedCases are bad repositories that are built by the test rather
-// than committed: a 2 MiB file, symlinks.
-var generatedCases = map[string]func(t *testing.T, dir string){
-	"too-large": func(t *testing.T, dir string) {
-		var b strings.Builder
-		b.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n")
-		for i := 0; b.Len() < 2<<20; i++ {
-			fmt.Fprintf(&b, "  key%d: %s\n", i, strings.Repeat("x", 100))
-		}
-		writeFile(t, filepath.Join(dir, "big.yaml"), b.String())
-		writeFile(t, filepath.Join(dir, "ok.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\n")
-	},
-	"symlink-out": func(t *testing.T, dir string) {
-		symlink(t, "../../../etc/passwd", filepath.Join(dir, "passwd.yaml"))
-		symlink(t, "/etc/hostname", filepath.Join(dir, "abs.yaml"))
-		if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		symlink(t, "../../outside.yaml", filepath.Join(dir, "sub", "up.yaml"))
-		symlink(t, "missing.yaml", filepath.Join(dir, "dangling.yaml"))
-	},
-}
-
 func writeFile(t *testing.T, p, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -124,35 +103,13 @@ func symlink(t *testing.T, target, p string) {
 }
 
 func TestBadCorpus(t *testing.T) {
-	entries, err := os.ReadDir("testdata/bad")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cases := map[string]func(*testing.T) string{}
-	for _, e := range entries {
-		if e.IsDir() {
-			dir := filepath.Join("testdata/bad", e.Name())
-			cases[e.Name()] = func(*testing.T) string { return dir }
-		}
-	}
-	for name, gen := range generatedCases {
-		cases[name] = func(t *testing.T) string {
-			dir := t.TempDir()
-			gen(t, dir)
-			return dir
-		}
-	}
+	cases := badcorpus.Cases(t, "testdata/bad")
 	if len(cases) < 30 {
 		t.Errorf("bad corpus has %d cases, want at least 30", len(cases))
 	}
-	names := make([]string, 0, len(cases))
-	for n := range cases {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			r := loadDir(t, cases[name](t))
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			r := loadDir(t, c.Dir(t))
 			got := issueLines(r)
 			if r.OK() {
 				t.Errorf("revision accepted; want errors")
@@ -162,19 +119,13 @@ func TestBadCorpus(t *testing.T) {
 					t.Errorf("issue without a file: %v", e)
 				}
 			}
-			golden := filepath.Join("testdata/bad", name+".golden")
 			if *update {
-				if err := os.WriteFile(golden, []byte(strings.Join(got, "\n")+"\n"), 0o644); err != nil {
+				if err := os.WriteFile(c.Golden, []byte(strings.Join(got, "\n")+"\n"), 0o644); err != nil {
 					t.Fatal(err)
 				}
 				return
 			}
-			data, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./manifest -update)", err)
-			}
-			want := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-			if diff := cmp.Diff(want, got); diff != "" {
+			if diff := cmp.Diff(c.Want(t), got); diff != "" {
 				t.Errorf("issues (-want +got):\n%s", diff)
 			}
 		})

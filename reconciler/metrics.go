@@ -37,6 +37,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Objects in the applied revision.",
 		}),
 	}
+	// Every known series exists from the start, at zero: a scrape before
+	// the first failure shows keelson_sync_failures_total 0, not nothing,
+	// so that rate() and alerts see the first increase.
+	for _, result := range []string{"applied", "failed"} {
+		m.syncDuration.WithLabelValues(result)
+	}
+	for _, reason := range []string{"source", "invalid"} {
+		m.failures.WithLabelValues(reason)
+	}
 	reg.MustRegister(m.syncDuration, m.lastApplied, m.failures, m.objects)
 	return m
 }

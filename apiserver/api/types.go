@@ -20,7 +20,9 @@ type Status struct {
 	Sync *store.SyncState `json:"sync,omitempty"`
 	// Applied is the revision the store holds.
 	Applied *store.Revision `json:"applied,omitempty"`
-	// LastFailed is the newest rejected revision, if it is newer than Applied.
+	// LastFailed is the newest rejected revision, if any, whether it came
+	// after Applied (it is what Git has now, and was refused) or before it
+	// (a later commit was applied): compare their IDs.
 	LastFailed *store.Revision `json:"lastFailed,omitempty"`
 	// RolledBack are the Deployments the controller rolled back on its own
 	// (--auto-rollback): they run an older template than Git has.

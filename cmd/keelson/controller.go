@@ -120,12 +120,7 @@ history reads after a restart. The credentials must allow a push.`,
 	f.StringVar(&o.src.Tag, "tag", "", "tag to follow instead of a branch")
 	f.StringVar(&o.src.Commit, "commit", "", "commit to pin instead of a branch")
 	f.StringVar(&o.src.Path, "path", "", "sub-directory of the repository holding the manifests")
-	f.StringVar(&o.src.Auth.SSHKeyFile, "ssh-key", "", "SSH private key file for ssh:// and user@host:path sources")
-	f.StringVar(&o.src.Auth.KnownHostsFile, "known-hosts", "", "known_hosts file to check the SSH server's key (default ~/.ssh/known_hosts)")
-	f.StringVar(&o.src.Auth.SSHUser, "ssh-user", "", "SSH user when the URL names none (default git)")
-	f.StringVar(&o.src.Auth.Username, "username", "", "HTTPS user name")
-	f.StringVar(&o.src.Auth.PasswordFile, "password-file", "", "file holding the HTTPS password or token")
-	f.StringVar(&o.src.Auth.PasswordEnv, "password-env", "", "environment variable holding the HTTPS password or token")
+	addAuthFlags(f, &o.src.Auth)
 	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "where the controller keeps its Git cache")
 	f.StringVar(&o.listen, "listen", "127.0.0.1:7676", "address of the API")
 	f.DurationVar(&o.interval, "interval", 30*time.Second, "how often to poll the repository")
@@ -142,6 +137,32 @@ history reads after a restart. The credentials must allow a push.`,
 	f.BoolVar(&o.writeNotes, "write-notes", false, "write what became of each commit into the repository's Git notes (refs/notes/keelson): in place for a local repository, pushed with the source's credentials for a remote one")
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
+}
+
+// addAuthFlags adds the flags of the Git source's credentials (controller
+// and up): where secrets are read from, never the secrets themselves.
+func addAuthFlags(f *pflag.FlagSet, a *gitsync.Auth) {
+	f.StringVar(&a.SSHKeyFile, "ssh-key", "", "SSH private key file for ssh:// and user@host:path sources")
+	f.StringVar(&a.KnownHostsFile, "known-hosts", "", "known_hosts file to check the SSH server's key (default ~/.ssh/known_hosts)")
+	f.StringVar(&a.SSHUser, "ssh-user", "", "SSH user when the URL names none (default git)")
+	f.StringVar(&a.Username, "username", "", "HTTPS user name")
+	f.StringVar(&a.PasswordFile, "password-file", "", "file holding the HTTPS password or token")
+	f.StringVar(&a.PasswordEnv, "password-env", "", "environment variable holding the HTTPS password or token")
+}
+
+// validateSource checks the source the flags describe. A password or token
+// in --repo is refused with what to use instead: credentials never come
+// from flags, which end up in shell history and process listings.
+func validateSource(src gitsync.Source) error {
+	err := src.Validate()
+	if !errors.Is(err, gitsync.ErrCredentialsInURL) {
+		return err
+	}
+	how := "put the password or token in a file and pass --password-file FILE, or in an environment variable and pass --password-env NAME (the user name goes in --username or stays in the URL)"
+	if !strings.HasPrefix(src.URL, "http://") && !strings.HasPrefix(src.URL, "https://") {
+		how = "authenticate with a key: --ssh-key FILE (and --known-hosts FILE)"
+	}
+	return fmt.Errorf("--repo %s: the URL carries a password or token, and credentials are never taken from flags: %s", src, how)
 }
 
 // addServiceFlags adds the flags of the service network (controller and up).
@@ -164,7 +185,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	if err != nil {
 		return err
 	}
-	if err := o.src.Validate(); err != nil {
+	if err := validateSource(o.src); err != nil {
 		return err
 	}
 	if os.Getenv("GOGC") == "" {

@@ -3,14 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/keelson/keelson/gitsync"
 	"github.com/keelson/keelson/internal/gittest"
 )
 
@@ -65,18 +69,32 @@ func startController(t *testing.T, repoURL, path string) string {
 // (where it writes the agent token).
 func startControllerIn(t *testing.T, repoURL, path, dataDir string) string {
 	t.Helper()
+	o := controllerOptions{
+		dataDir:  dataDir,
+		interval: time.Hour, // local sources are followed with fsnotify, not polling
+	}
+	o.src.URL, o.src.Path = repoURL, path
+	return startControllerWith(t, o)
+}
+
+// startControllerWith runs the controller with o until the test ends and
+// returns its API URL. It listens on a free port of 127.0.0.1 and logs at
+// debug level; the data directory is a temporary one and the poll interval
+// an hour unless o sets them.
+func startControllerWith(t *testing.T, o controllerOptions) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	var wg sync.WaitGroup
 	var logs syncBuffer
-	o := controllerOptions{
-		dataDir:  dataDir,
-		listen:   "127.0.0.1:0",
-		interval: time.Hour, // local sources are followed with fsnotify, not polling
-		logLevel: "debug",
-		onListen: func(a string) { addr <- a },
+	o.listen, o.logLevel = "127.0.0.1:0", "debug"
+	o.onListen = func(a string) { addr <- a }
+	if o.dataDir == "" {
+		o.dataDir = t.TempDir()
 	}
-	o.src.URL, o.src.Path = repoURL, path
+	if o.interval == 0 {
+		o.interval = time.Hour // tests trigger syncs, or follow local sources with fsnotify
+	}
 	wg.Go(func() {
 		if err := runController(ctx, o, &logs); err != nil {
 			t.Errorf("controller: %v", err)
@@ -187,8 +205,11 @@ func TestControllerFollowsCommitsAndRejectsBadOnes(t *testing.T) {
 	repo.WriteFile("apps/web.yaml", strings.SplitN(strings.Replace(webDeploy, "web:v1", "web:v2", 1), "---", 2)[0])
 	fixed := repo.Commit("fix it, drop the service")
 	eventually(t, "fix applied", statusHas("Applied:  "+fixed[:12], "Synced"))
-	if _, st, _ := cli(t, "status", "--server", server); strings.Contains(st, "Rejected:") {
-		t.Errorf("status still shows a rejection after a fix:\n%s", st)
+	// The rejected commit is still shown with its errors, as older than the applied one.
+	if _, st, _ := cli(t, "status", "--server", server); strings.Contains(st, "Rejected:") ||
+		!strings.Contains(st, "Last failed commit (before the applied one): "+bad[:12]) ||
+		!strings.Contains(st, "bad.yaml:8: ConfigMap/shop/cfg: spec") {
+		t.Errorf("after a fix, status does not show the earlier rejection as such:\n%s", st)
 	}
 	code, _, errOut := cli(t, "get", "svc", "-n", "shop", "--server", server)
 	if code != 0 || !strings.Contains(errOut, "No services found") {
@@ -237,12 +258,67 @@ func TestValidateCommand(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "error: web.yaml:8: Deployment/shop/web: spec.replicas:") {
 		t.Fatalf("validate bad: %d %s", code, errOut)
 	}
-	code, _, errOut = cli(t, "validate", "../../../shared/testdata/seed-manifests-bad")
-	if _, err := os.Stat("../../../shared/testdata"); err == nil {
-		if code != 1 || !strings.Contains(errOut, "service-lb-placeholder-ip.yaml:") || !strings.Contains(errOut, "spec.loadBalancerIP") {
-			t.Errorf("seed-manifests-bad: %d %s", code, errOut)
-		}
+	// The shared seed directories are checked by TestValidateSharedSeeds.
+}
+
+// sharedTestdata returns the directory name under the project's shared
+// test data, ../shared/testdata beside the repository (in its parent
+// directory). That is outside the repository: when it is absent the test
+// is skipped with a message, in CI too, which clones the repository alone.
+func sharedTestdata(t *testing.T, name string) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
 	}
+	root := wd
+	for {
+		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(root)
+		if parent == root {
+			t.Fatalf("no go.mod above %s: cannot locate the repository", wd)
+		}
+		root = parent
+	}
+	dir := filepath.Join(filepath.Dir(root), "shared", "testdata", name)
+	switch _, err := os.Stat(dir); {
+	case errors.Is(err, fs.ErrNotExist) && os.Getenv("CI") == "true":
+		t.Skipf("%s is absent: CI clones the repository without the shared directory beside it, so this is not a failure", dir)
+	case errors.Is(err, fs.ErrNotExist):
+		t.Skipf("%s is absent: the project's shared test data is not beside this repository", dir)
+	case err != nil:
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestValidateSharedSeeds runs keelson validate on the project's shared
+// seed directories, as their README says: every manifest of
+// seed-manifests loads (the deprecated apps/v1beta1 Deployment with a
+// warning saying what to change), and seed-manifests-bad is rejected with
+// an error naming the file, the line and the field.
+func TestValidateSharedSeeds(t *testing.T) {
+	t.Run("seed-manifests", func(t *testing.T) {
+		dir := sharedTestdata(t, "seed-manifests")
+		code, out, errOut := cli(t, "validate", dir)
+		if code != 0 || !strings.Contains(out, "object(s) valid") || strings.Contains(errOut, "error:") {
+			t.Fatalf("validate %s: exit %d\n%s%s", dir, code, out, errOut)
+		}
+		want := regexp.MustCompile(`(?m)^warning: [^:]+\.yaml:\d+: Deployment/\S+: apiVersion: apps/v1beta1 Deployment is deprecated: change apiVersion to apps/v1`)
+		if !want.MatchString(errOut) {
+			t.Errorf("validate %s: no warning saying what to change in the apps/v1beta1 Deployment:\n%s", dir, errOut)
+		}
+	})
+	t.Run("seed-manifests-bad", func(t *testing.T) {
+		dir := sharedTestdata(t, "seed-manifests-bad")
+		code, out, errOut := cli(t, "validate", dir)
+		want := regexp.MustCompile(`(?m)^error: service-lb-placeholder-ip\.yaml:\d+: Service/\S+: spec\.loadBalancerIP: Invalid value: "X\.X\.X\.X"`)
+		if code != 1 || !want.MatchString(errOut) {
+			t.Errorf("validate %s: exit %d, want 1 with an error naming the file, line and field:\n%s%s", dir, code, out, errOut)
+		}
+	})
 }
 
 func TestCLIErrors(t *testing.T) {
@@ -257,12 +333,60 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"status", "--server", "http://127.0.0.1:1"}, "connection refused"},
 		{[]string{"controller"}, `"repo" not set`},
 		{[]string{"controller", "--repo", "/x", "--branch", "a", "--tag", "b"}, "branch"},
+		{[]string{"controller", "--repo", "https://deploy:s3cret@git.example.com/team/deploy.git"}, "--password-file FILE, or in an environment variable and pass --password-env NAME"},
+		{[]string{"controller", "--repo", "ssh://git:s3cret@git.example.com/team/deploy.git"}, "--ssh-key FILE"},
+		{[]string{"up", "--repo", "https://deploy:s3cret@git.example.com/team/deploy.git"}, "credentials are never taken from flags"},
 	}
 	for _, tt := range tests {
 		code, _, errOut := cli(t, tt.args...)
 		if code == 0 || !strings.Contains(errOut, tt.want) {
 			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", tt.args, code, errOut, tt.want)
 		}
+		if strings.Contains(errOut, "s3cret") {
+			t.Errorf("%v: stderr shows the password: %q", tt.args, errOut)
+		}
+	}
+}
+
+func TestValidateSourceRefusesCredentialsInURL(t *testing.T) {
+	tests := []struct {
+		url     string
+		wantErr []string // nil: valid
+	}{
+		{"https://git.example.com/team/deploy.git", nil},
+		{"https://deploy@git.example.com/team/deploy.git", nil},
+		{"git@git.example.com:team/deploy.git", nil},
+		{"ssh://git@git.example.com/team/deploy.git", nil},
+		{"/srv/git/deploy", nil},
+		{"https://deploy:s3cret@git.example.com/team/deploy.git", []string{
+			"--repo https://deploy:REDACTED@git.example.com/team/deploy.git: the URL carries a password or token",
+			"--password-file", "--password-env", "--username",
+		}},
+		{"http://deploy:s3cret@127.0.0.1:8080/deploy.git", []string{"--password-file", "--password-env"}},
+		{"ssh://git:s3cret@git.example.com/team/deploy.git", []string{"--ssh-key"}},
+		{"git:s3cret@git.example.com:team/deploy.git", []string{"git:REDACTED@", "--ssh-key"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			err := validateSource(gitsync.Source{URL: tt.url})
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Errorf("validateSource() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("validateSource() = nil, want an error")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("validateSource() = %v, want it to contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("validateSource() = %v shows the password", err)
+			}
+		})
 	}
 }
 

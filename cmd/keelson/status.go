@@ -89,12 +89,25 @@ func printStatus(w io.Writer, st *api.Status, now time.Time) {
 	}
 	printCommits(w, st.Recent)
 	if f := st.LastFailed; f != nil {
-		fmt.Fprintf(w, "Rejected: %s\n", commitLine(f, now))
-		fmt.Fprintf(w, "          %d error(s); the applied commit keeps running:\n", len(f.Errors))
+		if rejectionSuperseded(st) {
+			// A later commit was applied: the rejection is history, but
+			// its errors are still worth reading.
+			fmt.Fprintf(w, "Last failed commit (before the applied one): %s\n", commitLine(f, now))
+			fmt.Fprintf(w, "          %d error(s):\n", len(f.Errors))
+		} else {
+			fmt.Fprintf(w, "Rejected: %s\n", commitLine(f, now))
+			fmt.Fprintf(w, "          %d error(s); the applied commit keeps running:\n", len(f.Errors))
+		}
 		for _, i := range f.Errors {
 			fmt.Fprintf(w, "          %s\n", i)
 		}
 	}
+}
+
+// rejectionSuperseded reports whether the last failed revision came before
+// the applied one, which then fixed it.
+func rejectionSuperseded(st *api.Status) bool {
+	return st.LastFailed != nil && st.Applied != nil && st.LastFailed.ID < st.Applied.ID
 }
 
 // printCommits lists the recent commits with the health of what they

@@ -35,6 +35,10 @@ tree on this machine. The controller follows the repository; the agent joins
 it and runs the pods the scheduler gives it. Image archives (OCI or docker
 save) in DATA_DIR/images and DATA_DIR/agent/images are imported at start.
 
+A remote repository takes the controller's credential flags (--username,
+--password-file, --password-env, --ssh-key, --known-hosts, --ssh-user):
+credentials never come from flags, so --repo holds no password or token.
+
 Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 'keelson down' stops and removes everything 'up' started.`,
 		Args: cobra.NoArgs,
@@ -48,6 +52,7 @@ Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 	f.StringVar(&o.controller.src.URL, "repo", "", "Git repository URL or local path (required)")
 	f.StringVar(&o.controller.src.Branch, "branch", "", "branch to follow (default: the remote's HEAD)")
 	f.StringVar(&o.controller.src.Path, "path", "", "sub-directory of the repository holding the manifests")
+	addAuthFlags(f, &o.controller.src.Auth)
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "where Keelson keeps its state")
 	f.StringVar(&o.controller.listen, "listen", "127.0.0.1:7676", "address of the controller's API")
 	f.StringVar(&o.agent.listen, "agent-listen", "127.0.0.1:7677", "address of the agent's API")
@@ -104,7 +109,7 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	select {
 	case agentAddr := <-agentUp:
 		fmt.Fprintf(stdout, "Keelson is up: the cluster API is http://%s (the node's is http://%s).\n", addr, agentAddr)
-		fmt.Fprintf(stdout, "It runs %s", c.src.URL)
+		fmt.Fprintf(stdout, "It runs %s", c.src)
 		if c.src.Path != "" {
 			fmt.Fprintf(stdout, " (path %s)", c.src.Path)
 		}
