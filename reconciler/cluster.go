@@ -75,6 +75,9 @@ type Cluster struct {
 	// again; forgotten after deletedMemory.
 	delMu   sync.Mutex
 	deleted map[types.UID]time.Time
+	// refused are the UIDs of pods a node reported that no one here wants,
+	// already told as an event (one event a pod, not one a report).
+	refused map[types.UID]bool
 }
 
 // deletedMemory is how long the controller remembers a pod it deleted.
@@ -348,7 +351,7 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 	switch {
 	case err == nil:
 		if cur.UID != reported.UID {
-			return fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.UID)
+			return c.refuse(txn, node, reported, fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.UID))
 		}
 		p := *cur // only the status changes
 		st := reported.Status
@@ -370,7 +373,7 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 			return fmt.Errorf("pod %s on node %s was deleted by the controller: stop it", key, node)
 		}
 		if _, oerr := snap.Object(memdb.NewWatchSet(), owner); oerr != nil && c.warm(snap, memdb.NewWatchSet()) {
-			return fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner)
+			return c.refuse(txn, node, reported, fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner))
 		}
 		// Any other pod this controller does not know (one that was
 		// starting when it restarted, say) is adopted: if its owner has too
@@ -394,6 +397,28 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		c.log.Info("pod adopted from its node's report", "pod", key, "node", node)
 	}
 	return txn.Commit()
+}
+
+// refuse answers a node's report of a pod that no one here wants with err,
+// and tells it once as a Warning event of the node (the agent stops the pod,
+// which is in no desired set; nothing else changes).
+func (c *Cluster) refuse(txn *store.Txn, node string, reported *corev1.Pod, err error) error {
+	c.delMu.Lock()
+	first := !c.refused[reported.UID]
+	if first {
+		if c.refused == nil || len(c.refused) > 10000 {
+			c.refused = map[types.UID]bool{}
+		}
+		c.refused[reported.UID] = true
+	}
+	c.delMu.Unlock()
+	if first {
+		c.log.Warn("a node reported a pod no one wants", "node", node, "err", err)
+		if txn.AddEvent(&store.Event{ObjectKey: "Node/" + node, Type: corev1.EventTypeWarning, Reason: "UnknownPod", Message: err.Error()}, c.now()) == nil {
+			_ = txn.Commit()
+		}
+	}
+	return err
 }
 
 // adoptedBase is the Base of a pod adopted from its node's report: the one

@@ -271,8 +271,21 @@ func TestUnschedulableReasonAndAdoption(t *testing.T) {
 	stray := p.DeepCopy()
 	stray.Name = "stray"
 	stray.OwnerReferences[0].Name = "nobody"
-	if err := c.ReportPod(context.Background(), "small", stray); err == nil || !strings.Contains(err.Error(), "no owner") {
-		t.Errorf("stray pod: %v", err)
+	for range 3 {
+		if err := c.ReportPod(context.Background(), "small", stray); err == nil || !strings.Contains(err.Error(), "no owner") {
+			t.Errorf("stray pod: %v", err)
+		}
+	}
+	// Told once, on the node, however often the node reports it.
+	ev, _ := st.Snapshot().Events(memdb.NewWatchSet(), "Node/small")
+	var told []string
+	for _, e := range ev {
+		if e.Reason == "UnknownPod" {
+			told = append(told, e.Message)
+		}
+	}
+	if len(told) != 1 || !strings.Contains(told[0], "default/stray") || !strings.Contains(told[0], "nobody") {
+		t.Errorf("UnknownPod events of the node: %q, want one naming the pod and its missing owner", told)
 	}
 }
 
