@@ -147,6 +147,16 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 	if code, out, errOut := cli(t, "top", "nodes", "--server", "http://"+ctlAddr); code != 0 || !strings.Contains(out, node) {
 		t.Errorf("top nodes: %d\n%s%s", code, out, errOut)
 	}
+	if code, out, errOut := cli(t, "describe", "node", node, "--server", "http://"+ctlAddr); code != 0 || !strings.Contains(out, "Pods (2):") ||
+		!strings.Contains(out, "Registered") || !strings.Contains(out, "Ready") || !strings.Contains(out, "default/web-") {
+		t.Errorf("describe node: %d\n%s%s", code, out, errOut)
+	}
+	if code, out, _ := cli(t, "get", "node", node, "--server", "http://"+ctlAddr); code != 0 || !strings.Contains(out, node) {
+		t.Errorf("get node %s: %d\n%s", node, code, out)
+	}
+	if code, _, errOut := cli(t, "get", "node", "no-such-node", "--server", "http://"+ctlAddr); code == 0 || !strings.Contains(errOut, "not found") {
+		t.Errorf("get node no-such-node: %d %s", code, errOut)
+	}
 	// Logs through the controller; the node itself serves logs, exec and
 	// usage to its controller only, not to whoever reaches its address.
 	pod := strings.Fields(before[0])[0]

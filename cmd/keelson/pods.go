@@ -64,6 +64,9 @@ func newDescribeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if r.kind == "Node" {
+				return describeNode(cmd, args[1])
+			}
 			if r.kind != "Pod" {
 				return describeObject(cmd, r, namespace, args[1])
 			}
@@ -380,6 +383,75 @@ func describeObject(cmd *cobra.Command, r *resource, namespace, name string) err
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, e := range ev.Items {
+		fmt.Fprintf(tw, "  %s\t%s\t%s ago\t%s\n", e.Type, e.Reason, humanDuration(now.Sub(e.Time)), e.Message)
+	}
+	return tw.Flush()
+}
+
+// describeNode shows a node as the controller holds it: labels, taints,
+// addresses, capacity and what is allocatable, conditions, its pods and its
+// events.
+func describeNode(cmd *cobra.Command, name string) error {
+	c, err := apiClient(cmd)
+	if err != nil {
+		return err
+	}
+	nodes, err := c.Nodes(cmd.Context(), client.Query{})
+	if err != nil {
+		return err
+	}
+	var n *corev1.Node
+	for i := range nodes.Items {
+		if nodes.Items[i].Name == name {
+			n = &nodes.Items[i]
+		}
+	}
+	if n == nil {
+		return fmt.Errorf("node %q not found", name)
+	}
+	pods, err := c.Pods(cmd.Context(), client.PodQuery{Node: name})
+	if err != nil {
+		return err
+	}
+	ev, err := c.Events(cmd.Context(), "Node/"+name, client.Query{})
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	now := time.Now()
+	fmt.Fprintf(w, "Name:       %s\nLabels:     %s\nPod CIDR:   %s\nCreated:    %s ago\n", n.Name, selectorString(n.Labels), orNone(n.Spec.PodCIDR), humanDuration(now.Sub(n.CreationTimestamp.Time)))
+	var taints []string
+	for _, t := range n.Spec.Taints {
+		taints = append(taints, t.ToString())
+	}
+	fmt.Fprintf(w, "Taints:     %s\nUnschedulable: %v\nAddresses:\n", orNone(strings.Join(taints, ", ")), n.Spec.Unschedulable)
+	for _, a := range n.Status.Addresses {
+		fmt.Fprintf(w, "  %s: %s\n", a.Type, a.Address)
+	}
+	fmt.Fprintln(w, "Capacity / Allocatable:")
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods} {
+		cp, al := n.Status.Capacity[r], n.Status.Allocatable[r]
+		fmt.Fprintf(w, "  %-8s %s / %s\n", r, cp.String(), al.String())
+	}
+	fmt.Fprintln(w, "Conditions:")
+	for _, cond := range n.Status.Conditions {
+		fmt.Fprintf(w, "  %-8s %-6s %s %s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
+	}
+	fmt.Fprintf(w, "Pods (%d):\n", len(pods.Items))
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, p := range pods.Items {
+		status, ready, _ := PodSummary(&p)
+		fmt.Fprintf(tw, "  %s/%s\t%s\t%s\t%s\n", p.Namespace, p.Name, ready, status, orNone(p.Status.PodIP))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Events:")
+	if len(ev.Items) == 0 {
+		fmt.Fprintln(w, "  <none>")
+	}
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	for _, e := range ev.Items {
 		fmt.Fprintf(tw, "  %s\t%s\t%s ago\t%s\n", e.Type, e.Reason, humanDuration(now.Sub(e.Time)), e.Message)
 	}
