@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -183,6 +184,19 @@ func TestAgentCommandSurvivesKill9(t *testing.T) {
 	if err := root.ExecuteContext(context.Background()); err != nil || strings.TrimSpace(out2.String()) != "2" {
 		t.Errorf("exec -i wc -l: %v %q %q", err, out2.String(), err2.String())
 	}
+	// -it from input that is not a terminal, as kubectl: a word on stderr,
+	// and the command runs without a terminal, what is piped goes to it
+	// and its exit code comes back. (The terminal itself is tested in
+	// nodeagent/runtime's TestExecTTY.)
+	out2.Reset()
+	err2.Reset()
+	root = newRoot(&out2, &err2)
+	root.SetIn(strings.NewReader("echo typed-$((40+2)); test -t 0 || echo no-tty\nexit 3\n"))
+	root.SetArgs([]string{"exec", "-it", "tools", "--server", a.server, "--", "sh"})
+	if err := root.ExecuteContext(context.Background()); exitCode(err) != 3 || strings.TrimSpace(out2.String()) != "typed-42\nno-tty" ||
+		!strings.Contains(err2.String(), "Unable to use a TTY") {
+		t.Errorf("exec -it sh: %v (exit %d) %q %q", err, exitCode(err), out2.String(), err2.String())
+	}
 	if code, _, errOut := cli(t, "exec", "web", "-c", "nope", "--server", a.server, "--", "true"); code == 0 || !strings.Contains(errOut, "nope") {
 		t.Errorf("exec in a missing container: %d %q", code, errOut)
 	}
@@ -247,4 +261,17 @@ func get(url string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
+}
+
+// exitCode is the code run would give for a command's error.
+func exitCode(err error) int {
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	default:
+		return 1
+	}
 }

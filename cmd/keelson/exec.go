@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -119,11 +120,20 @@ with the command's exit code.`,
 			if err != nil {
 				return err
 			}
+			// As kubectl: a terminal is for typing into, so -t needs -i and
+			// a standard input that is a terminal; otherwise the command
+			// runs without one (with a word on stderr when -i was given).
+			f, isFile := cmd.InOrStdin().(*os.File)
+			inTerminal := isFile && term.IsTerminal(int(f.Fd()))
+			if tty && stdin && !inTerminal {
+				fmt.Fprintln(cmd.ErrOrStderr(), "Unable to use a TTY - input is not a terminal or the right kind of file")
+			}
+			tty = tty && stdin && inTerminal
 			o := client.ExecOptions{Container: container, Command: args[1:], TTY: tty}
 			if stdin {
 				o.Stdin = cmd.InOrStdin()
 			}
-			if f, ok := cmd.InOrStdin().(*os.File); ok && tty && stdin && term.IsTerminal(int(f.Fd())) {
+			if tty {
 				old, err := term.MakeRaw(int(f.Fd()))
 				if err == nil {
 					defer term.Restore(int(f.Fd()), old)
@@ -143,6 +153,6 @@ with the command's exit code.`,
 	f.StringVarP(&namespace, "namespace", "n", "default", "namespace")
 	f.StringVarP(&container, "container", "c", "", "container (needed when the pod has several)")
 	f.BoolVarP(&stdin, "stdin", "i", false, "pass standard input to the command")
-	f.BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
+	f.BoolVarP(&tty, "tty", "t", false, "give the command a terminal (with -i, when standard input is one)")
 	return cmd
 }
