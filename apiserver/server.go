@@ -15,10 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/internal/podrefs"
 	"github.com/keelson/keelson/store"
 )
 
@@ -234,6 +236,11 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request) {
 		}
 		q.Selector = sel
 	}
+	agent, node := s.isAgent(r), r.URL.Query().Get("node")
+	if agent && q.Kind == "Secret" && node == "" {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("an agent asks for the Secrets of its node: query parameter node"))
+		return
+	}
 	var out api.ObjectList
 	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
 		objs, err := snap.Objects(ws, q)
@@ -246,8 +253,15 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Applied = applied != nil
 		out.Index = snap.MaxIndex(ws, store.TableObjects, store.TableRevisions)
+		if agent && q.Kind == "Secret" {
+			var podsIndex uint64
+			objs, podsIndex, err = nodeSecrets(ws, snap, node, objs)
+			if err != nil {
+				return 0, err
+			}
+			out.Index = max(out.Index, podsIndex)
+		}
 		out.Items = make([]api.Object, 0, len(objs))
-		agent := s.isAgent(r)
 		for _, o := range objs {
 			item, err := wire(o, agent)
 			if err != nil {
@@ -258,6 +272,43 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request) {
 		return out.Index, nil
 	})
 	s.answer(w, r, out.Index, out, err)
+}
+
+// nodeSecrets keeps of secrets those a node needs: the ones its pods refer
+// to (volumes, environment, imagePullSecrets) and the certificates of the
+// cluster's Ingresses, which every node serves. The index it returns moves
+// when a pod is bound to the node (pods are immutable, so only a new pod
+// brings new references); a Secret no longer used leaves the node's list
+// with the next change.
+func nodeSecrets(ws memdb.WatchSet, snap *store.Snapshot, node string, secrets []*store.Object) ([]*store.Object, uint64, error) {
+	want := map[string]bool{}
+	pods, err := snap.Pods(ws, store.PodQuery{NodeName: node})
+	if err != nil {
+		return nil, 0, err
+	}
+	var index uint64
+	for _, p := range pods {
+		index = max(index, p.CreateIndex)
+		podrefs.Walk(p.Base, func(string) {}, func(name string) { want[p.Namespace+"/"+name] = true })
+	}
+	ings, err := snap.Objects(ws, store.ObjectQuery{Kind: "Ingress"})
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, o := range ings {
+		if ing, ok := o.Obj.(*networkingv1.Ingress); ok {
+			for _, t := range ing.Spec.TLS {
+				want[ing.Namespace+"/"+t.SecretName] = true
+			}
+		}
+	}
+	out := secrets[:0:0]
+	for _, o := range secrets {
+		if want[o.Namespace+"/"+o.Name] {
+			out = append(out, o)
+		}
+	}
+	return out, index, nil
 }
 
 func (s *Server) object(w http.ResponseWriter, r *http.Request) {
@@ -281,7 +332,7 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return index, err
 		}
-		out, err = wire(o, s.isAgent(r))
+		out, err = wire(o, false) // an agent gets Secret values from its node's list only
 		return index, err
 	})
 	s.answer(w, r, index, out, err)

@@ -81,7 +81,7 @@ func (s *APISource) Run(ctx context.Context, update func(Desired)) error {
 	for _, kind := range []string{"ConfigMap", "Secret"} {
 		wg.Go(func() {
 			followQuery(ctx, log, kind, func(ctx context.Context, idx uint64) (uint64, error) {
-				list, err := s.Client.Objects(ctx, client.Query{Kind: kind, Index: idx, Wait: 5 * time.Minute})
+				list, err := s.Client.Objects(ctx, client.Query{Kind: kind, Node: s.Node, Index: idx, Wait: 5 * time.Minute})
 				if err != nil {
 					return idx, err
 				}

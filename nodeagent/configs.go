@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/keelson/keelson/internal/podrefs"
 )
 
 // configStore holds the latest ConfigMaps and Secrets the node's source
@@ -104,51 +106,12 @@ func (s *configStore) secret(namespace, name string) *corev1.Secret {
 }
 
 // podConfigRefs are the ConfigMaps and Secrets a pod refers to, in its
-// volumes and its containers' environment.
+// volumes, its containers' environment and its imagePullSecrets.
 func podConfigRefs(pod *corev1.Pod) map[configRef]bool {
 	refs := map[configRef]bool{}
-	cm := func(name string) { refs[configRef{false, pod.Namespace, name}] = true }
-	sec := func(name string) { refs[configRef{true, pod.Namespace, name}] = true }
-	for _, v := range pod.Spec.Volumes {
-		switch {
-		case v.ConfigMap != nil:
-			cm(v.ConfigMap.Name)
-		case v.Secret != nil:
-			sec(v.Secret.SecretName)
-		case v.Projected != nil:
-			for _, src := range v.Projected.Sources {
-				if src.ConfigMap != nil {
-					cm(src.ConfigMap.Name)
-				}
-				if src.Secret != nil {
-					sec(src.Secret.Name)
-				}
-			}
-		}
-	}
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for _, c := range cs {
-			for _, ef := range c.EnvFrom {
-				if ef.ConfigMapRef != nil {
-					cm(ef.ConfigMapRef.Name)
-				}
-				if ef.SecretRef != nil {
-					sec(ef.SecretRef.Name)
-				}
-			}
-			for _, e := range c.Env {
-				if e.ValueFrom == nil {
-					continue
-				}
-				if e.ValueFrom.ConfigMapKeyRef != nil {
-					cm(e.ValueFrom.ConfigMapKeyRef.Name)
-				}
-				if e.ValueFrom.SecretKeyRef != nil {
-					sec(e.ValueFrom.SecretKeyRef.Name)
-				}
-			}
-		}
-	}
+	podrefs.Walk(pod,
+		func(name string) { refs[configRef{false, pod.Namespace, name}] = true },
+		func(name string) { refs[configRef{true, pod.Namespace, name}] = true })
 	return refs
 }
 

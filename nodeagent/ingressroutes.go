@@ -27,8 +27,11 @@ type IngressProxy interface {
 // change. While the controller is away the proxy keeps its table.
 type IngressRoutes struct {
 	Client *client.Client
-	Proxy  IngressProxy
-	Log    *slog.Logger
+	// Node is this node's name: the controller gives it the Secrets of its
+	// pods and of the Ingresses.
+	Node  string
+	Proxy IngressProxy
+	Log   *slog.Logger
 
 	mu        sync.Mutex
 	ingresses []ingress.Ingress
@@ -67,7 +70,7 @@ func (r *IngressRoutes) Run(ctx context.Context) {
 	for _, kind := range []string{"Ingress", "IngressClass", "Secret"} {
 		wg.Go(func() {
 			followQuery(ctx, log, kind, func(ctx context.Context, idx uint64) (uint64, error) {
-				list, err := r.Client.Objects(ctx, client.Query{Kind: kind, Index: idx, Wait: 5 * time.Minute})
+				list, err := r.Client.Objects(ctx, client.Query{Kind: kind, Node: r.Node, Index: idx, Wait: 5 * time.Minute})
 				if err != nil {
 					return idx, err
 				}

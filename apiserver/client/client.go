@@ -51,8 +51,11 @@ type Query struct {
 	Kind      string
 	Namespace string
 	Selector  string
-	Index     uint64
-	Wait      time.Duration
+	// Node, for an agent asking for Secrets, is its node: it gets those
+	// its pods and the cluster's Ingresses use, no others.
+	Node  string
+	Index uint64
+	Wait  time.Duration
 }
 
 func (q Query) values() url.Values {
@@ -65,6 +68,7 @@ func (q Query) values() url.Values {
 	set("kind", q.Kind)
 	set("namespace", q.Namespace)
 	set("selector", q.Selector)
+	set("node", q.Node)
 	if q.Index > 0 {
 		v.Set("index", strconv.FormatUint(q.Index, 10))
 	}

@@ -285,7 +285,7 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 			services := &nodeagent.Services{Client: ctl, Node: o.name, NodeAddrs: svc.nodeAddrs, LB: svc.lb, DNS: svc.dns,
 				Addresses: lbHolder.SetAddrs, OnSynced: synced, Log: log.With("component", "services")}
 			if ing := startIngress(ctx, &wg, o, svc.nodeAddrs, metrics, log.With("component", "ingress")); ing != nil {
-				routes := &nodeagent.IngressRoutes{Client: ctl, Proxy: ing.proxy, Log: log.With("component", "ingress")}
+				routes := &nodeagent.IngressRoutes{Client: ctl, Node: o.name, Proxy: ing.proxy, Log: log.With("component", "ingress")}
 				services.OnServices = routes.SetServices
 				services.Addresses = func(lb []netip.Addr) error {
 					ing.setLBAddrs(lb)
