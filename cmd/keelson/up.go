@@ -57,6 +57,7 @@ Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 	f.StringVar(&o.controller.listen, "listen", "127.0.0.1:7676", "address of the controller's API")
 	f.StringVar(&o.agent.listen, "agent-listen", "127.0.0.1:7677", "address of the agent's API")
 	f.StringVar(&o.agent.name, "node-name", host, "name of this node")
+	f.StringVar(&o.controller.clusterCIDR, "cluster-cidr", "10.244.0.0/16", "pod addresses: the node gets the first /24 (change it when 10.244.0.0/24 is taken here)")
 	f.DurationVar(&o.controller.interval, "interval", 30*time.Second, "how often to poll a remote repository")
 	f.StringVar(&o.controller.logLevel, "log-level", "info", "debug, info, warn or error")
 	addServiceFlags(f, &o.controller)
@@ -71,7 +72,10 @@ Ctrl-C stops Keelson and leaves the containers running, as kubelet does;
 
 func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	c, a := o.controller, o.agent
-	c.clusterCIDR, c.evictionTimeout, c.leaseTimeout = "10.244.0.0/16", 60*time.Second, 40*time.Second
+	if c.clusterCIDR == "" {
+		c.clusterCIDR = "10.244.0.0/16"
+	}
+	c.evictionTimeout, c.leaseTimeout = 60*time.Second, 40*time.Second
 	a.logLevel = c.logLevel
 	a.imageDirs = append(a.imageDirs, filepath.Join(filepath.Dir(a.dataDir), "images"))
 	if a.clusterDomain == "" {
