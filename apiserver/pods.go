@@ -2,7 +2,9 @@ package apiserver
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
 	corev1 "k8s.io/api/core/v1"
@@ -40,12 +42,24 @@ func (s *Server) pods(w http.ResponseWriter, r *http.Request) {
 			return 0, err
 		}
 		out.Index = snap.Index(ws, store.TablePods)
+		// People see which pods are parked; agents (a node's pods) need not.
+		parked := map[string]*store.ParkedPod{}
+		if q.NodeName == "" {
+			rows, err := snap.ParkedPods(ws)
+			if err != nil {
+				return 0, err
+			}
+			for _, r := range rows {
+				parked[r.Key] = r
+			}
+			out.Index = snap.MaxIndex(ws, store.TablePods, store.TableParked)
+		}
 		out.Items = make([]corev1.Pod, 0, len(pods))
 		for _, p := range pods {
 			if sel != nil && !sel.Matches(labels.Set(p.Labels())) {
 				continue
 			}
-			out.Items = append(out.Items, *p.Object())
+			out.Items = append(out.Items, *withParked(p.Object(), parked[p.Key]))
 		}
 		return out.Index, nil
 	})
@@ -64,15 +78,36 @@ func (s *Server) pod(w http.ResponseWriter, r *http.Request) {
 		index uint64
 	)
 	err = s.store.Blocking(r.Context(), idx, wait, func(ws memdb.WatchSet, snap *store.Snapshot) (uint64, error) {
-		index = snap.Index(ws, store.TablePods)
+		index = snap.MaxIndex(ws, store.TablePods, store.TableParked)
 		p, err := snap.Pod(ws, key)
 		if err != nil {
 			return index, err
 		}
-		out = p.Object()
+		parked, err := snap.ParkedPod(ws, key)
+		if err != nil {
+			return index, err
+		}
+		out = withParked(p.Object(), parked)
 		return index, nil
 	})
 	s.answer(w, r, index, out, err)
+}
+
+// withParked is o, served, with the annotations of a parked pod when r is
+// its parked row. o's annotations are its template's, shared: they are
+// copied first.
+func withParked(o *corev1.Pod, r *store.ParkedPod) *corev1.Pod {
+	if r == nil {
+		return o
+	}
+	a := maps.Clone(o.Annotations)
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[api.AnnotationParkedUntil] = r.Until.UTC().Format(time.RFC3339)
+	a[api.AnnotationParkedBy] = r.Deployment
+	o.Annotations = a
+	return o
 }
 
 func (s *Server) podLog(w http.ResponseWriter, r *http.Request) {

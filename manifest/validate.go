@@ -45,6 +45,11 @@ func validateObject(kind string, obj runtime.Object) field.ErrorList {
 		errs = append(errs, validateDeploymentStrategy(&o.Spec.Strategy, spec.Child("strategy"))...)
 		errs = append(errs, nonNegative32(o.Spec.RevisionHistoryLimit, spec.Child("revisionHistoryLimit"))...)
 		errs = append(errs, apivalidation.ValidateNonnegativeField(int64(o.Spec.MinReadySeconds), spec.Child("minReadySeconds"))...)
+		if v, ok := o.Annotations[AnnotationScaleDownDelay]; ok {
+			if _, err := ScaleDownDelay(v); err != nil {
+				errs = append(errs, field.Invalid(meta.Child("annotations").Key(AnnotationScaleDownDelay), v, err.Error()))
+			}
+		}
 		if d := o.Spec.ProgressDeadlineSeconds; d != nil {
 			errs = append(errs, nonNegative32(d, spec.Child("progressDeadlineSeconds"))...)
 			if *d >= 0 && *d <= o.Spec.MinReadySeconds {

@@ -560,8 +560,12 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 	if err != nil {
 		return err
 	}
+	parked, err := snap.ParkedPods(ws)
+	if err != nil {
+		return err
+	}
 	warm := c.warm(snap, ws)
-	plan := computeCluster(objs, pods, nodes, now, c.cfg, warm)
+	plan := computeCluster(objs, pods, parked, nodes, now, c.cfg, warm)
 	outcomes := computeOutcomes(revs, objs, pods, now)
 	term := computeTermination(pods, nodes, plan.deletePods, now, c.cfg)
 	var markWarm *store.SyncState
@@ -569,7 +573,12 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 		// Endpoints only once the agents have reported their pods: a
 		// restarted controller publishes whole endpoints or none, so no
 		// node drops a service's backends while the controller returns.
-		ep := computeEndpoints(objs, pods, term.gone, term.marked, eps)
+		// Pods deleted now and parked ones are left out.
+		leftOut := parkedAfter(parked, plan)
+		for k := range term.gone {
+			leftOut[k] = true
+		}
+		ep := computeEndpoints(objs, pods, leftOut, term.marked, eps)
 		plan.upsertEndpoints, plan.deleteEndpoints = ep.upserts, ep.deletes
 		plan.events = append(plan.events, ep.events...)
 		if sync, err := snap.Sync(ws); err == nil && sync != nil && sync.WarmSince.IsZero() {
@@ -619,6 +628,19 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 			return err
 		}
 	}
+	for _, k := range plan.unpark {
+		if err := txn.UnparkPod(k); err != nil {
+			return err
+		}
+	}
+	for _, r := range plan.park {
+		if term.gone[r.Key] {
+			continue // a parked row never outlives its pod
+		}
+		if err := txn.ParkPod(r); err != nil {
+			return err
+		}
+	}
 	for _, p := range plan.upsertPods {
 		if cur := byKey[p.Key]; (cur != nil && cur.Terminating()) || term.gone[p.Key] || term.marked[p.Key] {
 			// The name is still taken by a pod on its way out (a StatefulSet
@@ -662,6 +684,9 @@ type clusterPlan struct {
 	deletePods    []string
 	upsertNodes   []*store.Node
 	events        []*store.Event
+	// The scale-down delay's changes to the parked table (park.go).
+	park   []*store.ParkedPod
+	unpark []string
 	// The endpoints controller's part (see computeEndpoints).
 	upsertEndpoints []*store.Endpoints
 	deleteEndpoints []string
@@ -669,20 +694,22 @@ type clusterPlan struct {
 
 func (p *clusterPlan) empty() bool {
 	return len(p.upsertObjects)+len(p.deleteObjects)+len(p.upsertPods)+len(p.deletePods)+len(p.upsertNodes)+len(p.events)+
-		len(p.upsertEndpoints)+len(p.deleteEndpoints) == 0
+		len(p.upsertEndpoints)+len(p.deleteEndpoints)+len(p.park)+len(p.unpark) == 0
 }
 
 // computeCluster is the controllers and the scheduler as one pure function
-// of a snapshot and the time.
+// of a snapshot and the time. Parked pods (park.go) are apart: they count
+// as no one's replica.
 // Before the controller is warm (see Cluster.warm), it keeps node leases but
 // neither creates nor deletes pods, and leaves Deployments' ReplicaSets
 // alone (the first warm pass rebuilds those a restart lost from the
 // adopted pods).
-func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node, now time.Time, cfg ClusterConfig, warm bool) *clusterPlan {
+func computeCluster(objs []*store.Object, pods []*store.Pod, parked []*store.ParkedPod, nodes []*store.Node, now time.Time, cfg ClusterConfig, warm bool) *clusterPlan {
 	plan := &clusterPlan{}
 	defer func() {
 		if !warm {
 			plan.upsertPods, plan.deletePods = nil, nil
+			plan.park, plan.unpark = nil, nil
 			var evs []*store.Event
 			for _, e := range plan.events {
 				if e.Reason == "NodeNotReady" {
@@ -696,9 +723,12 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 	for _, o := range objs {
 		byKey[o.Key] = o
 	}
+	pk := newParking(parked, pods)
 	podsByOwner := map[string][]*store.Pod{}
 	for _, p := range pods {
-		podsByOwner[p.OwnerKey] = append(podsByOwner[p.OwnerKey], p)
+		if !pk.isParked(p.Key) {
+			podsByOwner[p.OwnerKey] = append(podsByOwner[p.OwnerKey], p)
+		}
 	}
 	// Terminating pods are already on their way out: the controllers count
 	// them as gone (the scheduler still counts what they hold on their node).
@@ -739,7 +769,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 
 	// Deployments own ReplicaSets named by their template's hash, and roll
 	// from one to the next (rollout.go).
-	rsList := deployments(plan, objs, byKey, podsByOwner, deleted, deletePod, now, warm, cfg.AutoRollback)
+	rsList := deployments(plan, objs, byKey, podsByOwner, pk, deleted, deletePod, now, warm, cfg.AutoRollback)
 	running := make(map[string]bool, len(rsList))
 	for _, o := range rsList {
 		running[o.Key] = true
@@ -760,19 +790,25 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		if rs.Spec.Replicas != nil {
 			want = int(*rs.Spec.Replicas)
 		}
+		kept := pk.sweep(o.Key, deleted, deletePod, now)
 		switch {
 		case len(live) < want:
+			// Its parked pods come back before any pod is made.
+			have := len(live) + pk.takeBack(plan, o, kept, want-len(live))
 			base := podBase(o, &rs.Spec.Template)
-			for i := len(live); i < want; i++ {
+			for i := have; i < want; i++ {
 				plan.upsertPods = append(plan.upsertPods, podOf(o, base, "", now))
 			}
 		case len(live) > want:
 			sortForDeletion(live)
 			for _, p := range live[:len(live)-want] {
-				deletePod(p, fmt.Sprintf("its ReplicaSet %s was scaled down to %d", o.Name, want))
+				if !pk.parkOne(plan, o, p, now) {
+					deletePod(p, fmt.Sprintf("its ReplicaSet %s was scaled down to %d", o.Name, want))
+				}
 			}
 		}
 	}
+	pk.orphans(running, deleted, deletePod)
 
 	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now)
 	statefulSets(plan, objs, podsByOwner, deleted, deletePod, now)

@@ -30,7 +30,8 @@ type endpointsPlan struct {
 // condition is true. Terminating pods (and those this pass makes
 // terminating, in terminating) stay as terminating endpoints, serving but
 // not ready: nodes send them no new connection while established ones
-// finish. Pods this pass deletes (gone) are left out.
+// finish. Pods in gone are left out: those this pass deletes, and parked
+// ones (park.go), which keep running but take no connection.
 // Services without a selector keep no managed endpoints. Only what changed
 // is returned; events say when a service loses its last backend or a named
 // targetPort matches no container port.

@@ -77,9 +77,12 @@ type ownedRS struct {
 	obj   *store.Object
 	rs    *appsv1.ReplicaSet
 	dirty bool // changed by this pass: to be upserted
-	// live are the pods that run or will: not ended, not deleted.
+	// live are the pods that run or will: not ended, not deleted, not
+	// parked; parked counts its parked pods (park.go), which keep it from
+	// being pruned.
 	live             []*store.Pod
 	ready, available int32
+	parked           int
 }
 
 func (r *ownedRS) replicas() int32 { return int32Or(r.rs.Spec.Replicas, 1) }
@@ -247,7 +250,7 @@ type deploymentRollout struct {
 // Git, and the Deployments' as this pass left them). Until the controller is
 // warm it changes no Deployment's ReplicaSets: their replicas are rollout
 // state that only the agents' reports can rebuild after a restart.
-func deployments(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.Object, podsByOwner map[string][]*store.Pod,
+func deployments(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.Object, podsByOwner map[string][]*store.Pod, pk *parking,
 	deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time, warm, autoRollback bool) []*store.Object {
 	var run []*store.Object
 	ownedBy := map[string][]*store.Object{}
@@ -290,18 +293,24 @@ func deployments(plan *clusterPlan, objs []*store.Object, byKey map[string]*stor
 			x.d, x.hash = withTemplateOf(d, to)
 		}
 		for _, rso := range ownedBy[o.Key] {
-			x.rss = append(x.rss, newOwnedRS(rso, podsByOwner[rso.Key], deleted, now))
+			r := newOwnedRS(rso, podsByOwner[rso.Key], deleted, now)
+			r.parked = len(pk.byOwner[rso.Key])
+			x.rss = append(x.rss, r)
 		}
 		x.reconstructReplicaSets(orphans[o.Key], deleted)
 		x.sync()
 		if x.d == d { // not already rolled back
 			x.maybeRollBack(autoRollback)
 		}
+		delay := parkDelay(x.d)
 		for _, r := range x.rss {
 			if r.dirty {
 				plan.upsertObjects = append(plan.upsertObjects, r.obj)
 			}
 			run = append(run, r.obj)
+			if delay > 0 {
+				pk.policy[r.obj.Key] = parkPolicy{delay: delay, deployment: o.Key, current: r == x.newRS}
+			}
 		}
 		for _, r := range x.pruned {
 			plan.deleteObjects = append(plan.deleteObjects, r.obj.Key)
@@ -898,7 +907,8 @@ func (x *deploymentRollout) proportion(r *ownedRS, toAdd, added int32) int32 {
 }
 
 // cleanupDeployment deletes the oldest old ReplicaSets beyond
-// revisionHistoryLimit, those with no replicas and no pods.
+// revisionHistoryLimit, those with no replicas and no pods (parked ones
+// included: a revert takes them back).
 func (x *deploymentRollout) cleanupDeployment() {
 	limit := int32Or(x.d.Spec.RevisionHistoryLimit, defaultRevisionHistoryLimit)
 	old := x.old()
@@ -914,7 +924,7 @@ func (x *deploymentRollout) cleanupDeployment() {
 	})
 	gone := map[*ownedRS]bool{}
 	for _, r := range old[:diff] {
-		if r.replicas() != 0 || len(r.live) != 0 {
+		if r.replicas() != 0 || len(r.live) != 0 || r.parked != 0 {
 			continue
 		}
 		gone[r] = true

@@ -52,7 +52,8 @@ func (t *Txn) UpsertPod(p *Pod) error {
 	return t.insert(TablePods, p)
 }
 
-// DeletePod removes a pod by namespace/name; a missing pod is not an error.
+// DeletePod removes a pod by namespace/name, with its parked row if it has
+// one; a missing pod is not an error.
 func (t *Txn) DeletePod(key string) error {
 	raw, err := t.txn.First(TablePods, "id", key)
 	if err != nil {
@@ -70,7 +71,7 @@ func (t *Txn) DeletePod(key string) error {
 		return fmt.Errorf("store: delete %s %s: %w", TablePods, key, err)
 	}
 	t.dirty[TablePods] = true
-	return nil
+	return t.UnparkPod(key) // a parked row goes with its pod
 }
 
 // UpsertEndpoints inserts or replaces a Service's endpoints.

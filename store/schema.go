@@ -16,6 +16,7 @@ const (
 	TablePods      = "pods"
 	TableEndpoints = "endpoints"
 	TableEvents    = "events"
+	// TableParked is declared with its rows in parked.go.
 )
 
 // IndexEntry is a row of the index table: the modify index of one table.
@@ -66,6 +67,11 @@ func schema() *memdb.DBSchema {
 		}},
 		tableNodePods: {Name: tableNodePods, Indexes: map[string]*memdb.IndexSchema{
 			"id": id("Node"),
+		}},
+		// A few rows (the pods a scale-down delay keeps), read whole by
+		// every pass: no index but the id.
+		TableParked: {Name: TableParked, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("Key"),
 		}},
 		TableEndpoints: {Name: TableEndpoints, Indexes: map[string]*memdb.IndexSchema{
 			"id":        id("Key"),

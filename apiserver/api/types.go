@@ -167,3 +167,13 @@ const (
 	AnnotationRolledBackTo     = "keelson.dev/rolled-back-to"
 	AnnotationRolledBackReason = "keelson.dev/rolled-back-reason"
 )
+
+// Annotations the API adds to a pod that a Deployment's scale-down delay
+// parked (it runs, out of its services, until a revert takes it back or
+// the delay ends): when the park ends (RFC 3339) and the Deployment
+// (Kind/namespace/name). Agents, which ask for their node's pods, are not
+// shown them.
+const (
+	AnnotationParkedUntil = "keelson.dev/parked-until"
+	AnnotationParkedBy    = "keelson.dev/parked-by"
+)

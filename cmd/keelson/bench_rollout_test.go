@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,12 +56,27 @@ spec:
 `, testimages.TestappRef, version)}
 }
 
+// withScaleDownDelay is a manifest of tenReplicas with the Deployment's
+// keelson.dev/scale-down-delay annotation.
+func withScaleDownDelay(tb testing.TB, files map[string]string, delay string) map[string]string {
+	const at = "metadata: {name: web}\nspec:\n  replicas: 10"
+	if !strings.Contains(files["web.yaml"], at) {
+		tb.Fatalf("web.yaml has no %q to annotate", at)
+	}
+	files["web.yaml"] = strings.Replace(files["web.yaml"], at,
+		"metadata: {name: web, annotations: {keelson.dev/scale-down-delay: \""+delay+"\"}}\nspec:\n  replicas: 10", 1)
+	return files
+}
+
 // BenchmarkRollout measures GitOps rollouts as users see them, on keelson
 // up with real containers and a load generator on the Service the whole
 // time: a commit changing the template of a 10-replica Deployment until
 // the rollout is complete (target ≤ 5 s), then `git revert` of it until
 // the previous version is Ready on all 10 (target ≤ 2 s); failed requests
-// during both (target 0). Each sample alternates the two.
+// during both (target 0). Each sample alternates the two. Then the same
+// with the Deployment's keelson.dev/scale-down-delay at 60s: the rollout
+// parks the old pods instead of stopping them, and the revert takes them
+// back (rollout-parked-p50-ms, revert-parked-p50-ms).
 func BenchmarkRollout(b *testing.B) {
 	gittest.RequireRoot(b, "runs containers")
 	dataDir, err := os.MkdirTemp("", "kbr")
@@ -132,32 +148,50 @@ func BenchmarkRollout(b *testing.B) {
 			clusterIP = it.Service.Spec.ClusterIP
 		}
 	}
-	var forward, back []time.Duration
+	var forward, back, forwardParked, backParked []time.Duration
 	var failed int64
+	// sample is a rollout to version and its revert, under load.
+	sample := func(version, delay string) (time.Duration, time.Duration) {
+		// 4 clients, a request every 25 ms each: 160 requests/s, enough
+		// to see any failure, little enough not to starve the 2 cores
+		// the rollout itself needs.
+		load := startLoadEvery(net.JoinHostPort(clusterIP, "80"), 25*time.Millisecond)
+		start := time.Now()
+		if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+			fmt.Fprintf(os.Stderr, "TRACE %s commit %s\n", start.Format("15:04:05.000"), version)
+		}
+		files := tenReplicas(version)
+		if delay != "" {
+			files = withScaleDownDelay(b, files, delay)
+		}
+		sha := repo.CommitFiles(version, files)
+		fwd := complete(sha).Sub(start)
+		start = time.Now()
+		if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+			fmt.Fprintf(os.Stderr, "TRACE %s revert\n", start.Format("15:04:05.000"))
+		}
+		repo.Git("revert", "--no-edit", sha)
+		rev := complete(repo.Head()).Sub(start)
+		load.halt()
+		failed += load.failed.Load()
+		if load.failed.Load() > 0 {
+			b.Logf("failed requests: %s", load.report())
+		}
+		return fwd, rev
+	}
 	for range b.N {
 		for i := range 3 {
-			// 4 clients, a request every 25 ms each: 160 requests/s, enough
-			// to see any failure, little enough not to starve the 2 cores
-			// the rollout itself needs.
-			load := startLoadEvery(net.JoinHostPort(clusterIP, "80"), 25*time.Millisecond)
-			start := time.Now()
-			if os.Getenv("KEELSON_BENCH_TRACE") != "" {
-				fmt.Fprintf(os.Stderr, "TRACE %s commit v%d\n", start.Format("15:04:05.000"), i+1)
-			}
-			sha := repo.CommitFiles(fmt.Sprintf("v%d", i+1), tenReplicas(fmt.Sprintf("v%d", i+1)))
-			forward = append(forward, complete(sha).Sub(start))
-			start = time.Now()
-			if os.Getenv("KEELSON_BENCH_TRACE") != "" {
-				fmt.Fprintf(os.Stderr, "TRACE %s revert\n", start.Format("15:04:05.000"))
-			}
-			repo.Git("revert", "--no-edit", sha)
-			back = append(back, complete(repo.Head()).Sub(start))
-			load.halt()
-			failed += load.failed.Load()
-			if load.failed.Load() > 0 {
-				b.Logf("failed requests: %s", load.report())
-			}
+			f, r := sample(fmt.Sprintf("v%d", i+1), "")
+			forward, back = append(forward, f), append(back, r)
 		}
+		// With a scale-down delay (the commit changes no template).
+		complete(repo.CommitFiles("scale-down delay", withScaleDownDelay(b, tenReplicas("v0"), "60s")))
+		for i := range 3 {
+			f, r := sample(fmt.Sprintf("p%d", i+1), "60s")
+			forwardParked, backParked = append(forwardParked, f), append(backParked, r)
+		}
+		// Without it again: the parked pods go.
+		complete(repo.CommitFiles("no scale-down delay", tenReplicas("v0")))
 	}
 	p50 := func(ds []time.Duration) float64 {
 		s := slices.Clone(ds)
@@ -166,7 +200,9 @@ func BenchmarkRollout(b *testing.B) {
 	}
 	b.ReportMetric(p50(forward), "rollout-p50-ms")
 	b.ReportMetric(p50(back), "revert-p50-ms")
+	b.ReportMetric(p50(forwardParked), "rollout-parked-p50-ms")
+	b.ReportMetric(p50(backParked), "revert-parked-p50-ms")
 	b.ReportMetric(float64(failed), "failed-requests")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("rollouts %v, reverts %v", forward, back)
+	b.Logf("rollouts %v, reverts %v; with a scale-down delay: rollouts %v, reverts %v", forward, back, forwardParked, backParked)
 }

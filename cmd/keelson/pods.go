@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/keelson/keelson/apiserver/api"
 	"github.com/keelson/keelson/apiserver/client"
 	"github.com/keelson/keelson/nodeagent/runtime"
 )
@@ -89,6 +90,9 @@ func newDescribeCmd() *cobra.Command {
 				p.Name, p.Namespace, orNone(p.Spec.NodeName), status, ready, restarts, orNone(p.Status.PodIP))
 			if p.Status.StartTime != nil {
 				fmt.Fprintf(w, "Start Time: %s\n", p.Status.StartTime.Format(time.RFC1123Z))
+			}
+			if line := parkedLine(p); line != "" {
+				fmt.Fprintln(w, line)
 			}
 			if len(p.Labels) > 0 {
 				fmt.Fprintf(w, "Labels:     %s\n", selectorString(p.Labels))
@@ -263,11 +267,29 @@ func PodSummary(pod *corev1.Pod) (status string, ready string, restarts int32) {
 	}
 	if pod.DeletionTimestamp != nil {
 		status = "Terminating"
+	} else if pod.Annotations[api.AnnotationParkedUntil] != "" {
+		status = "Parked" // running, out of its services: a scale-down delay keeps it
 	}
 	if status == "" {
 		status = "Pending"
 	}
 	return status, fmt.Sprintf("%d/%d", nReady, total), restarts
+}
+
+// parkedLine is describe's line for a parked pod, "" for others.
+func parkedLine(p *corev1.Pod) string {
+	until, ok := p.Annotations[api.AnnotationParkedUntil]
+	if !ok || p.DeletionTimestamp != nil {
+		return ""
+	}
+	if t, err := time.Parse(time.RFC3339, until); err == nil {
+		until = t.Format(time.RFC1123Z)
+	}
+	by := p.Annotations[api.AnnotationParkedBy]
+	if _, rest, ok := strings.Cut(by, "/"); ok {
+		_, by, _ = strings.Cut(rest, "/") // Deployment/namespace/name: the name
+	}
+	return fmt.Sprintf("Parked:     until %s (scale-down delay of Deployment %s): running, out of its services; a revert takes it back", until, by)
 }
 
 // describeStates renders container states for describe output.

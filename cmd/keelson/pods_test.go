@@ -4,6 +4,9 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/keelson/keelson/apiserver/api"
 )
 
 func TestPodSummaryInitContainers(t *testing.T) {
@@ -68,6 +71,36 @@ func TestPodSummaryInitContainers(t *testing.T) {
 			status, ready, restarts := PodSummary(pod)
 			if status != tt.wantStatus || ready != tt.wantReady || restarts != tt.wantRst {
 				t.Errorf("PodSummary = %q %q %d, want %q %q %d", status, ready, restarts, tt.wantStatus, tt.wantReady, tt.wantRst)
+			}
+		})
+	}
+}
+
+// TestParkedPodShown: get pods says Parked and describe says until when and
+// whose delay, unless the pod is terminating.
+func TestParkedPodShown(t *testing.T) {
+	run := corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	parked := map[string]string{api.AnnotationParkedUntil: "2026-01-01T00:01:00Z", api.AnnotationParkedBy: "Deployment/shop/web"}
+	deleted := metav1.Now()
+	for _, tt := range []struct {
+		name       string
+		meta       metav1.ObjectMeta
+		wantStatus string
+		wantLine   string
+	}{
+		{name: "running", wantStatus: "Running"},
+		{name: "parked", meta: metav1.ObjectMeta{Annotations: parked}, wantStatus: "Parked",
+			wantLine: "Parked:     until Thu, 01 Jan 2026 00:01:00 +0000 (scale-down delay of Deployment web): running, out of its services; a revert takes it back"},
+		{name: "parked, terminating", meta: metav1.ObjectMeta{Annotations: parked, DeletionTimestamp: &deleted}, wantStatus: "Terminating"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := &corev1.Pod{ObjectMeta: tt.meta, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web"}}},
+				Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: "web", State: run, Ready: true}}}}
+			if status, _, _ := PodSummary(pod); status != tt.wantStatus {
+				t.Errorf("status %q, want %q", status, tt.wantStatus)
+			}
+			if got := parkedLine(pod); got != tt.wantLine {
+				t.Errorf("describe line\n got %q\nwant %q", got, tt.wantLine)
 			}
 		})
 	}
