@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/keelson/keelson/apiserver/api"
+	"github.com/keelson/keelson/store"
 )
 
 // registerNode registers a node with cpu CPUs, 8Gi of memory and labels.
@@ -70,5 +71,78 @@ func TestPendingUntilANodeFits(t *testing.T) {
 	}
 	if got := eventsOf(t, st, "Pod/"+pending.Key, "Scheduled"); len(got) != 1 || got[0] != "assigned "+pending.Key+" to big" {
 		t.Errorf("Scheduled events %q", got)
+	}
+}
+
+// TestReplicaSetReplacesLostPods: a pod its node reports Failed is
+// replaced by a pod with a new name and UID.
+func TestReplicaSetReplacesLostPods(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lose func(t *testing.T, c *Cluster, p *store.Pod)
+	}{
+		{"failed", func(t *testing.T, c *Cluster, p *store.Pod) {
+			r := p.Object().DeepCopy()
+			r.Status.Phase = corev1.PodFailed
+			r.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
+			if err := c.ReportPod(context.Background(), p.NodeName, r); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, a, st, clk := clusterFixture(t)
+			register(t, c, "n1")
+			register(t, c, "n2")
+			if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": deploy3}), clk.t); err != nil {
+				t.Fatal(err)
+			}
+			settle(t, c)
+			reportReady(t, c, st, clk.t)
+			settle(t, c)
+			before := podsOf(t, st)
+			if len(before) != 3 {
+				t.Fatalf("%d pods, want 3", len(before))
+			}
+			names, uids := map[string]bool{}, map[string]bool{}
+			for _, p := range before {
+				names[p.Name], uids[string(p.UID)] = true, true
+			}
+			lost := before[1]
+			tc.lose(t, c, lost)
+			settle(t, c)
+			after := podsOf(t, st)
+			if len(after) != 3 {
+				t.Fatalf("%d pods after losing %s, want 3", len(after), lost.Name)
+			}
+			var fresh []*store.Pod
+			for _, p := range after {
+				if p.Key == lost.Key {
+					t.Errorf("pod %s (phase %s) is still there", p.Name, p.Phase)
+				}
+				if !names[p.Name] || !uids[string(p.UID)] {
+					if names[p.Name] || uids[string(p.UID)] {
+						t.Errorf("replacement %s (%s) reuses a name or UID", p.Name, p.UID)
+					}
+					fresh = append(fresh, p)
+				}
+			}
+			if len(fresh) != 1 || fresh[0].OwnerKey != lost.OwnerKey || fresh[0].NodeName == "" {
+				t.Errorf("replacements %v, want one of %s, scheduled", fresh, lost.OwnerKey)
+			}
+			if all := allPods(t, st); len(all) != 3 {
+				t.Errorf("pod rows %v, want the lost one gone", all)
+			}
+			// A late report of the lost pod does not bring it back.
+			late := lost.Object().DeepCopy()
+			late.Status.Phase = corev1.PodRunning
+			if err := c.ReportPod(context.Background(), lost.NodeName, late); err == nil || !strings.Contains(err.Error(), "deleted by the controller") {
+				t.Errorf("a late report of the lost pod: %v", err)
+			}
+			settle(t, c)
+			if got := podsOf(t, st); len(got) != 3 {
+				t.Errorf("%d pods at the end, want 3", len(got))
+			}
+		})
 	}
 }
