@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	memdb "github.com/hashicorp/go-memdb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,8 +75,8 @@ func TestPendingUntilANodeFits(t *testing.T) {
 	}
 }
 
-// TestReplicaSetReplacesLostPods: a pod its node reports Failed is
-// replaced by a pod with a new name and UID.
+// TestReplicaSetReplacesLostPods: a pod its node reports Failed, and one
+// its node says is gone, are replaced by pods with new names and UIDs.
 func TestReplicaSetReplacesLostPods(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -86,6 +87,21 @@ func TestReplicaSetReplacesLostPods(t *testing.T) {
 			r.Status.Phase = corev1.PodFailed
 			r.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
 			if err := c.ReportPod(context.Background(), p.NodeName, r); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"gone from its node", func(t *testing.T, c *Cluster, p *store.Pod) {
+			// Another pod of that name (another UID, or on another node) is
+			// not this one: nothing changes.
+			for _, other := range [][2]string{{p.NodeName, "other-uid"}, {"elsewhere", string(p.UID)}} {
+				if err := c.ForgetPod(context.Background(), other[0], p.Namespace, p.Name, other[1]); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.st.Snapshot().Pod(memdb.NewWatchSet(), p.Key); err != nil {
+					t.Fatalf("ForgetPod on %s of UID %s: %v", other[0], other[1], err)
+				}
+			}
+			if err := c.ForgetPod(context.Background(), p.NodeName, p.Namespace, p.Name, string(p.UID)); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -133,11 +149,15 @@ func TestReplicaSetReplacesLostPods(t *testing.T) {
 			if all := allPods(t, st); len(all) != 3 {
 				t.Errorf("pod rows %v, want the lost one gone", all)
 			}
-			// A late report of the lost pod does not bring it back.
+			// A late report of the lost pod does not bring it back, and its
+			// node's word that it is gone, again, changes nothing.
 			late := lost.Object().DeepCopy()
 			late.Status.Phase = corev1.PodRunning
 			if err := c.ReportPod(context.Background(), lost.NodeName, late); err == nil || !strings.Contains(err.Error(), "deleted by the controller") {
 				t.Errorf("a late report of the lost pod: %v", err)
+			}
+			if err := c.ForgetPod(context.Background(), lost.NodeName, lost.Namespace, lost.Name, string(lost.UID)); err != nil {
+				t.Errorf("ForgetPod of a pod already gone: %v", err)
 			}
 			settle(t, c)
 			if got := podsOf(t, st); len(got) != 3 {
