@@ -807,7 +807,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, nodes []*store.Node
 		}
 	}
 
-	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now)
+	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now, warm)
 	statefulSets(plan, objs, podsByOwner, deleted, deletePod, now)
 	cronJobs(plan, objs, byKey, now)
 	jobs(plan, objs, podsByOwner, deleted, deletePod, now)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	memdb "github.com/hashicorp/go-memdb"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -162,6 +163,85 @@ func TestReplicaSetReplacesLostPods(t *testing.T) {
 			settle(t, c)
 			if got := podsOf(t, st); len(got) != 3 {
 				t.Errorf("%d pods at the end, want 3", len(got))
+			}
+		})
+	}
+}
+
+// TestDaemonSetWithNoEligibleNode: a DaemonSet whose node selector matches
+// no node makes no pod and says so once, as a Warning event, however many
+// passes run: applied after the nodes joined, before them, or during a
+// starting controller's grace. A node that comes to match ends the
+// warning; losing it again says so again.
+func TestDaemonSetWithNoEligibleNode(t *testing.T) {
+	for _, tc := range []string{"nodes first", "nodes join later", "during the start-up grace"} {
+		t.Run(tc, func(t *testing.T) {
+			c, a, st, clk := clusterFixture(t)
+			if tc == "during the start-up grace" {
+				c.started = clk.t
+			}
+			nodes := func() {
+				register(t, c, "n1")
+				register(t, c, "n2")
+			}
+			if tc != "nodes join later" {
+				nodes()
+			}
+			if _, err := a.Apply(revision("c1", map[string]string{"ds.yaml": daemonSet}), clk.t); err != nil {
+				t.Fatal(err)
+			}
+			settle(t, c)
+			warnings := func() []string { return eventsOf(t, st, "DaemonSet/default/logs", "NoEligibleNodes") }
+			switch tc {
+			case "nodes join later":
+				if got := warnings(); len(got) != 0 {
+					t.Errorf("warnings with no node at all: %q", got)
+				}
+				nodes()
+			case "during the start-up grace":
+				clk.t = clk.t.Add(c.cfg.StartupGrace)
+			}
+			for range 4 {
+				settle(t, c)
+				reportReady(t, c, st, clk.t)
+			}
+			if ps := podsOf(t, st); len(ps) != 0 {
+				t.Errorf("%d pods, want none", len(ps))
+			}
+			got := warnings()
+			if len(got) != 1 {
+				t.Fatalf("NoEligibleNodes events %q, want 1", got)
+			}
+			if !strings.Contains(got[0], "matches none of the 2 node(s)") {
+				t.Errorf("warning %q", got[0])
+			}
+			// Its status says so too, and stays put from pass to pass.
+			o, err := st.Snapshot().Object(memdb.NewWatchSet(), "DaemonSet/default/logs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s, ok := o.Status.(*appsv1.DaemonSetStatus); !ok || len(s.Conditions) != 1 || s.Conditions[0].Type != noEligibleNodes || s.Conditions[0].Message != got[0] {
+				t.Errorf("status %+v, want the NoEligibleNodes condition", o.Status)
+			}
+			settle(t, c)
+			if again, _ := st.Snapshot().Object(memdb.NewWatchSet(), o.Key); again.ModifyIndex != o.ModifyIndex {
+				t.Errorf("the DaemonSet was written again by passes that changed nothing")
+			}
+
+			// A worker joins: a pod, no new warning; it leaves: one more.
+			registerNode(t, c, "w1", "4", map[string]string{"role": "worker"})
+			settle(t, c)
+			if ps := podsOf(t, st); len(ps) != 1 {
+				t.Errorf("%d pods with a worker, want 1", len(ps))
+			}
+			if o, _ := st.Snapshot().Object(memdb.NewWatchSet(), "DaemonSet/default/logs"); len(o.Status.(*appsv1.DaemonSetStatus).Conditions) != 0 {
+				t.Errorf("conditions %+v with an eligible node", o.Status.(*appsv1.DaemonSetStatus).Conditions)
+			}
+			registerNode(t, c, "w1", "4", nil)
+			settle(t, c)
+			settle(t, c)
+			if got := warnings(); len(got) != 2 {
+				t.Errorf("NoEligibleNodes events %q, want 2 once the worker lost its label", got)
 			}
 		})
 	}
