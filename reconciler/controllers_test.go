@@ -4,9 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -244,5 +246,59 @@ func TestDaemonSetWithNoEligibleNode(t *testing.T) {
 				t.Errorf("NoEligibleNodes events %q, want 2 once the worker lost its label", got)
 			}
 		})
+	}
+}
+
+// TestJobActiveDeadline: a Job active past activeDeadlineSeconds stops its
+// pods (Ready ones terminate first) and fails with DeadlineExceeded; before
+// the deadline nothing happens.
+func TestJobActiveDeadline(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	j := strings.Replace(job, "  backoffLimit: 1\n", "  backoffLimit: 1\n  activeDeadlineSeconds: 60\n", 1)
+	if _, err := a.Apply(revision("c1", map[string]string{"job.yaml": j}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	start := clk.t
+	settle(t, c)
+	reportReady(t, c, st, clk.t)
+	status := func() *batchv1.JobStatus {
+		o, err := st.Snapshot().Object(memdb.NewWatchSet(), "Job/default/migrate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.Status.(*batchv1.JobStatus)
+	}
+	clk.t = start.Add(59 * time.Second)
+	reportReady(t, c, st, clk.t) // the node's lease too
+	settle(t, c)
+	if s, n := status(), len(podsOf(t, st)); n != 2 || s.Active != 2 || len(s.Conditions) != 0 {
+		t.Fatalf("before the deadline: %d pods, status %+v", n, s)
+	}
+	clk.t = start.Add(61 * time.Second)
+	if err := c.reconcileOnce(memdb.NewWatchSet()); err != nil {
+		t.Fatal(err)
+	}
+	s := status()
+	if len(s.Conditions) != 1 || s.Conditions[0].Type != batchv1.JobFailed || s.Conditions[0].Status != corev1.ConditionTrue ||
+		s.Conditions[0].Reason != "DeadlineExceeded" || s.Active != 0 || s.CompletionTime != nil {
+		t.Errorf("past the deadline: status %+v", s)
+	}
+	if got := eventsOf(t, st, "Job/default/migrate", "DeadlineExceeded"); len(got) != 1 {
+		t.Errorf("DeadlineExceeded events %q, want 1", got)
+	}
+	if got := allPods(t, st); len(got) != 2 || !strings.HasSuffix(got[0], "(terminating)") || !strings.HasSuffix(got[1], "(terminating)") {
+		t.Errorf("pods right after the deadline: %v, want both terminating", got)
+	}
+	clk.t = clk.t.Add(terminationWait)
+	settle(t, c)
+	if got := allPods(t, st); len(got) != 0 {
+		t.Errorf("pods left after the deadline: %v", got)
+	}
+	if s := status(); len(s.Conditions) != 1 || s.Active != 0 || s.Failed != 0 {
+		t.Errorf("finished Job's status moved: %+v", s)
+	}
+	if got := eventsOf(t, st, "Job/default/migrate", "DeadlineExceeded"); len(got) != 1 {
+		t.Errorf("DeadlineExceeded events %q after more passes, want 1", got)
 	}
 }
