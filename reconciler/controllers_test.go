@@ -2,10 +2,12 @@ package reconciler
 
 import (
 	"context"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	memdb "github.com/hashicorp/go-memdb"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -300,5 +302,82 @@ func TestJobActiveDeadline(t *testing.T) {
 	}
 	if got := eventsOf(t, st, "Job/default/migrate", "DeadlineExceeded"); len(got) != 1 {
 		t.Errorf("DeadlineExceeded events %q after more passes, want 1", got)
+	}
+}
+
+// TestDeploymentScaleDownOrder: scaling a Deployment down through the
+// cluster loop deletes its pods as Kubernetes does: unscheduled first, then
+// not ready, then those ready for the least time (the newest).
+func TestDeploymentScaleDownOrder(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1") // 4 CPUs: four pods of 1 CPU
+	web := func(replicas string) string {
+		return strings.Replace(strings.Replace(deploy3, "replicas: 3", "replicas: "+replicas, 1), "cpu: 100m", "cpu: 1", 1)
+	}
+	names := func() map[string]bool {
+		out := map[string]bool{}
+		for _, p := range podsOf(t, st) {
+			out[p.Name] = true
+		}
+		return out
+	}
+	newPods := func(seen map[string]bool) []string {
+		var out []string
+		for n := range names() {
+			if !seen[n] {
+				out = append(out, n)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	// Two pods, Ready since t0+1s.
+	t0 := clk.t
+	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": web("2")}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	clk.t = t0.Add(time.Second)
+	reportReady(t, c, st, clk.t)
+	oldest := newPods(nil)
+	// Two more at t0+10s: one Ready at t0+11s, one not.
+	clk.t = t0.Add(10 * time.Second)
+	if _, err := a.Apply(revision("c2", map[string]string{"web.yaml": web("4")}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	seen := names()
+	second := newPods(map[string]bool{oldest[0]: true, oldest[1]: true})
+	if len(oldest) != 2 || len(second) != 2 {
+		t.Fatalf("pods %v then %v", oldest, second)
+	}
+	clk.t = t0.Add(11 * time.Second)
+	reportPods(t, c, st, clk.t, func(p *store.Pod) bool { return p.Name != second[1] })
+	// A fifth at t0+20s finds no room.
+	clk.t = t0.Add(20 * time.Second)
+	if _, err := a.Apply(revision("c3", map[string]string{"web.yaml": web("5")}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	fifth := newPods(seen)
+	if len(fifth) != 1 {
+		t.Fatalf("fifth pod %v", fifth)
+	}
+	if p, _ := st.Snapshot().Pod(memdb.NewWatchSet(), "default/"+fifth[0]); p.NodeName != "" {
+		t.Fatalf("the fifth pod was scheduled on %s", p.NodeName)
+	}
+
+	clk.t = t0.Add(30 * time.Second)
+	if _, err := a.Apply(revision("c4", map[string]string{"web.yaml": web("2")}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	var deleted []string
+	for _, e := range []string{fifth[0], second[1], second[0]} {
+		deleted = append(deleted, eventsOf(t, st, "Pod/default/"+e, "Deleted")...)
+	}
+	if got := newPods(nil); !cmp.Equal(got, oldest) {
+		t.Errorf("pods left %v, want the two Ready longest %v (deleted: unscheduled %s, not ready %s, ready recently %s); events %q",
+			got, oldest, fifth[0], second[1], second[0], deleted)
 	}
 }
