@@ -485,8 +485,41 @@ func keepTransitionTimes(reported, cur []corev1.PodCondition, now time.Time) []c
 	return out
 }
 
-// ForgetPod is an agent's word that a pod is gone from its node.
-func (c *Cluster) ForgetPod(context.Context, string, string, string, string) error { return nil }
+// ForgetPod is an agent's word that a pod is gone from its node. For a pod
+// the controller deleted, its row is gone already; a pod the controller
+// still has there (with that UID) was lost by its node: its row goes, so
+// that its owner replaces it, as Kubernetes replaces a deleted pod.
+func (c *Cluster) ForgetPod(_ context.Context, node, namespace, name, uid string) error {
+	key := namespace + "/" + name
+	txn := c.st.Write()
+	defer txn.Abort()
+	cur, err := txn.Snapshot().Pod(memdb.NewWatchSet(), key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.NodeName != node || (uid != "" && string(cur.UID) != uid) {
+		return nil // another pod of that name
+	}
+	if err := txn.DeletePod(key); err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("node %s no longer runs pod %s", node, key)
+	if cur.OwnerKey != "" {
+		msg += ": its owner " + cur.OwnerKey + " replaces it"
+	}
+	if err := txn.AddEvent(&store.Event{ObjectKey: "Pod/" + key, Type: corev1.EventTypeWarning, Reason: "PodLost", Message: msg}, c.now()); err != nil {
+		return err
+	}
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	c.rememberDeleted([]types.UID{cur.UID})
+	c.log.Warn("a node lost a pod", "node", node, "pod", key)
+	return nil
+}
 
 // controllerOf is the Key of the object that controls p, or "".
 func controllerOf(p *corev1.Pod) string {
@@ -810,7 +843,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, parked []*store.Par
 	}
 	pk.orphans(running, deleted, deletePod)
 
-	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now)
+	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now, warm)
 	statefulSets(plan, objs, podsByOwner, deleted, deletePod, now)
 	cronJobs(plan, objs, byKey, now)
 	jobs(plan, objs, podsByOwner, deleted, deletePod, now)

@@ -110,6 +110,10 @@ func daemonSetFenceposts(ds *appsv1.DaemonSet, desired int32) (surge, unavailabl
 	return surge, unavailable
 }
 
+// noEligibleNodes is the condition (and the event's reason) of a DaemonSet
+// that matches none of the cluster's nodes.
+const noEligibleNodes appsv1.DaemonSetConditionType = "NoEligibleNodes"
+
 // daemonSets runs one pod of each DaemonSet on every node it fits
 // (node selector, required affinity, taints), following nodes that join,
 // leave or change labels. A new template rolls out as Kubernetes does it:
@@ -117,7 +121,10 @@ func daemonSetFenceposts(ds *appsv1.DaemonSet, desired int32) (surge, unavailabl
 // time (delete, then make the new one), or with maxSurge starts the new pod
 // beside the old one and deletes the old once the new is available
 // (minReadySeconds); OnDelete makes new pods only where old ones are gone.
-func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*store.Pod, nodes []*store.Node, deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time) {
+// A DaemonSet that matches none of the nodes has the condition
+// noEligibleNodes, with a Warning event when it begins to (once the
+// controller is warm).
+func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string][]*store.Pod, nodes []*store.Node, deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time, warm bool) {
 	for _, o := range objs {
 		ds, ok := o.Obj.(*appsv1.DaemonSet)
 		if !ok {
@@ -277,13 +284,25 @@ func daemonSets(plan *clusterPlan, objs []*store.Object, podsByOwner map[string]
 			}
 		}
 		st.NumberUnavailable = st.DesiredNumberScheduled - st.NumberAvailable
-		prevDesired := int32(-1)
-		if s, ok := o.Status.(*appsv1.DaemonSetStatus); ok {
-			prevDesired = s.DesiredNumberScheduled
+		// No eligible node among those that joined is said once, when it
+		// starts: the condition records that it was said. Until the
+		// controller is warm its nodes may not all have come back, so the
+		// condition stays as it was.
+		var said *appsv1.DaemonSetCondition
+		if prev, ok := o.Status.(*appsv1.DaemonSetStatus); ok {
+			for i := range prev.Conditions {
+				if prev.Conditions[i].Type == noEligibleNodes {
+					said = &prev.Conditions[i]
+				}
+			}
 		}
-		if len(eligible) == 0 && len(nodes) > 0 && prevDesired != 0 {
-			plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeWarning, Reason: "NoEligibleNodes",
-				Message: fmt.Sprintf("DaemonSet %s matches none of the %d node(s): check its node selector, affinity and tolerations", o.Name, len(nodes))})
+		switch none := len(eligible) == 0 && len(nodes) > 0; {
+		case said != nil && (none || !warm):
+			st.Conditions = []appsv1.DaemonSetCondition{*said}
+		case none && warm:
+			msg := fmt.Sprintf("DaemonSet %s matches none of the %d node(s): check its node selector, affinity and tolerations", o.Name, len(nodes))
+			st.Conditions = []appsv1.DaemonSetCondition{{Type: noEligibleNodes, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(now), Reason: string(noEligibleNodes), Message: msg}}
+			plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeWarning, Reason: string(noEligibleNodes), Message: msg})
 		}
 		plan.setStatus(o, st)
 	}
