@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -94,43 +93,9 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 	gittest.RequireRoot(t, "runs containers")
 	repo := gittest.NewRepo(t, "", "deploy")
 	repo.CommitFiles("web", sleeperDeployment(2))
-	ctlDir := t.TempDir()
-	agentDir, err := os.MkdirTemp("", "kc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(agentDir) })
-	testimages.Build(t, filepath.Join(agentDir, "images"))
-	node := fmt.Sprintf("kill9-%d", os.Getpid()%10000)
-	t.Cleanup(func() {
-		_ = network.RemoveNode(network.Config{Node: node})
-		_ = ebpf.Unpin(ebpf.Config{Node: node})
-	})
-	ctlAddr, agentAddr := freeAddr(t), freeAddr(t)
-	ctlArgs := []string{"controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
-		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+os.Getpid()%100), "--log-level", "debug"}
-	ctl := startProc(t, ctlArgs...)
-	c, _ := client.New("http://" + ctlAddr)
-	waitAgentToken(t, ctlDir)
-	agent := startProc(t, "agent", "--name", node, "--data-dir", agentDir, "--server", "http://"+ctlAddr,
-		"--token-file", filepath.Join(ctlDir, "agent-token"), "--listen", agentAddr, "--log-level", "debug")
-	t.Cleanup(func() {
-		// Remove the pods through Git, then stop both.
-		repo.Remove("web.yaml")
-		repo.CommitFiles("remove", map[string]string{"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"})
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			l, err := c.Pods(context.Background(), client.PodQuery{})
-			if err == nil && len(l.Items) == 0 {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		waitAgentEmpty(t, agentAddr)
-		agent.stop()
-		_ = downNode(context.Background(), agentDir, node, io.Discard)
-		ctl.stop()
-	})
+	pc := startProcCluster(t, repo, fmt.Sprintf("kill9-%d", os.Getpid()%10000),
+		append(cidrs(3), "--log-level", "debug"), []string{"--ingress-http-port", "0", "--log-level", "debug"})
+	c, ctlAddr, agentAddr, node := pc.c, pc.ctlAddr, pc.agentAddr, pc.node
 	var before []string
 	eventually(t, "2 pods running", func() string {
 		before = podSet(t, c)
@@ -172,9 +137,8 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 		}
 	}
 
-	ctl.kill9()
 	start := time.Now()
-	ctl = startProc(t, ctlArgs...)
+	pc.restartController(t)
 	eventually(t, "pods adopted by the new controller", func() string {
 		if got := podSet(t, c); strings.Join(got, ",") != strings.Join(before, ",") {
 			return fmt.Sprintf("pods %v, before %v", got, before)

@@ -4,16 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keelson/keelson/apiserver/client"
-	"github.com/keelson/keelson/ebpf"
 	"github.com/keelson/keelson/internal/gittest"
 	"github.com/keelson/keelson/internal/testimages"
-	"github.com/keelson/keelson/nodeagent/network"
 )
 
 const secretValue = "hunter2-q7Zx-never-shown"
@@ -57,38 +54,9 @@ func TestConfigFromGitReachesRunningPods(t *testing.T) {
 	gittest.RequireRoot(t, "runs containers")
 	repo := gittest.NewRepo(t, "", "config")
 	repo.CommitFiles("app", configApp("hello-v1"))
-	ctlDir := t.TempDir()
-	agentDir, err := os.MkdirTemp("", "kf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(agentDir) })
-	testimages.Build(t, filepath.Join(agentDir, "images"))
-	node := fmt.Sprintf("cfg-%d", os.Getpid()%10000)
-	t.Cleanup(func() {
-		_ = network.RemoveNode(network.Config{Node: node})
-		_ = ebpf.Unpin(ebpf.Config{Node: node})
-	})
-	ctlAddr, agentAddr := freeAddr(t), freeAddr(t)
-	ctl := startProc(t, "controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
-		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 150+os.Getpid()%50), "--log-level", "debug")
-	c, _ := client.New("http://" + ctlAddr)
-	waitAgentToken(t, ctlDir)
-	agent := startProc(t, "agent", "--name", node, "--data-dir", agentDir, "--server", "http://"+ctlAddr,
-		"--token-file", filepath.Join(ctlDir, "agent-token"), "--listen", agentAddr, "--log-level", "debug")
-	t.Cleanup(func() {
-		repo.Remove("app.yaml")
-		repo.CommitFiles("remove", map[string]string{"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"})
-		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			if l, err := c.Pods(context.Background(), client.PodQuery{}); err == nil && len(l.Items) == 0 {
-				break
-			}
-		}
-		waitAgentEmpty(t, agentAddr)
-		agent.stop()
-		_ = downNode(context.Background(), agentDir, node, os.Stderr)
-		ctl.stop()
-	})
+	pc := startProcCluster(t, repo, fmt.Sprintf("cfg-%d", os.Getpid()%10000),
+		append(cidrs(23), "--log-level", "debug"), []string{"--ingress-http-port", "0", "--log-level", "debug"})
+	c, ctlAddr, ctl, agent := pc.c, pc.ctlAddr, pc.ctl, pc.agent
 	var pod string
 	eventually(t, "the pod running", func() string {
 		l, err := c.Pods(context.Background(), client.PodQuery{})

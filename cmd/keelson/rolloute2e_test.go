@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,10 +14,8 @@ import (
 	"time"
 
 	"github.com/keelson/keelson/apiserver/client"
-	"github.com/keelson/keelson/ebpf"
 	"github.com/keelson/keelson/internal/gittest"
 	"github.com/keelson/keelson/internal/testimages"
-	"github.com/keelson/keelson/nodeagent/network"
 )
 
 // versioned is a Deployment "web" of 4 testapp pods whose VERSION is the
@@ -133,41 +130,8 @@ func TestRolloutEndToEnd(t *testing.T) {
 	repo := gittest.NewRepo(t, "", "rollout-e2e")
 	v1 := repo.CommitFiles("web v1", versioned("v1", ""))
 
-	ctlDir := t.TempDir()
-	agentDir, err := os.MkdirTemp("", "kroll")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(agentDir) })
-	testimages.Build(t, filepath.Join(agentDir, "images"))
-	node := fmt.Sprintf("roll-%d", id)
-	t.Cleanup(func() {
-		_ = network.RemoveNode(network.Config{Node: node})
-		_ = ebpf.Unpin(ebpf.Config{Node: node})
-	})
-	ctlAddr, agentAddr := freeAddr(t), freeAddr(t)
-	ctlArgs := []string{"controller", "--repo", repo.Dir, "--data-dir", ctlDir, "--listen", ctlAddr,
-		"--cluster-cidr", fmt.Sprintf("10.%d.0.0/16", 100+(id+17)%50), "--service-cidr", fmt.Sprintf("10.%d.0.0/16", 150+(id+17)%50)}
-	ctl := startProc(t, ctlArgs...)
-	c, _ := client.New("http://" + ctlAddr)
-	waitAgentToken(t, ctlDir)
-	agent := startProc(t, "agent", "--name", node, "--data-dir", agentDir, "--server", "http://"+ctlAddr,
-		"--token-file", filepath.Join(ctlDir, "agent-token"), "--listen", agentAddr, "--ingress-http-port", "0", "--log-level", "debug")
-	t.Cleanup(func() {
-		repo.Remove("web.yaml")
-		repo.CommitFiles("remove", map[string]string{"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"})
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			if l, err := c.Pods(context.Background(), client.PodQuery{}); err == nil && len(l.Items) == 0 {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		waitAgentEmpty(t, agentAddr)
-		agent.stop()
-		_ = downNode(context.Background(), agentDir, node, io.Discard)
-		ctl.stop()
-	})
+	pc := startProcCluster(t, repo, fmt.Sprintf("roll-%d", id), cidrs(17), []string{"--ingress-http-port", "0", "--log-level", "debug"})
+	c, ctlAddr := pc.c, pc.ctlAddr
 
 	applied := func(sha string) {
 		t.Helper()
@@ -268,8 +232,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 	// controller is back.
 	time.Sleep(300 * time.Millisecond)
 	t.Logf("%s kill -9 the controller", time.Now().Format("15:04:05.000"))
-	ctl.kill9()
-	ctl = startProc(t, ctlArgs...)
+	pc.restartController(t)
 	applied(repo.Head())
 	if code, out := rollout("120s"); code != 0 {
 		t.Fatalf("revert of v2 across a controller restart: %d %s", code, out)

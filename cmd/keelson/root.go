@@ -21,6 +21,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	code := exitCode(err)
+	var ee exitError
+	if err != nil && !errors.As(err, &ee) {
+		fmt.Fprintln(stderr, "keelson:", err)
+	}
+	return code
+}
+
+// exitCode is the process's exit code for a command's error: 0 without
+// one, the command's own for an exitError (exec passes the remote
+// command's back), 1 otherwise.
+func exitCode(err error) int {
 	var ee exitError
 	switch {
 	case err == nil:
@@ -28,7 +40,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &ee):
 		return ee.code
 	default:
-		fmt.Fprintln(stderr, "keelson:", err)
 		return 1
 	}
 }
