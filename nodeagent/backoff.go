@@ -34,13 +34,18 @@ func (b backoff) exited(startedAt, exitedAt time.Time) backoff {
 		b.until = exitedAt
 		return b
 	}
+	b.until = exitedAt.Add(doubled(b.failures - 1))
+	b.failures++
+	return b
+}
+
+// doubled is backoffInitial doubled n times, at most backoffMax.
+func doubled(n int) time.Duration {
 	d := backoffInitial
-	for i := 1; i < b.failures && d < backoffMax; i++ {
+	for i := 0; i < n && d < backoffMax; i++ {
 		d *= 2
 	}
-	b.failures++
-	b.until = exitedAt.Add(min(d, backoffMax))
-	return b
+	return min(d, backoffMax)
 }
 
 // failed records a failure to start (an image pull, a sandbox or a create
@@ -48,12 +53,8 @@ func (b backoff) exited(startedAt, exitedAt time.Time) backoff {
 // once: as kubelet's image back-off, the next try is 10 s later, doubling up
 // to 5 minutes.
 func (b backoff) failed(now time.Time) backoff {
-	d := backoffInitial
-	for i := 0; i < b.failures && d < backoffMax; i++ {
-		d *= 2
-	}
+	b.until = now.Add(doubled(b.failures))
 	b.failures++
-	b.until = now.Add(min(d, backoffMax))
 	return b
 }
 
