@@ -71,6 +71,16 @@ type Agent struct {
 	volGone     map[types.UID]bool
 	nodeResOnce sync.Once
 	nodeRes     nodeResources
+	// logRotation is how container logs are rotated: logMaxBytes,
+	// logMaxFiles and logCheckEvery, which tests make smaller.
+	logRotation logRotation
+}
+
+// logRotation is when and how far container logs are rotated.
+type logRotation struct {
+	maxBytes   int64
+	maxFiles   int
+	checkEvery time.Duration
 }
 
 // New returns an agent; it does nothing until Run.
@@ -79,7 +89,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: node, data dir, runtime, network and store are required")
 	}
 	a := &Agent{Config: cfg, log: cfg.Log, now: cfg.Now, rt: cfg.Runtime, net: cfg.Network, workers: map[types.UID]*podWorker{},
-		configs: &configStore{}, volGone: map[types.UID]bool{}}
+		configs: &configStore{}, volGone: map[types.UID]bool{},
+		logRotation: logRotation{maxBytes: logMaxBytes, maxFiles: logMaxFiles, checkEvery: logCheckEvery}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -419,7 +430,8 @@ func (a *Agent) observeStart(pod *corev1.Pod, seen time.Time, st *ctrState) {
 
 // rotateLogs rotates the log files of running containers past logMaxBytes.
 func (a *Agent) rotateLogs(ctx context.Context) {
-	t := time.NewTicker(logCheckEvery)
+	r := a.logRotation
+	t := time.NewTicker(r.checkEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -429,7 +441,7 @@ func (a *Agent) rotateLogs(ctx context.Context) {
 		}
 		files, _ := filepath.Glob(filepath.Join(a.DataDir, "pods", "*", "logs", "*", "*.log"))
 		for _, f := range files {
-			if _, err := runtime.RotateLog(f, logMaxBytes, logMaxFiles); err != nil {
+			if _, err := runtime.RotateLog(f, r.maxBytes, r.maxFiles); err != nil {
 				a.log.Warn("rotate log", "file", f, "err", err)
 			}
 		}
