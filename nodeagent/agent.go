@@ -19,7 +19,8 @@ import (
 	"github.com/keelson/keelson/store"
 )
 
-// Log rotation, as kubelet's defaults: 10 MiB per file, 5 files.
+// Log rotation, as kubelet's defaults: 10 MiB per file, 5 files (the
+// current one and 4 rotated ones).
 const (
 	logMaxBytes   = 10 << 20
 	logMaxFiles   = 5
@@ -441,7 +442,8 @@ func (a *Agent) rotateLogs(ctx context.Context) {
 		}
 		files, _ := filepath.Glob(filepath.Join(a.DataDir, "pods", "*", "logs", "*", "*.log"))
 		for _, f := range files {
-			if _, err := runtime.RotateLog(f, r.maxBytes, r.maxFiles); err != nil {
+			// maxFiles counts the current file, as kubelet's containerLogMaxFiles.
+			if _, err := runtime.RotateLog(f, r.maxBytes, r.maxFiles-1); err != nil {
 				a.log.Warn("rotate log", "file", f, "err", err)
 			}
 		}

@@ -93,7 +93,7 @@ func logRuns(dir string) ([]int, error) {
 func writeTail(path string, n, maxFiles int, w io.Writer) (int64, error) {
 	var chunks [][]byte
 	lines := 0
-	for i := 0; i <= maxFiles; i++ {
+	for i := 0; i < maxFiles; i++ {
 		p := path
 		if i > 0 {
 			p = path + "." + strconv.Itoa(i)
