@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	memdb "github.com/hashicorp/go-memdb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -261,9 +262,21 @@ func (a *Agent) forget(pod *corev1.Pod) {
 	a.forgetVolumes(pod)
 	txn := a.Store.Write()
 	defer txn.Abort()
-	if err := txn.DeletePod(pod.Namespace + "/" + pod.Name); err == nil {
+	key := pod.Namespace + "/" + pod.Name
+	if otherPodUID(txn, key, pod.UID) {
+		return // an edited manifest's new pod has the key now
+	}
+	if err := txn.DeletePod(key); err == nil {
 		_ = txn.Commit()
 	}
+}
+
+// otherPodUID reports whether the store's pod key belongs to a pod other
+// than uid: a pod whose manifest was edited is replaced by a new one (a new
+// UID) under the same key, while the old one stops.
+func otherPodUID(txn *store.Txn, key string, uid types.UID) bool {
+	row, err := txn.Snapshot().Pod(memdb.NewWatchSet(), key)
+	return err == nil && row.Object().UID != uid
 }
 
 // publish writes the worker's pod with its status to the store.
@@ -281,6 +294,9 @@ func (w *podWorker) publish() {
 	}
 	txn := w.a.Store.Write()
 	defer txn.Abort()
+	if removing && otherPodUID(txn, w.key, p.UID) {
+		return
+	}
 	err := txn.UpsertPod(row)
 	if err == nil {
 		err = txn.Commit()
