@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	memdb "github.com/hashicorp/go-memdb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -19,7 +20,8 @@ import (
 	"github.com/keelson/keelson/store"
 )
 
-// Log rotation, as kubelet's defaults: 10 MiB per file, 5 files.
+// Log rotation, as kubelet's defaults: 10 MiB per file, 5 files (the
+// current one and 4 rotated ones).
 const (
 	logMaxBytes   = 10 << 20
 	logMaxFiles   = 5
@@ -71,6 +73,16 @@ type Agent struct {
 	volGone     map[types.UID]bool
 	nodeResOnce sync.Once
 	nodeRes     nodeResources
+	// logRotation is how container logs are rotated: logMaxBytes,
+	// logMaxFiles and logCheckEvery, which tests make smaller.
+	logRotation logRotation
+}
+
+// logRotation is when and how far container logs are rotated.
+type logRotation struct {
+	maxBytes   int64
+	maxFiles   int
+	checkEvery time.Duration
 }
 
 // New returns an agent; it does nothing until Run.
@@ -79,7 +91,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: node, data dir, runtime, network and store are required")
 	}
 	a := &Agent{Config: cfg, log: cfg.Log, now: cfg.Now, rt: cfg.Runtime, net: cfg.Network, workers: map[types.UID]*podWorker{},
-		configs: &configStore{}, volGone: map[types.UID]bool{}}
+		configs: &configStore{}, volGone: map[types.UID]bool{},
+		logRotation: logRotation{maxBytes: logMaxBytes, maxFiles: logMaxFiles, checkEvery: logCheckEvery}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -249,9 +262,21 @@ func (a *Agent) forget(pod *corev1.Pod) {
 	a.forgetVolumes(pod)
 	txn := a.Store.Write()
 	defer txn.Abort()
-	if err := txn.DeletePod(pod.Namespace + "/" + pod.Name); err == nil {
+	key := pod.Namespace + "/" + pod.Name
+	if otherPodUID(txn, key, pod.UID) {
+		return // an edited manifest's new pod has the key now
+	}
+	if err := txn.DeletePod(key); err == nil {
 		_ = txn.Commit()
 	}
+}
+
+// otherPodUID reports whether the store's pod key belongs to a pod other
+// than uid: a pod whose manifest was edited is replaced by a new one (a new
+// UID) under the same key, while the old one stops.
+func otherPodUID(txn *store.Txn, key string, uid types.UID) bool {
+	row, err := txn.Snapshot().Pod(memdb.NewWatchSet(), key)
+	return err == nil && row.Object().UID != uid
 }
 
 // publish writes the worker's pod with its status to the store.
@@ -269,6 +294,9 @@ func (w *podWorker) publish() {
 	}
 	txn := w.a.Store.Write()
 	defer txn.Abort()
+	if removing && otherPodUID(txn, w.key, p.UID) {
+		return
+	}
 	err := txn.UpsertPod(row)
 	if err == nil {
 		err = txn.Commit()
@@ -419,7 +447,8 @@ func (a *Agent) observeStart(pod *corev1.Pod, seen time.Time, st *ctrState) {
 
 // rotateLogs rotates the log files of running containers past logMaxBytes.
 func (a *Agent) rotateLogs(ctx context.Context) {
-	t := time.NewTicker(logCheckEvery)
+	r := a.logRotation
+	t := time.NewTicker(r.checkEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -429,7 +458,8 @@ func (a *Agent) rotateLogs(ctx context.Context) {
 		}
 		files, _ := filepath.Glob(filepath.Join(a.DataDir, "pods", "*", "logs", "*", "*.log"))
 		for _, f := range files {
-			if _, err := runtime.RotateLog(f, logMaxBytes, logMaxFiles); err != nil {
+			// maxFiles counts the current file, as kubelet's containerLogMaxFiles.
+			if _, err := runtime.RotateLog(f, r.maxBytes, r.maxFiles-1); err != nil {
 				a.log.Warn("rotate log", "file", f, "err", err)
 			}
 		}

@@ -41,6 +41,8 @@ type node struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	onStart   func(pod string, d time.Duration)
+	// configure, when set, adjusts each agent start() creates before it runs.
+	configure func(*Agent)
 }
 
 var cidrs = struct {
@@ -106,6 +108,9 @@ func (nd *node) start() {
 	nd.agent, err = New(Config{Node: nd.name, DataDir: nd.dataDir, HostIP: "127.0.0.1", Runtime: nd.rt, Network: nd.net, Store: nd.st, Log: log, OnStart: nd.onStart})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if nd.configure != nil {
+		nd.configure(nd.agent)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	nd.cancel, nd.done = cancel, make(chan struct{})

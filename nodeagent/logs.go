@@ -57,7 +57,7 @@ func (a *Agent) Logs(ctx context.Context, pod *corev1.Pod, o LogOptions, w io.Wr
 		run = runs[len(runs)-2]
 	}
 	path := filepath.Join(dir, strconv.Itoa(run)+".log")
-	offset, err := writeTail(path, o.Tail, w)
+	offset, err := writeTail(path, o.Tail, a.logRotation.maxFiles, w)
 	if err != nil {
 		return err
 	}
@@ -88,11 +88,12 @@ func logRuns(dir string) ([]int, error) {
 }
 
 // writeTail writes the last n lines of path (and of its rotated files when
-// needed; all when n < 0) and returns the size of path it has read.
-func writeTail(path string, n int, w io.Writer) (int64, error) {
+// needed, up to maxFiles of them; all when n < 0) and returns the size of
+// path it has read.
+func writeTail(path string, n, maxFiles int, w io.Writer) (int64, error) {
 	var chunks [][]byte
 	lines := 0
-	for i := 0; i <= logMaxFiles; i++ {
+	for i := 0; i < maxFiles; i++ {
 		p := path
 		if i > 0 {
 			p = path + "." + strconv.Itoa(i)

@@ -26,7 +26,9 @@ func (w *podWorker) status() corev1.PodStatus {
 		s.HostIPs = []corev1.HostIP{{IP: s.HostIP}}
 	}
 	initDone := w.initDone || len(pod.Spec.InitContainers) == 0
-	var running, waiting, succeeded, failed int
+	// restarting counts containers waiting to run again after an exit
+	// (CrashLoopBackOff): kubelet counts them as stopped, not waiting.
+	var running, waiting, restarting, succeeded, failed int
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		pending := "ContainerCreating"
@@ -37,6 +39,8 @@ func (w *podWorker) status() corev1.PodStatus {
 		switch {
 		case cs.State.Running != nil:
 			running++
+		case cs.State.Waiting != nil && cs.LastTerminationState.Terminated != nil:
+			restarting++
 		case cs.State.Waiting != nil:
 			waiting++
 		case cs.State.Terminated.ExitCode == 0:
@@ -74,7 +78,7 @@ func (w *podWorker) status() corev1.PodStatus {
 		s.Phase = corev1.PodPending
 	case waiting > 0 && running == 0 && succeeded+failed == 0:
 		s.Phase = corev1.PodPending
-	case running > 0 || waiting > 0:
+	case running > 0 || waiting > 0 || restarting > 0:
 		s.Phase = corev1.PodRunning
 		if running == 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
 			s.Phase = corev1.PodPending

@@ -1,0 +1,89 @@
+package nodeagent
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/keelson/keelson/nodeagent/runtime"
+)
+
+func TestResources(t *testing.T) {
+	q := resource.MustParse
+	for _, tc := range []struct {
+		name string
+		in   corev1.ResourceRequirements
+		want runtime.Resources
+	}{
+		{"none is best effort", corev1.ResourceRequirements{}, runtime.Resources{CPUShares: 2}},
+		{"memory limit in bytes", corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{corev1.ResourceMemory: q("64Mi")},
+		}, runtime.Resources{MemoryLimit: 64 << 20, CPUShares: 2}},
+		{"memory limit in decimal units", corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{corev1.ResourceMemory: q("1G")},
+		}, runtime.Resources{MemoryLimit: 1_000_000_000, CPUShares: 2}},
+		{"cpu limit is a quota over 100 ms, and the request defaults to it", corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{corev1.ResourceCPU: q("250m")},
+		}, runtime.Resources{CPUQuota: 25000, CPUPeriod: 100000, CPUShares: 256}},
+		{"two cpus", corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{corev1.ResourceCPU: q("2")},
+		}, runtime.Resources{CPUQuota: 200000, CPUPeriod: 100000, CPUShares: 2048}},
+		{"a request of its own wins over the limit for shares", corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: q("100m")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: q("500m")},
+		}, runtime.Resources{CPUQuota: 50000, CPUPeriod: 100000, CPUShares: 102}},
+		{"request only: shares, no quota", corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: q("1")},
+		}, runtime.Resources{CPUShares: 1024}},
+		{"tiny limit: minimum quota 1 ms and minimum shares 2", corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{corev1.ResourceCPU: q("1m")},
+		}, runtime.Resources{CPUQuota: 1000, CPUPeriod: 100000, CPUShares: 2}},
+		{"cpu and memory", corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: q("250m"), corev1.ResourceMemory: q("32Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: q("1"), corev1.ResourceMemory: q("128Mi")},
+		}, runtime.Resources{MemoryLimit: 128 << 20, CPUQuota: 100000, CPUPeriod: 100000, CPUShares: 256}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if d := cmp.Diff(tc.want, resources(tc.in)); d != "" {
+				t.Errorf("resources (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestSecurity(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.PodSecurityContext
+		c    *corev1.SecurityContext
+		want runtime.Security
+	}{
+		{"none", nil, nil, runtime.Security{}},
+		{"pod level only", &corev1.PodSecurityContext{RunAsUser: ptrTo[int64](1000), RunAsGroup: ptrTo[int64](2000), FSGroup: ptrTo[int64](3000)}, nil,
+			runtime.Security{RunAsUser: ptrTo[int64](1000), RunAsGroup: ptrTo[int64](2000)}},
+		{"container wins", &corev1.PodSecurityContext{RunAsUser: ptrTo[int64](1000), RunAsGroup: ptrTo[int64](2000)},
+			&corev1.SecurityContext{RunAsUser: ptrTo[int64](1), RunAsGroup: ptrTo[int64](2)},
+			runtime.Security{RunAsUser: ptrTo[int64](1), RunAsGroup: ptrTo[int64](2)}},
+		{"container sets the user, the pod's group stays", &corev1.PodSecurityContext{RunAsUser: ptrTo[int64](1000), RunAsGroup: ptrTo[int64](2000)},
+			&corev1.SecurityContext{RunAsUser: ptrTo[int64](0)},
+			runtime.Security{RunAsUser: ptrTo[int64](0), RunAsGroup: ptrTo[int64](2000)}},
+		{"container only", nil, &corev1.SecurityContext{RunAsGroup: ptrTo[int64](5)},
+			runtime.Security{RunAsGroup: ptrTo[int64](5)}},
+		{"capabilities", nil, &corev1.SecurityContext{Capabilities: &corev1.Capabilities{
+			Add: []corev1.Capability{"NET_ADMIN", "CAP_SYS_TIME"}, Drop: []corev1.Capability{"ALL"}}},
+			runtime.Security{CapAdd: []string{"NET_ADMIN", "CAP_SYS_TIME"}, CapDrop: []string{"ALL"}}},
+		{"privileged, read-only root, no escalation", &corev1.PodSecurityContext{RunAsUser: ptrTo[int64](7)}, &corev1.SecurityContext{
+			Privileged: ptrTo(true), ReadOnlyRootFilesystem: ptrTo(true), AllowPrivilegeEscalation: ptrTo(false)},
+			runtime.Security{RunAsUser: ptrTo[int64](7), Privileged: true, ReadOnlyRootFS: true, AllowPrivilegeEscalation: ptrTo(false)}},
+		{"explicit false", nil, &corev1.SecurityContext{Privileged: ptrTo(false), ReadOnlyRootFilesystem: ptrTo(false)},
+			runtime.Security{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if d := cmp.Diff(tc.want, security(tc.pod, tc.c)); d != "" {
+				t.Errorf("security (-want +got):\n%s", d)
+			}
+		})
+	}
+}
