@@ -106,7 +106,7 @@ func TestAgentCommandSurvivesKill9(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		for time.Now().Before(deadline) {
 			_, out, _ := cli(t, "get", "pods", "--server", a.server)
-			if !strings.Contains(out, "web") {
+			if !strings.Contains(out, "web") && !strings.Contains(out, "tools") {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)

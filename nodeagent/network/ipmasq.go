@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -133,13 +135,22 @@ func (m *Manager) ensureMasquerade(ctx context.Context) error {
 }
 
 // RemoveNode removes what a node's pod network keeps outside its pods and
-// data directory: the bridge and the masquerade chain. `keelson down` and
+// data directory: the bridge, the masquerade chain and the (empty) run
+// directory of its network namespaces. `keelson down` and
 // tests call it once the pods are torn down; absent parts are not an error.
 func RemoveNode(cfg Config) error {
 	cfg = cfg.withDefaults()
 	var errs []error
 	if out, err := exec.Command("ip", "link", "del", cfg.BridgeName).CombinedOutput(); err != nil && !bytes.Contains(out, []byte("Cannot find device")) {
 		errs = append(errs, fmt.Errorf("delete bridge %s: %w: %s", cfg.BridgeName, err, bytes.TrimSpace(out)))
+	}
+	// The run directory of the network namespaces, and the node's directory
+	// above the default one, go when empty.
+	if cfg.RunDir != "" {
+		_ = os.Remove(cfg.RunDir)
+		if cfg.RunDir == filepath.Join("/run/keelson", cfg.Node, "netns") {
+			_ = os.Remove(filepath.Dir(cfg.RunDir))
+		}
 	}
 	chain, comment := nodeMasqChain(cfg.BridgeName), nodeMasqComment(cfg.BridgeName)
 	for _, ipt := range []string{"iptables", "ip6tables"} {

@@ -124,6 +124,16 @@ func (d *Daemon) Restarts() int {
 func (d *Daemon) Stop() error {
 	d.stopOnce.Do(func() { close(d.stop) })
 	<-d.done
+	// What it kept under /run/keelson goes with it: its sockets, and the
+	// directories of its socket and of runc's state when they are empty
+	// (they are not while containers it ran keep running).
+	for _, f := range []string{d.socket, d.socket + ".ttrpc"} {
+		_ = os.Remove(f)
+	}
+	if dir := filepath.Dir(d.socket); strings.HasPrefix(dir, "/run/keelson/") {
+		_ = os.Remove(dir)
+	}
+	_ = os.Remove(RuncRoot(d.socket))
 	return nil
 }
 
