@@ -480,6 +480,7 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 				_ = cleaner.Wait()
 			}
 			_ = ebpf.Unpin(ebpf.Config{Node: a.name})
+			_ = network.RemoveNode(network.Config{Node: a.name}) // its bridge went with its namespace; its run directory stays
 			_ = os.RemoveAll(a.dir)
 		}
 		ctl.stop()

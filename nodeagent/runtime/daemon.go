@@ -133,7 +133,13 @@ func (d *Daemon) Stop() error {
 	if dir := filepath.Dir(d.socket); strings.HasPrefix(dir, "/run/keelson/") {
 		_ = os.Remove(dir)
 	}
-	_ = os.Remove(RuncRoot(d.socket))
+	root := RuncRoot(d.socket)
+	if entries, err := os.ReadDir(root); err == nil {
+		for _, e := range entries {
+			_ = os.Remove(filepath.Join(root, e.Name())) // runc's directory of a containerd namespace
+		}
+	}
+	_ = os.Remove(root)
 	return nil
 }
 
