@@ -431,7 +431,11 @@ func (a *Agent) writePodFiles(pod *corev1.Pod, ip string) (podFiles, error) {
 	if !pod.Spec.HostNetwork {
 		podIP = net.ParseIP(ip)
 	}
-	hosts, resolv, hostname, err := network.WritePodFiles(dir, podHostname(pod), podIP, aliases, dns)
+	name := podHostname(pod)
+	if name == "" { // the host's network: its hosts and hostname files are the node's, not mounted
+		name, _ = os.Hostname()
+	}
+	hosts, resolv, hostname, err := network.WritePodFiles(dir, name, podIP, aliases, dns)
 	if err != nil {
 		return podFiles{}, fmt.Errorf("pod files: %w", err)
 	}

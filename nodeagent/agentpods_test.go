@@ -125,10 +125,11 @@ spec:
 `, port))
 	nd.waitState("hn", "app", 30*time.Second, running)
 	nd.waitState("hn", "links", 30*time.Second, running)
-	nd.waitFor("app listens on the node's 127.0.0.1", func() string {
+	host, _ := os.Hostname()
+	nd.waitFor("app listens on the node's 127.0.0.1 and has the node's hostname", func() string {
 		body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/hostname", port))
-		if err != nil || strings.TrimSpace(body) == "" {
-			return fmt.Sprintf("%q %v", body, err)
+		if err != nil || strings.TrimSpace(body) != host {
+			return fmt.Sprintf("%q %v, want %q", body, err, host)
 		}
 		return ""
 	}, 10*time.Second)

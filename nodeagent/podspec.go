@@ -44,7 +44,7 @@ func buildSpec(in envInputs, c *corev1.Container, restarts int, netns string, fi
 		TTY:           c.TTY,
 		Stdin:         c.Stdin,
 		NetNSPath:     netns,
-		Hostname:      podHostname(pod),
+		Hostname:      podHostname(pod), // "" on the host's network: the node's, as kubelet
 		LogPath:       logPath,
 		Resources:     resources(c.Resources),
 		Security:      security(pod.Spec.SecurityContext, c.SecurityContext),
@@ -64,8 +64,12 @@ func buildSpec(in envInputs, c *corev1.Container, restarts int, netns string, fi
 }
 
 // podHostname is the pod's hostname: spec.hostname, else its name, cut to a
-// DNS label as kubelet does.
+// DNS label as kubelet does; none for a pod on the host's network, which
+// has the node's.
 func podHostname(pod *corev1.Pod) string {
+	if pod.Spec.HostNetwork {
+		return ""
+	}
 	h := pod.Spec.Hostname
 	if h == "" {
 		h = pod.Name

@@ -286,6 +286,14 @@ func (r *Runtime) specOpts(id string, image containerd.Image, args []string, s *
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNSPath}))
 	} else {
 		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace))
+		if s.Hostname == "" {
+			// On the host's network without a hostname of its own, as
+			// kubelet runs such pods: the node's UTS namespace and name.
+			opts = append(opts, oci.WithHostNamespace(specs.UTSNamespace))
+			if h, err := os.Hostname(); err == nil {
+				opts = append(opts, oci.WithEnv([]string{"HOSTNAME=" + h}))
+			}
+		}
 	}
 
 	var mounts []specs.Mount
