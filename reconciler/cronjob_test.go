@@ -205,3 +205,45 @@ func TestCronJobFailedJobsHistoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// Runs missed while no pass came (the controller was down from 10:01 to
+// 10:31) are not made up one by one: only the most recent runs, and only
+// within startingDeadlineSeconds of its time.
+func TestCronJobMissedRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name, spec string
+		passAt     time.Time
+		want       []string
+		missed     bool
+	}{
+		{"the most recent", "", at(10, 31, 1), []string{reportJob(at(10, 30, 0))}, false},
+		{"within the deadline", "  startingDeadlineSeconds: 120\n", at(10, 31, 1), []string{reportJob(at(10, 30, 0))}, false},
+		{"past the deadline", "  startingDeadlineSeconds: 30\n", at(10, 31, 1), nil, true},
+		{"a day and more", "", at(10, 1, 0).Add(50 * time.Hour), []string{reportJob(at(12, 0, 0).Add(48 * time.Hour))}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, a, st, clk := clusterFixture(t)
+			register(t, c, "n1")
+			clk.t = at(10, 1, 0)
+			if _, err := a.Apply(revision("c1", map[string]string{"cj.yaml": cronJobWith("Allow", tc.spec)}), clk.t); err != nil {
+				t.Fatal(err)
+			}
+			settle(t, c)
+			clk.t = tc.passAt
+			settle(t, c)
+			if got := jobNames(t, st); !cmp.Equal(got, tc.want) {
+				t.Errorf("Jobs after the gap: %v, want %v", got, tc.want)
+			}
+			ev, _ := st.Snapshot().Events(memdb.NewWatchSet(), "CronJob/default/report")
+			n := 0
+			for _, e := range ev {
+				if e.Reason == "MissSchedule" {
+					n++
+				}
+			}
+			if (n == 1) != tc.missed || n > 1 {
+				t.Errorf("%d MissSchedule events, want one: %v", n, tc.missed)
+			}
+		})
+	}
+}

@@ -647,20 +647,31 @@ func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.O
 			t := metav1.NewTime(now)
 			st.LastScheduleTime = &t // the schedule counts from when Keelson first saw it
 		} else if !next.After(now) && !suspended {
+			// Runs missed while no pass came (a controller that was down)
+			// are not made up one by one: the most recent one runs, as in
+			// Kubernetes, and only within startingDeadlineSeconds of its time.
+			next = mostRecentRun(sched, next, now)
 			t := metav1.NewTime(next)
 			st.LastScheduleTime = &t
 			run := true
+			if d := cj.Spec.StartingDeadlineSeconds; d != nil && now.Sub(next) > time.Duration(*d)*time.Second {
+				run = false
+				plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeWarning, Reason: "MissSchedule",
+					Message: fmt.Sprintf("missed the run of %s by %s, more than startingDeadlineSeconds (%ds)", next.UTC().Format(time.RFC3339), now.Sub(next).Round(time.Second), *d)})
+			}
 			switch cj.Spec.ConcurrencyPolicy {
 			case batchv1.ForbidConcurrent:
-				run = len(active) == 0
-				if !run {
+				if run && len(active) > 0 {
+					run = false
 					plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeNormal, Reason: "JobAlreadyActive", Message: "not starting a Job: one is still running (concurrencyPolicy Forbid)"})
 				}
 			case batchv1.ReplaceConcurrent:
-				for _, j := range active {
-					plan.deleteObjects = append(plan.deleteObjects, j.Key)
+				if run {
+					for _, j := range active {
+						plan.deleteObjects = append(plan.deleteObjects, j.Key)
+					}
+					active = nil
 				}
-				active = nil
 			}
 			if run {
 				j := jobFor(o, cj, next)
@@ -688,6 +699,22 @@ func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.O
 		}
 		plan.setStatus(o, &st)
 	}
+}
+
+// mostRecentRun is the last run time of sched from first (a due one) up to
+// now. A gap of more than a day is looked at from a day before now, so that
+// a schedule of every minute after a long outage costs at most 1,440 steps.
+func mostRecentRun(sched cron.Schedule, first, now time.Time) time.Time {
+	last := first
+	if now.Sub(first) > 24*time.Hour {
+		if t := sched.Next(now.Add(-24 * time.Hour)); !t.After(now) {
+			last = t
+		}
+	}
+	for t := sched.Next(last); !t.After(now); t = sched.Next(t) {
+		last = t
+	}
+	return last
 }
 
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
