@@ -64,21 +64,9 @@ To roll back, revert the commit in Git: the controller applies the revert.`,
 }
 
 func rolloutHistory(cmd *cobra.Command, args []string, o rolloutHistoryOptions) error {
-	kindName, name := args[0], ""
-	if len(args) == 2 {
-		name = args[1]
-	} else if k, n, ok := strings.Cut(args[0], "/"); ok {
-		kindName, name = k, n
-	}
-	if name == "" {
-		return fmt.Errorf("say what to show: TYPE/NAME or TYPE NAME, for example deploy/web")
-	}
-	res, err := lookupResource(kindName)
+	res, name, err := rolloutTarget(args, "show", "history")
 	if err != nil {
 		return err
-	}
-	if _, ok := rolloutKinds[res.kind]; !ok {
-		return fmt.Errorf("no rollout history for %s: only Deployments, DaemonSets and StatefulSets roll out", res.names[0])
 	}
 	if o.limit < 0 {
 		return fmt.Errorf("--limit %d: want 0 (all) or more", o.limit)

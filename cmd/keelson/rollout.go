@@ -63,7 +63,10 @@ var rolloutKinds = map[string]func(raw json.RawMessage) (string, bool, error){
 	"StatefulSet": statefulSetRolloutStatus,
 }
 
-func rolloutStatus(cmd *cobra.Command, args []string, o rolloutStatusOptions) error {
+// rolloutTarget reads the object a rollout verb names, TYPE/NAME or TYPE
+// NAME, of a kind that rolls out; what ("follow", "show") and verb
+// ("status", "history") word the errors.
+func rolloutTarget(args []string, what, verb string) (*resource, string, error) {
 	kindName, name := args[0], ""
 	if len(args) == 2 {
 		name = args[1]
@@ -71,16 +74,24 @@ func rolloutStatus(cmd *cobra.Command, args []string, o rolloutStatusOptions) er
 		kindName, name = k, n
 	}
 	if name == "" {
-		return fmt.Errorf("say what to follow: TYPE/NAME or TYPE NAME, for example deploy/web")
+		return nil, "", fmt.Errorf("say what to %s: TYPE/NAME or TYPE NAME, for example deploy/web", what)
 	}
 	res, err := lookupResource(kindName)
 	if err != nil {
+		return nil, "", err
+	}
+	if _, ok := rolloutKinds[res.kind]; !ok {
+		return nil, "", fmt.Errorf("no rollout %s for %s: only Deployments, DaemonSets and StatefulSets roll out", verb, res.names[0])
+	}
+	return res, name, nil
+}
+
+func rolloutStatus(cmd *cobra.Command, args []string, o rolloutStatusOptions) error {
+	res, name, err := rolloutTarget(args, "follow", "status")
+	if err != nil {
 		return err
 	}
-	status, ok := rolloutKinds[res.kind]
-	if !ok {
-		return fmt.Errorf("no rollout status for %s: only Deployments, DaemonSets and StatefulSets roll out", res.names[0])
-	}
+	status := rolloutKinds[res.kind]
 	c, err := apiClient(cmd)
 	if err != nil {
 		return err
