@@ -1,14 +1,12 @@
 package nodeagent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/containerd/containerd/snapshots"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/keelson/keelson/internal/syncbuf"
 	"github.com/keelson/keelson/nodeagent/network"
 	"github.com/keelson/keelson/nodeagent/runtime"
 )
@@ -291,23 +290,8 @@ spec:
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output that is read while it is written.
+type syncBuffer = syncbuf.Buffer
 
 func TestLogsTailAndFollow(t *testing.T) {
 	t.Parallel()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keelson/keelson/gitsync"
 	"github.com/keelson/keelson/internal/gittest"
+	"github.com/keelson/keelson/internal/syncbuf"
 )
 
 const webDeploy = `apiVersion: apps/v1
@@ -116,22 +117,8 @@ func startControllerWith(t *testing.T, o controllerOptions) string {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output that is read while it is written.
+type syncBuffer = syncbuf.Buffer
 
 var _ io.Writer = (*syncBuffer)(nil)
 

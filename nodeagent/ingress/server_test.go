@@ -27,6 +27,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	routing "github.com/keelson/keelson/ingress"
+	"github.com/keelson/keelson/internal/syncbuf"
 )
 
 // TestRouting sends requests by host and path and checks which backend
@@ -787,23 +788,8 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output that is read while it is written.
+type syncBuffer = syncbuf.Buffer
 
 // failingListener fails its first Accept.
 type failingListener struct{ net.Listener }
