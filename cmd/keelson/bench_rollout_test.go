@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,7 +14,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 
 	"github.com/keelson/keelson/apiserver/client"
-	"github.com/keelson/keelson/ebpf"
 	"github.com/keelson/keelson/internal/gittest"
 	"github.com/keelson/keelson/internal/testimages"
 )
@@ -78,40 +75,9 @@ func withScaleDownDelay(tb testing.TB, files map[string]string, delay string) ma
 // parks the old pods instead of stopping them, and the revert takes them
 // back (rollout-parked-p50-ms, revert-parked-p50-ms).
 func BenchmarkRollout(b *testing.B) {
-	gittest.RequireRoot(b, "runs containers")
-	dataDir, err := os.MkdirTemp("", "kbr")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dataDir)
-	testimages.Build(b, filepath.Join(dataDir, "agent", "images"))
 	repo := gittest.NewRepo(b, "", "rollout-bench")
 	repo.CommitFiles("v0", tenReplicas("v0"))
-	node := fmt.Sprintf("bench-roll-%d", os.Getpid()%10000)
-	var o upOptions
-	o.controller.src.URL = repo.Dir
-	o.controller.dataDir = filepath.Join(dataDir, "controller")
-	o.controller.listen = freeAddr(b)
-	o.controller.interval = time.Hour
-	o.controller.logLevel = "error"
-	var logw io.Writer = io.Discard
-	if os.Getenv("KEELSON_BENCH_TRACE") != "" {
-		o.controller.logLevel = "debug"
-		logw = os.Stderr
-	}
-	o.agent.dataDir = filepath.Join(dataDir, "agent")
-	o.agent.listen = freeAddr(b)
-	o.agent.name = node
-	o.agent.serviceLB = true
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runUp(ctx, o, io.Discard, logw) }()
-	defer func() {
-		cancel()
-		<-done
-		_ = runDown(context.Background(), dataDir, node, io.Discard)
-		_ = ebpf.Unpin(ebpf.Config{Node: node})
-	}()
+	o := startBenchUp(b, repo, "kbr", fmt.Sprintf("bench-roll-%d", os.Getpid()%10000))
 	c, _ := client.New("http://" + o.controller.listen)
 	// complete waits until the Deployment runs the template of commit sha
 	// on every replica, all available, and returns when that was seen.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/keelson/keelson/apiserver/api"
 	"github.com/keelson/keelson/apiserver/client"
+	"github.com/keelson/keelson/ebpf"
 	"github.com/keelson/keelson/internal/gittest"
 	"github.com/keelson/keelson/internal/testimages"
 	"github.com/keelson/keelson/nodeagent/network"
@@ -423,39 +424,9 @@ func BenchmarkAgent50Pods(b *testing.B) {
 // image, one node, each pod in its own network namespace). Target p50 ≤
 // 1.5 s. Between samples a commit scales it back to 0.
 func BenchmarkGitToReplicasRunning(b *testing.B) {
-	gittest.RequireRoot(b, "runs containers")
-	dataDir, err := os.MkdirTemp("", "kg")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dataDir)
-	testimages.Build(b, filepath.Join(dataDir, "agent", "images"))
 	repo := gittest.NewRepo(b, "", "deploy")
 	repo.CommitFiles("none", sleeperDeployment(0))
-	node := fmt.Sprintf("bench-up-%d", os.Getpid()%10000)
-	var o upOptions
-	o.controller.src.URL = repo.Dir
-	o.controller.dataDir = filepath.Join(dataDir, "controller")
-	o.controller.listen = freeAddr(b)
-	o.controller.interval = time.Hour
-	o.controller.logLevel = "error"
-	o.agent.dataDir = filepath.Join(dataDir, "agent")
-	o.agent.listen = freeAddr(b)
-	o.agent.name = node
-	o.agent.serviceLB = true
-	var logw io.Writer = io.Discard
-	if os.Getenv("KEELSON_BENCH_TRACE") != "" {
-		o.controller.logLevel = "debug"
-		logw = os.Stderr
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runUp(ctx, o, io.Discard, logw) }()
-	defer func() {
-		cancel()
-		<-done
-		_ = runDown(context.Background(), dataDir, node, io.Discard)
-	}()
+	o := startBenchUp(b, repo, "kg", fmt.Sprintf("bench-up-%d", os.Getpid()%10000))
 	c, _ := client.New("http://" + o.controller.listen)
 	agentAPI, _ := client.New("http://" + o.agent.listen)
 	running := func(want int) {
@@ -864,4 +835,44 @@ func tenCtrRunsMS(b *testing.B, socket string) float64 {
 	}
 	slices.Sort(rounds)
 	return float64(rounds[len(rounds)/2].Microseconds()) / 1000
+}
+
+// startBenchUp runs keelson up in this process on repo, as node, with a
+// data directory of its own (prefix: short, for containerd's socket path)
+// holding the test images; the controller follows only commits (no poll)
+// and logs at debug level to stderr with KEELSON_BENCH_TRACE set. At the
+// end of the benchmark it stops and removes everything up made.
+func startBenchUp(b *testing.B, repo *gittest.Repo, prefix, node string) upOptions {
+	gittest.RequireRoot(b, "runs containers")
+	dataDir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		b.Fatal(err)
+	}
+	testimages.Build(b, filepath.Join(dataDir, "agent", "images"))
+	var o upOptions
+	o.controller.src.URL = repo.Dir
+	o.controller.dataDir = filepath.Join(dataDir, "controller")
+	o.controller.listen = freeAddr(b)
+	o.controller.interval = time.Hour
+	o.controller.logLevel = "error"
+	o.agent.dataDir = filepath.Join(dataDir, "agent")
+	o.agent.listen = freeAddr(b)
+	o.agent.name = node
+	o.agent.serviceLB = true
+	var logw io.Writer = io.Discard
+	if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+		o.controller.logLevel = "debug"
+		logw = os.Stderr
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runUp(ctx, o, io.Discard, logw) }()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+		_ = runDown(context.Background(), dataDir, node, io.Discard)
+		_ = ebpf.Unpin(ebpf.Config{Node: node})
+		_ = os.RemoveAll(dataDir)
+	})
+	return o
 }
