@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -140,22 +137,7 @@ func TestRolloutHistoryAndNotes(t *testing.T) {
 
 	dataDir := t.TempDir()
 	server, stop := historyController(t, repo.Dir, dataDir)
-	waitAgentToken(t, dataDir)
-	token, err := os.ReadFile(filepath.Join(dataDir, "agent-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_ = simulate(ctx, c.WithToken(strings.TrimSpace(string(token))), "sim", 2, time.Second, slog.New(slog.DiscardHandler))
-	})
-	stopSim := func() { cancel(); wg.Wait() }
-	t.Cleanup(stopSim)
+	c, stopSim := simulatedNodes(t, server, dataDir)
 
 	// final waits until the commit's record has a final health.
 	final := func(sha string, want store.RolloutOutcome) {
@@ -279,7 +261,7 @@ func TestRolloutHistoryAndNotes(t *testing.T) {
 	stopSim()
 	stop()
 	server, _ = historyController(t, repo.Dir, dataDir)
-	c, err = client.New(server)
+	c, err := client.New(server)
 	if err != nil {
 		t.Fatal(err)
 	}

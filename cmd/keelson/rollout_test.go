@@ -70,21 +70,7 @@ func TestRolloutStatus(t *testing.T) {
 	v1 := repo.CommitFiles("v1", rolloutApps("web:v1", ""))
 	dataDir := t.TempDir()
 	server := startControllerIn(t, repo.Dir, "", dataDir)
-	waitAgentToken(t, dataDir)
-	token, err := os.ReadFile(filepath.Join(dataDir, "agent-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_ = simulate(ctx, c.WithToken(strings.TrimSpace(string(token))), "sim", 2, time.Second, slog.New(slog.DiscardHandler))
-	})
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	c, _ := simulatedNodes(t, server, dataDir)
 
 	status := func(args ...string) (int, string, string) {
 		t.Helper()
@@ -147,4 +133,28 @@ func TestRolloutStatus(t *testing.T) {
 			t.Errorf("rollout status %v: exit %d, stderr %q; want an error", args, code, errOut)
 		}
 	}
+}
+
+// simulatedNodes joins two simulated nodes ("sim") to the controller at
+// server, whose data directory is dataDir, and returns its client and a
+// stop for the nodes (also called at the end of the test).
+func simulatedNodes(t *testing.T, server, dataDir string) (*client.Client, func()) {
+	t.Helper()
+	waitAgentToken(t, dataDir)
+	token, err := os.ReadFile(filepath.Join(dataDir, "agent-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = simulate(ctx, c.WithToken(strings.TrimSpace(string(token))), "sim", 2, time.Second, slog.New(slog.DiscardHandler))
+	})
+	stop := sync.OnceFunc(func() { cancel(); wg.Wait() })
+	t.Cleanup(stop)
+	return c, stop
 }
