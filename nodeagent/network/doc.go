@@ -1,8 +1,11 @@
 // Package network gives each pod on a node its network: a network namespace
-// wired to the node's pod network by the CNI plugins of Debian's
-// containernetworking-plugins (bridge + host-local IPAM, portmap for hostPort,
-// loopback), run through libcni. It also writes the pods' /etc/hosts,
-// /etc/resolv.conf and /etc/hostname (WritePodFiles).
+// (lo brought up as it is made) wired to the node's pod network by the CNI
+// plugins of Debian's containernetworking-plugins (bridge + host-local IPAM,
+// and portmap for pods with a hostPort), run through libcni. What pods send
+// beyond the pod network is masqueraded by one iptables chain for the node
+// (KEELSON-MASQ-<bridge>), not by the bridge plugin's chain per pod;
+// RemoveNode removes it with the bridge. It also writes the pods'
+// /etc/hosts, /etc/resolv.conf and /etc/hostname (WritePodFiles).
 //
 // Invariants:
 //
