@@ -77,9 +77,6 @@ func (pc *procCluster) restartController(t *testing.T) {
 	pc.ctl = startProc(t, pc.ctlArgs...)
 }
 
-// server is the controller's address for the CLI's --server.
-func (pc *procCluster) server() string { return "http://" + pc.ctlAddr }
-
 // cidrs are a cluster and a service CIDR of a test's own, from its slot
 // (tests of this package run in parallel).
 func cidrs(slot int) []string {
