@@ -228,7 +228,7 @@ func (r *Runtime) Start(ctx context.Context, spec ContainerSpec) (*Container, er
 		}
 		ioc = cio.LogFile(spec.LogPath)
 	}
-	task, err := ctr.NewTask(ctx, ioc)
+	task, err := newTask(ctx, ctr, ioc)
 	if err != nil {
 		cleanup()
 		return nil, fmt.Errorf("create task %s: %w", id, classifyStart(args[0], err))
@@ -245,6 +245,44 @@ func (r *Runtime) Start(ctx context.Context, spec ContainerSpec) (*Container, er
 		return nil, fmt.Errorf("start task %s: %w", id, classifyStart(args[0], err))
 	}
 	return &Container{ID: id, PID: task.Pid(), StartedAt: time.Now()}, nil
+}
+
+// newTask creates ctr's task. A shared shim whose last container was just
+// deleted shuts down while another container may be joining it (between the
+// shim's start and its create call); containerd then reports the closed
+// connection, and the next try starts a fresh shim.
+func newTask(ctx context.Context, ctr containerd.Container, ioc cio.Creator) (containerd.Task, error) {
+	for try := 1; ; try++ {
+		task, err := ctr.NewTask(ctx, ioc)
+		if err == nil || try == 3 || !shimGone(err) {
+			return task, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(try) * 20 * time.Millisecond):
+		}
+	}
+}
+
+// shimGone reports whether err says the shim went away under the call.
+func shimGone(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "ttrpc: closed") || strings.Contains(s, "failed to start shim") || isConnErr(err)
+}
+
+// shimGroupAnnotation is the OCI annotation by which the runc v2 shim serves
+// several containers from one shim process.
+const shimGroupAnnotation = "io.containerd.runc.v2.group"
+
+// shimGroups is how many shims the containers of one Runtime share.
+const shimGroups = 8
+
+// shimGroup names the shim a pod's containers run under: all containers of a
+// pod share one, and pods are spread over shimGroups shims by their UID.
+func shimGroup(podUID string) string {
+	sum := sha256.Sum256([]byte(podUID))
+	return fmt.Sprintf("keelson-shim-%d", int(sum[0])%shimGroups)
 }
 
 // processArgs applies Kubernetes' rules: Command replaces ENTRYPOINT, Args replaces CMD,
@@ -269,6 +307,7 @@ func (r *Runtime) specOpts(id string, image containerd.Image, args []string, s *
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(image),
 		oci.WithProcessArgs(args...),
+		oci.WithAnnotations(map[string]string{shimGroupAnnotation: shimGroup(s.PodUID)}),
 	}
 	if s.Hostname != "" {
 		opts = append(opts, oci.WithHostname(s.Hostname), oci.WithEnv([]string{"HOSTNAME=" + s.Hostname}))

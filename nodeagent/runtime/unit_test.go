@@ -191,3 +191,17 @@ func TestRotateLog(t *testing.T) {
 		t.Errorf("RotateLog(absent) = %v, %v", rotated, err)
 	}
 }
+
+func TestShimGroup(t *testing.T) {
+	seen := map[string]bool{}
+	for i := range 200 {
+		g := shimGroup(fmt.Sprintf("uid-%d", i))
+		if g != shimGroup(fmt.Sprintf("uid-%d", i)) {
+			t.Fatalf("group of uid-%d changes", i)
+		}
+		seen[g] = true
+	}
+	if len(seen) != shimGroups {
+		t.Errorf("200 pods fall into %d shim groups, want %d", len(seen), shimGroups)
+	}
+}
