@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,6 +125,11 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 	}
 	if o.simulate > 0 && o.server == "" {
 		return errors.New("--simulate needs --server")
+	}
+	if os.Getenv("GOGC") == "" {
+		// The agent's live heap is small and changes little once its pods
+		// run; a lower GC target keeps its RSS near it (see defaultGOGC).
+		debug.SetGCPercent(defaultGOGC)
 	}
 	var (
 		ctl   *client.Client
