@@ -58,41 +58,57 @@ type accessLog struct {
 	buf []byte
 }
 
-func (a *accessLog) write(r *http.Request, code int, n int64, t time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	b := a.buf[:0]
+// accessEntry is what one access log line says.
+type accessEntry struct {
+	remote, user, method, uri, proto, referer, agent string
+
+	code  int
+	bytes int64
+	time  time.Time
+}
+
+// httpEntry is the access log entry of a request served by net/http.
+func httpEntry(r *http.Request, code int, n int64, t time.Time) accessEntry {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	b = append(b, host...)
+	user, _, _ := r.BasicAuth()
+	return accessEntry{remote: host, user: user, method: r.Method, uri: r.RequestURI, proto: r.Proto,
+		referer: r.Referer(), agent: r.UserAgent(), code: code, bytes: n, time: t}
+}
+
+func (a *accessLog) write(e accessEntry) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.buf[:0]
+	b = append(b, e.remote...)
 	b = append(b, " - "...)
-	if u, _, ok := r.BasicAuth(); ok && u != "" {
-		b = appendEscaped(b, u)
+	if e.user != "" {
+		b = appendEscaped(b, e.user)
 	} else {
 		b = append(b, '-')
 	}
 	b = append(b, " ["...)
-	b = t.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	b = e.time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	b = append(b, "] \""...)
-	b = appendEscaped(b, r.Method)
+	b = appendEscaped(b, e.method)
 	b = append(b, ' ')
-	b = appendEscaped(b, r.RequestURI)
+	b = appendEscaped(b, e.uri)
 	b = append(b, ' ')
-	b = appendEscaped(b, r.Proto)
+	b = appendEscaped(b, e.proto)
 	b = append(b, "\" "...)
-	b = strconv.AppendInt(b, int64(code), 10)
+	b = strconv.AppendInt(b, int64(e.code), 10)
 	b = append(b, ' ')
-	if n == 0 {
+	if e.bytes == 0 {
 		b = append(b, '-')
 	} else {
-		b = strconv.AppendInt(b, n, 10)
+		b = strconv.AppendInt(b, e.bytes, 10)
 	}
 	b = append(b, " \""...)
-	b = appendEscaped(b, orDash(r.Referer()))
+	b = appendEscaped(b, orDash(e.referer))
 	b = append(b, "\" \""...)
-	b = appendEscaped(b, orDash(r.UserAgent()))
+	b = appendEscaped(b, orDash(e.agent))
 	b = append(b, "\"\n"...)
 	a.buf = b
 	a.w.Write(b) // an access log that cannot be written must not fail requests

@@ -27,7 +27,8 @@ type state struct {
 // routeState serves one route.
 type routeState struct {
 	route *routing.Route
-	proxy *httputil.ReverseProxy
+	proxy *httputil.ReverseProxy // HTTP/2
+	fast  *fastEndpoints         // HTTP/1.1
 	routeMetrics
 }
 
@@ -36,7 +37,9 @@ func (s *Server) newState(t *routing.Table, old *state) *state {
 	for _, r := range t.Routes() {
 		rs := &routeState{route: r, routeMetrics: s.metrics.forRoute(r)}
 		if r.Backend.Unavailable == "" && len(r.Backend.Endpoints) > 0 {
-			rs.proxy = s.newProxy(r)
+			et := &endpointTransport{up: s.upstream, endpoints: r.Backend.Endpoints, log: s.log, retries: s.metrics.retries}
+			rs.proxy = s.newProxy(r, et)
+			rs.fast = &fastEndpoints{up: s.upstream, t: et}
 		}
 		st.routes[r] = rs
 	}
@@ -48,8 +51,7 @@ func (s *Server) newState(t *routing.Table, old *state) *state {
 }
 
 // newProxy makes the reverse proxy of one route.
-func (s *Server) newProxy(r *routing.Route) *httputil.ReverseProxy {
-	et := &endpointTransport{up: s.upstream, endpoints: r.Backend.Endpoints, log: s.log, retries: s.metrics.retries}
+func (s *Server) newProxy(r *routing.Route, et *endpointTransport) *httputil.ReverseProxy {
 	first := r.Backend.Endpoints[0]
 	backend := r.Backend.Service.String() + ":" + r.Backend.Port
 	return &httputil.ReverseProxy{

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	routing "github.com/keelson/keelson/ingress"
 )
@@ -95,12 +96,19 @@ type Server struct {
 	state    atomic.Pointer[state]
 	updateMu sync.Mutex // one Update at a time
 
-	mu       sync.RWMutex // guards the fields below; read-held to enter a request
-	closed   bool
-	stopping bool
-	serving  bool
-	cancel   context.CancelFunc // cancels every request's context
-	servers  []*http.Server
+	mu          sync.RWMutex // guards the fields below; read-held to enter a request
+	closed      bool
+	stopping    bool
+	serving     bool
+	cancel      context.CancelFunc // cancels every request's context
+	servers     []*http.Server     // HTTP/2
+	fastServers []*fasthttp.Server // HTTP/1.1
+	listeners   []net.Listener
+
+	connsMu     sync.Mutex
+	conns       map[net.Conn]struct{} // open HTTP/1.1 client connections
+	upgraded    map[net.Conn]struct{} // both sides of upgraded connections
+	connsClosed bool
 
 	serveWG    sync.WaitGroup // the goroutines of Serve
 	requestsWG sync.WaitGroup // requests being handled
@@ -114,7 +122,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: m, bufs: newBufferPool()}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: m, bufs: newBufferPool(),
+		conns: map[net.Conn]struct{}{}, upgraded: map[net.Conn]struct{}{}}
 	s.errorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	if cfg.AccessLog != nil {
 		s.access = &accessLog{w: cfg.AccessLog}
@@ -167,39 +176,42 @@ func (s *Server) Serve(httpLn, httpsLn net.Listener) error {
 	s.cancel = cancel
 	errc := make(chan error, 2)
 	n := 0
-	start := func(ln net.Listener, tlsOn bool) {
-		srv := &http.Server{
-			Handler:           s,
-			ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-			IdleTimeout:       s.cfg.IdleTimeout,
-			ErrorLog:          s.errorLog,
-			BaseContext:       func(net.Listener) context.Context { return ctx },
-		}
-		if tlsOn {
-			srv.TLSConfig = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12}
-		}
-		s.servers = append(s.servers, srv)
-		n++
-		s.serveWG.Go(func() {
-			if tlsOn {
-				errc <- srv.ServeTLS(ln, "", "")
-			} else {
-				errc <- srv.Serve(ln)
-			}
-		})
-	}
 	if httpLn != nil {
-		start(httpLn, false)
+		fs := s.newFastServer()
+		s.fastServers = append(s.fastServers, fs)
+		s.listeners = append(s.listeners, httpLn)
+		n++
+		s.serveWG.Go(func() { errc <- fs.Serve(httpLn) })
 	}
 	if httpsLn != nil {
-		start(httpsLn, true)
+		h1, h2 := newConnListener(httpsLn.Addr()), newConnListener(httpsLn.Addr())
+		fs := s.newFastServer()
+		// No TLSConfig: net/http then serves the HTTP/2 connections it is
+		// given, whose handshakes serveTLS made.
+		srv := &http.Server{
+			Handler:     s,
+			IdleTimeout: s.cfg.IdleTimeout,
+			ErrorLog:    s.errorLog,
+			BaseContext: func(net.Listener) context.Context { return ctx },
+		}
+		s.fastServers = append(s.fastServers, fs)
+		s.servers = append(s.servers, srv)
+		s.listeners = append(s.listeners, httpsLn, h1, h2)
+		cfg := &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+		n++
+		s.serveWG.Go(func() { fs.Serve(h1) })
+		s.serveWG.Go(func() { srv.Serve(h2) })
+		s.serveWG.Go(func() { errc <- s.serveTLS(httpsLn, cfg, h1, h2) })
 	}
 	s.mu.Unlock()
 
 	var first error
 	for range n {
 		err := <-errc
-		if first == nil && !errors.Is(err, http.ErrServerClosed) {
+		s.mu.RLock()
+		ending := s.closed || s.stopping
+		s.mu.RUnlock()
+		if first == nil && err != nil && !ending {
 			first = err
 			s.closeServers() // one listener failed: stop the other too
 		}
@@ -210,11 +222,12 @@ func (s *Server) Serve(httpLn, httpsLn net.Listener) error {
 	return http.ErrServerClosed
 }
 
+// closeServers stops accepting connections.
 func (s *Server) closeServers() {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, srv := range s.servers {
-		srv.Close()
+	for _, ln := range s.listeners {
+		ln.Close()
 	}
 }
 
@@ -227,14 +240,21 @@ func (s *Server) Close() error {
 	if s.cancel != nil {
 		s.cancel()
 	}
-	servers := s.servers
+	servers, listeners := s.servers, s.listeners
 	s.mu.Unlock()
 	var err error
+	for _, ln := range listeners {
+		if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			err = errors.Join(err, cerr)
+		}
+	}
 	for _, srv := range servers {
 		err = errors.Join(err, srv.Close())
 	}
+	s.closeConns()
 	s.serveWG.Wait()
 	s.requestsWG.Wait()
+	s.closeConns() // any a request under way made meanwhile
 	s.upstream.close()
 	return err
 }
@@ -245,9 +265,17 @@ func (s *Server) Close() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true // no Serve from now on; requests on open connections still count
-	servers := s.servers
+	servers, fastServers, listeners := s.servers, s.fastServers, s.listeners
 	s.mu.Unlock()
+	for _, ln := range listeners {
+		ln.Close()
+	}
 	var err error
+	for _, fs := range fastServers {
+		if ferr := fs.ShutdownWithContext(ctx); ferr != nil && !errors.Is(ferr, net.ErrClosed) {
+			err = errors.Join(err, ferr) // its listeners are closed already
+		}
+	}
 	for _, srv := range servers {
 		err = errors.Join(err, srv.Shutdown(ctx))
 	}
@@ -315,7 +343,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rs.observe(code, end.Sub(start))
 	if s.access != nil {
-		s.access.write(r, code, rw.bytes, end)
+		s.access.write(httpEntry(r, code, rw.bytes, end))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -663,6 +664,15 @@ func TestCloseEndsEverything(t *testing.T) {
 		services:  map[string][]string{"b": {backend.Listener.Addr().String()}},
 	}
 	tab := w.table(t)
+	// fasthttp starts one goroutine for the whole process (the clock of the
+	// Date header) at its first connection: a proxy served and closed
+	// before the count starts it.
+	warm := startProxy(t, Config{}, tab)
+	if code, _, _ := get(t, warm.client(false), "http://a.example.com/done"); code != http.StatusOK {
+		t.Fatalf("warm-up: %d", code)
+	}
+	warm.stop(t)
+	time.Sleep(100 * time.Millisecond)
 	before := runtime.NumGoroutine()
 
 	httpLn, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -828,4 +838,93 @@ func TestServeListenerFailure(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
+}
+
+// TestRequestTargetAsSent: the endpoint gets the request target exactly as
+// the client sent it (no path cleaning, no re-encoding), and routing sees
+// the decoded path.
+func TestRequestTargetAsSent(t *testing.T) {
+	got := make(chan string, 1)
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.RequestURI
+	}))
+	t.Cleanup(b.Close)
+	w := world{
+		ingresses: []*networkingv1.Ingress{ingress("i", "a.example.com Prefix /a:b b")},
+		services:  map[string][]string{"b": {b.Listener.Addr().String()}},
+	}
+	p := startProxy(t, Config{}, w.table(t))
+	for _, target := range []string{"/a%3Ab/c//d/../e?x=%2F&y", "/a:b//%7e?q=%zz"} {
+		conn, err := net.Dial("tcp", p.httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n", target)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		conn.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s", target, resp.Status)
+		}
+		if uri := <-got; uri != target {
+			t.Errorf("endpoint got %q, client sent %q", uri, target)
+		}
+	}
+}
+
+// TestBodies: answers small and large, of known and unknown length, with
+// and without a Content-Type, and to HEAD, arrive as the endpoint gave them.
+func TestBodies(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 20000) // 320 KB: streamed, not held
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+			w.Write(big)
+		case "/chunked":
+			for i := 0; i < len(big); i += 50000 {
+				w.Write(big[i:min(i+50000, len(big))])
+				w.(http.Flusher).Flush()
+			}
+		case "/untyped":
+			w.Header()["Content-Type"] = nil // net/http would sniff one
+			io.WriteString(w, "no type")
+		}
+	}))
+	t.Cleanup(b.Close)
+	w := world{
+		ingresses: []*networkingv1.Ingress{ingress("i", "a.example.com Prefix / b")},
+		services:  map[string][]string{"b": {b.Listener.Addr().String()}},
+	}
+	var log syncBuffer
+	p := startProxy(t, Config{AccessLog: &log}, w.table(t))
+	c := p.client(false)
+	for _, path := range []string{"/big", "/chunked"} {
+		for range 2 { // the second on the kept-alive endpoint connection
+			code, body, _ := get(t, c, "http://a.example.com"+path)
+			if code != http.StatusOK || body != string(big) {
+				t.Errorf("%s: %d, %d bytes, want 200 and %d bytes", path, code, len(body), len(big))
+			}
+		}
+	}
+	code, body, h := get(t, c, "http://a.example.com/untyped")
+	if code != http.StatusOK || body != "no type" || h.Get("Content-Type") != "" {
+		t.Errorf("/untyped: %d %q, Content-Type %q", code, body, h.Get("Content-Type"))
+	}
+	req, _ := http.NewRequest("HEAD", "http://a.example.com/big", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(big)) {
+		t.Errorf("HEAD /big: %d, Content-Length %d", resp.StatusCode, resp.ContentLength)
+	}
+	waitFor(t, "the streamed answers to be logged", func() bool {
+		return strings.Count(log.String(), `"GET /big HTTP/1.1" 200 `+strconv.Itoa(len(big))) == 2
+	})
 }

@@ -32,6 +32,7 @@ type upstream struct {
 
 	mu     sync.Mutex
 	idle   map[string][]*upConn // by endpoint address; the most recent last
+	busy   map[*upConn]struct{} // in use by an HTTP/1.1 request (HTTP/2 ones end with their context)
 	closed bool
 }
 
@@ -42,6 +43,7 @@ func newUpstream(cfg Config) *upstream {
 		idleTimeout:           90 * time.Second,
 		responseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		idle:                  map[string][]*upConn{},
+		busy:                  map[*upConn]struct{}{},
 	}
 }
 
@@ -156,11 +158,15 @@ func (u *upstream) retain(keep map[string]bool) {
 	}
 }
 
-// close closes the idle connections and keeps none from now on.
+// close closes the idle connections and those in use, and keeps none from
+// now on.
 func (u *upstream) close() {
 	u.retain(nil)
 	u.mu.Lock()
 	u.closed = true
+	for pc := range u.busy {
+		pc.c.Close()
+	}
 	u.mu.Unlock()
 }
 
