@@ -219,37 +219,30 @@ func (s *Server) proxyFast(ctx *fasthttp.RequestCtx, rs *routeState, start time.
 	clientClose := ctx.Request.Header.ConnectionClose()
 	ctx.Request.Header.ResetConnectionClose() // keep the endpoint connection alive
 	forwardHeaders(ctx, false)
-	up := fasthttp.AcquireResponse()
-	body, err := rs.fast.do(&ctx.Request, up, ctx.Conn())
+	// The answer's head (and a small body) is read straight into the
+	// client's response.
+	body, err := rs.fast.do(&ctx.Request, &ctx.Response, ctx.Conn())
 	if clientClose {
 		ctx.Request.Header.SetConnectionClose()
 	}
 	if errors.Is(err, errClientGone) {
 		// Nobody reads the answer; the metrics and the access log count
 		// it as nginx does, 499.
-		fasthttp.ReleaseResponse(up)
+		ctx.Response.Reset()
 		s.log.Debug("request canceled", "host", string(ctx.Request.Header.Host()), "uri", string(ctx.Request.Header.RequestURI()))
 		ctx.SetStatusCode(statusClientClosed)
 		ctx.SetConnectionClose()
 		return false
 	}
 	if err != nil {
-		fasthttp.ReleaseResponse(up)
 		s.upstreamError(ctx, rs, err)
 		return false
 	}
-	up.Header.CopyTo(&ctx.Response.Header)
 	for _, k := range hopHeaders {
 		ctx.Response.Header.Del(k)
 	}
 	ctx.Response.Header.ResetConnectionClose() // the endpoint's, not the client's
 	if body == nil {
-		if up.SkipBody {
-			ctx.Response.SkipBody = true
-		} else {
-			ctx.Response.SetBody(up.Body())
-		}
-		fasthttp.ReleaseResponse(up)
 		return false
 	}
 	body.done = func(n int64) { s.finishFast(ctx, rs, start, n) }
@@ -396,11 +389,16 @@ func (u *upstream) sendFast(pc *upConn, req *fasthttp.Request, resp *fasthttp.Re
 		u.release(pc, reuse)
 		return nil, nil
 	}
-	resp.StreamBody = true
-	if err := resp.ReadBody(pc.br, 0); err != nil {
+	// The head stays in resp; the body is read through a response of its
+	// own, which the server's copy of it to the client closes.
+	stream := fasthttp.AcquireResponse()
+	stream.Header.SetContentLength(n)
+	stream.StreamBody = true
+	if err := stream.ReadBody(pc.br, 0); err != nil {
+		fasthttp.ReleaseResponse(stream)
 		return nil, err
 	}
-	return &fastBody{resp: resp, pc: pc, u: u, size: int64(n), reuse: reuse && n >= -1}, nil
+	return &fastBody{resp: stream, pc: pc, u: u, size: int64(n), reuse: reuse && n >= -1}, nil
 }
 
 // errClientGone is the error of a request whose client closed its
