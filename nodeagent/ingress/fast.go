@@ -266,32 +266,6 @@ func (s *Server) upstreamError(ctx *fasthttp.RequestCtx, rs *routeState, err err
 	fastError(ctx, "502 bad gateway: no answer from service "+backend, http.StatusBadGateway)
 }
 
-// streamedBody is an endpoint's response body that the server copies to the
-// client; it gives the endpoint's connection back and counts the request
-// when the copy ends.
-type streamedBody struct {
-	r    io.Reader
-	up   *fasthttp.Response
-	n    int64
-	done func(n int64)
-	once sync.Once
-}
-
-func (b *streamedBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.n += int64(n)
-	return n, err
-}
-
-func (b *streamedBody) Close() error {
-	b.once.Do(func() {
-		b.up.CloseBodyStream()
-		fasthttp.ReleaseResponse(b.up)
-		b.done(b.n)
-	})
-	return nil
-}
-
 // fastEndpoints sends requests to a route's endpoints in turn (round robin)
 // and tries the next when a connection cannot be made.
 type fastEndpoints struct {
@@ -546,7 +520,8 @@ func (s *Server) upgradeFast(ctx *fasthttp.RequestCtx, rs *routeState, start tim
 		return false
 	}
 	bw := bufio.NewWriter(conn)
-	if err := ctx.Request.Write(bw); err == nil {
+	err = ctx.Request.Write(bw)
+	if err == nil {
 		err = bw.Flush()
 	}
 	br := bufio.NewReader(conn)
