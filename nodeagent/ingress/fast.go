@@ -3,7 +3,6 @@ package ingress
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -14,40 +13,37 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
-// The HTTP/1.1 side of the proxy: fasthttp's server and request and
-// response types, and the upstream pool of upstream.go (see the package
-// doc). HTTP/2 keeps the net/http path of proxy.go.
-
-// bodyInMemory is the largest response body of known length that is read
-// whole from the endpoint before it is answered (as nginx buffers); larger
-// ones, and bodies of unknown length (event streams, chunked), are streamed,
-// the latter flushed to the client at every read.
-const bodyInMemory = 64 << 10
+// The client side of the HTTP/1.1 proxy: fasthttp's server (see the package
+// doc); fastup.go is the endpoint side. HTTP/2 keeps the net/http path of
+// proxy.go.
 
 // bodyReadTimeout bounds reading a request body once its headers have come.
 const bodyReadTimeout = time.Hour
 
+// http10BodyLimit is the longest answer of unknown length an HTTP/1.0
+// client gets: it cannot take a chunked one, so the answer is read whole
+// first and sent with its length.
+const http10BodyLimit = 16 << 20
+
 // newFastServer makes the fasthttp server of one listener.
 func (s *Server) newFastServer() *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:                       s.serveFast,
-		Name:                          "",
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		NoDefaultDate:                 false,
-		DisableHeaderNamesNormalizing: true,
-		DisablePreParseMultipartForm:  true,
-		StreamRequestBody:             true,
-		ReadBufferSize:                16 << 10, // the longest request head
-		WriteBufferSize:               16 << 10,
-		ReadTimeout:                   s.cfg.ReadHeaderTimeout,
-		IdleTimeout:                   s.cfg.IdleTimeout,
+		Handler:                      s.serveFast,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		StreamRequestBody:            true,
+		ReadBufferSize:               16 << 10, // the longest request head
+		WriteBufferSize:              16 << 10,
+		ReadTimeout:                  s.cfg.ReadHeaderTimeout,
+		IdleTimeout:                  s.cfg.IdleTimeout,
 		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
 			return fasthttp.RequestConfig{ReadTimeout: bodyReadTimeout}
 		},
@@ -99,7 +95,8 @@ func (s *Server) serveFast(ctx *fasthttp.RequestCtx) {
 	defer s.requestsWG.Done()
 	start := s.cfg.Now()
 	st := s.state.Load()
-	route, ok := st.table.Match(string(ctx.Request.Header.Host()), requestPath(ctx.Request.Header.RequestURI()))
+	host, path := requestTarget(&ctx.Request)
+	route, ok := st.table.Match(host, path)
 	var rs *routeState
 	if ok {
 		rs = st.routes[route]
@@ -157,50 +154,78 @@ func (s *Server) redirectFast(ctx *fasthttp.RequestCtx) {
 	if p := s.cfg.HTTPSPort; p != 0 && p != 443 {
 		host = net.JoinHostPort(host, strconv.Itoa(p))
 	}
-	ctx.Response.Header.Set("Location", "https://"+host+string(ctx.RequestURI()))
+	ctx.Response.Header.Set("Location", "https://"+host+string(ctx.Request.Header.RequestURI()))
 	ctx.SetStatusCode(http.StatusPermanentRedirect)
 	if ctx.IsGet() || ctx.IsHead() {
 		ctx.Response.Header.SetContentType("text/html; charset=utf-8")
 	}
 }
 
-// requestPath is the decoded path of a request target, as net/http's
-// URL.Path. (fasthttp's URI normalizes the path: it is used neither for
-// routing nor for the request line written to the endpoint.)
-func requestPath(target []byte) string {
-	t := string(target)
-	if strings.HasPrefix(t, "/") {
-		if i := strings.IndexByte(t, '?'); i >= 0 {
-			t = t[:i]
+// requestTarget is the host and the decoded path (as net/http's URL.Path)
+// a request is routed by. The target is passed on as the client sent it:
+// fasthttp's URI, which normalizes the path, is used for neither. An
+// absolute-form target ("GET http://host/path") is routed by its host and
+// made origin-form with that Host, as net/http does.
+func requestTarget(req *fasthttp.Request) (host, path string) {
+	t := string(req.Header.RequestURI())
+	if !strings.HasPrefix(t, "/") {
+		u, err := url.ParseRequestURI(t)
+		if err != nil || u.Host == "" {
+			return string(req.Header.Host()), t
 		}
-		if strings.IndexByte(t, '%') < 0 {
-			return t
-		}
-		if p, err := url.PathUnescape(t); err == nil {
-			return p
-		}
-		return t
+		req.Header.SetHost(u.Host)
+		req.SetRequestURI(u.RequestURI())
+		return u.Host, u.Path
 	}
-	if u, err := url.ParseRequestURI(t); err == nil {
-		return u.Path
+	host = string(req.Header.Host())
+	if i := strings.IndexByte(t, '?'); i >= 0 {
+		t = t[:i]
 	}
-	return t
+	if strings.IndexByte(t, '%') < 0 {
+		return host, t
+	}
+	if p, err := url.PathUnescape(t); err == nil {
+		return host, p
+	}
+	return host, t
 }
 
 // hopHeaders are the hop-by-hop headers a proxy does not pass on (RFC 9110,
-// 7.6.1); fasthttp itself handles Connection and Transfer-Encoding.
+// 7.6.1), besides Connection, those it names and Transfer-Encoding, which
+// fasthttp frames itself.
 var hopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade"}
 
-// forwardHeaders sets the X-Forwarded headers from what the proxy sees and
-// drops hop-by-hop ones.
-func forwardHeaders(ctx *fasthttp.RequestCtx, keepUpgrade bool) {
-	h := &ctx.Request.Header
-	for _, k := range hopHeaders {
-		if keepUpgrade && k == "Upgrade" {
-			continue
+// dropHopHeaders deletes the hop-by-hop headers of one side, keep aside.
+// (Header names are normalized, so Del finds them whatever the client's
+// case.)
+func dropHopHeaders(peek func(string) []byte, del func(string), keep string) {
+	if v := peek("Connection"); len(v) > 0 && !bytes.EqualFold(v, []byte("keep-alive")) && !bytes.EqualFold(v, []byte("close")) {
+		for _, name := range strings.Split(string(v), ",") {
+			name = strings.TrimSpace(name)
+			if name != "" && !strings.EqualFold(name, keep) {
+				del(name)
+			}
 		}
-		h.Del(k)
 	}
+	del("Connection")
+	for _, k := range hopHeaders {
+		if k != keep {
+			del(k)
+		}
+	}
+}
+
+// forwardHeaders readies the request for the endpoint: hop-by-hop headers
+// out (but Upgrade, when upgrade), X-Forwarded-* from what the proxy sees.
+func forwardHeaders(ctx *fasthttp.RequestCtx, upgrade bool) {
+	h := &ctx.Request.Header
+	if upgrade {
+		dropHopHeaders(h.Peek, h.Del, "Upgrade")
+		h.Set("Connection", "Upgrade")
+	} else {
+		dropHopHeaders(h.Peek, h.Del, "")
+	}
+	h.Del("Expect") // the server answered 100 Continue itself
 	// The server parsed (and normalized) the URI; writing the request line
 	// from the header's raw target keeps it as the client sent it.
 	ctx.Request.SetRequestURIBytes(h.RequestURI())
@@ -216,20 +241,27 @@ func forwardHeaders(ctx *fasthttp.RequestCtx, keepUpgrade bool) {
 // proxyFast proxies one request to the route's endpoints. It reports whether
 // it counted the request itself (a streamed body is counted when it ends).
 func (s *Server) proxyFast(ctx *fasthttp.RequestCtx, rs *routeState, start time.Time) bool {
-	clientClose := ctx.Request.Header.ConnectionClose()
-	ctx.Request.Header.ResetConnectionClose() // keep the endpoint connection alive
+	h := &ctx.Request.Header
+	clientClose, http10 := h.ConnectionClose(), !h.IsHTTP11()
+	h.ResetConnectionClose() // keep the endpoint connection alive
+	if http10 {
+		h.SetProtocol("HTTP/1.1") // endpoints get HTTP/1.1 whatever the client speaks
+	}
 	forwardHeaders(ctx, false)
-	// The answer's head (and a small body) is read straight into the
+	// The answer's head (and a short body) is read straight into the
 	// client's response.
 	body, err := rs.fast.do(&ctx.Request, &ctx.Response, ctx.Conn())
+	if http10 {
+		h.SetProtocol("HTTP/1.0")
+	}
 	if clientClose {
-		ctx.Request.Header.SetConnectionClose()
+		h.SetConnectionClose()
 	}
 	if errors.Is(err, errClientGone) {
 		// Nobody reads the answer; the metrics and the access log count
 		// it as nginx does, 499.
 		ctx.Response.Reset()
-		s.log.Debug("request canceled", "host", string(ctx.Request.Header.Host()), "uri", string(ctx.Request.Header.RequestURI()))
+		s.log.Debug("request canceled", "host", string(h.Host()), "uri", string(h.RequestURI()))
 		ctx.SetStatusCode(statusClientClosed)
 		ctx.SetConnectionClose()
 		return false
@@ -238,14 +270,30 @@ func (s *Server) proxyFast(ctx *fasthttp.RequestCtx, rs *routeState, start time.
 		s.upstreamError(ctx, rs, err)
 		return false
 	}
-	for _, k := range hopHeaders {
-		ctx.Response.Header.Del(k)
-	}
-	ctx.Response.Header.ResetConnectionClose() // the endpoint's, not the client's
+	rh := &ctx.Response.Header
+	dropHopHeaders(rh.Peek, rh.Del, "")
+	rh.ResetConnectionClose() // the endpoint's, not the client's
 	if body == nil {
 		return false
 	}
-	body.done = func(n int64) { s.finishFast(ctx, rs, start, n) }
+	if http10 && body.size < 0 {
+		b, err := io.ReadAll(io.LimitReader(body, http10BodyLimit+1))
+		body.Close()
+		switch {
+		case err != nil:
+			s.upstreamError(ctx, rs, err)
+		case len(b) > http10BodyLimit:
+			fastError(ctx, "502 bad gateway: the answer of unknown length is longer than an HTTP/1.0 client can be given", http.StatusBadGateway)
+		default:
+			ctx.Response.SetBodyRaw(b)
+		}
+		return false
+	}
+	s.requestsWG.Add(1) // until the copy ends: Close waits for it
+	body.done = func(n int64) {
+		s.finishFast(ctx, rs, start, n)
+		s.requestsWG.Done()
+	}
 	size := int(body.size)
 	if size < 0 {
 		size = -1 // chunked to the client, flushed at every read
@@ -266,237 +314,10 @@ func (s *Server) upstreamError(ctx *fasthttp.RequestCtx, rs *routeState, err err
 	fastError(ctx, "502 bad gateway: no answer from service "+backend, http.StatusBadGateway)
 }
 
-// fastEndpoints sends requests to a route's endpoints in turn (round robin)
-// and tries the next when a connection cannot be made.
-type fastEndpoints struct {
-	up *upstream
-	t  *endpointTransport // the round-robin counter and retries metric, shared with HTTP/2
-}
-
-// do sends req and reads the answer into resp: its head, and its body when
-// that is small and of known length. Otherwise it returns the body, which
-// the caller must close.
-func (e *fastEndpoints) do(req *fasthttp.Request, resp *fasthttp.Response, client net.Conn) (*fastBody, error) {
-	eps := e.t.endpoints
-	n := uint32(len(eps))
-	first := e.t.next.Add(1)
-	var err error
-	for i := range min(n, maxTries) {
-		addr := eps[(first+i)%n]
-		var body *fastBody
-		body, err = e.up.roundTripFast(req, resp, addr, client)
-		var de *dialError
-		if err == nil || !errors.As(err, &de) {
-			return body, err
-		}
-		e.t.log.Debug("endpoint refused a connection; trying the next", "endpoint", addr, "err", err)
-		if i+1 < min(n, maxTries) {
-			e.t.retries.Inc()
-		}
-	}
-	return nil, err
-}
-
-// roundTripFast is roundTrip for fasthttp's request and response.
-func (u *upstream) roundTripFast(req *fasthttp.Request, resp *fasthttp.Response, addr string, client net.Conn) (*fastBody, error) {
-	for {
-		pc, reused, err := u.get(context.Background(), addr)
-		if err != nil {
-			return nil, err
-		}
-		u.checkout(pc)
-		body, err := u.sendFast(pc, req, resp, client)
-		if err == nil {
-			return body, nil
-		}
-		u.release(pc, false)
-		var fresh *freshConnError
-		if reused && errors.As(err, &fresh) && (fresh.unwritten || replayableFast(req)) {
-			resp.Reset()
-			continue // the endpoint had closed it: on a new connection
-		}
-		return nil, err
-	}
-}
-
-// replayableFast is replayable for fasthttp's request.
-func replayableFast(req *fasthttp.Request) bool {
-	h := &req.Header
-	return (h.IsGet() || h.IsHead() || h.IsOptions() || h.IsTrace()) && !req.IsBodyStream() && len(req.Body()) == 0
-}
-
-func (u *upstream) sendFast(pc *upConn, req *fasthttp.Request, resp *fasthttp.Response, client net.Conn) (*fastBody, error) {
-	if err := req.Write(pc.bw); err != nil {
-		if req.IsBodyStream() {
-			return nil, err // some of the body may be gone
-		}
-		return nil, &freshConnError{err: err, unwritten: true}
-	}
-	if err := pc.bw.Flush(); err != nil {
-		return nil, &freshConnError{err: err, unwritten: !req.IsBodyStream() && len(req.Body()) == 0}
-	}
-	resp.Header.SetNoDefaultContentType(true) // an answer without one is passed on without one
-	if err := u.awaitAnswer(pc, client); err != nil {
-		return nil, err
-	}
-	for {
-		if err := resp.Header.Read(pc.br); err != nil {
-			return nil, err
-		}
-		// 1xx answers other than 101 come before the real one: skipped.
-		if c := resp.StatusCode(); c >= 200 || c == http.StatusSwitchingProtocols {
-			break
-		}
-	}
-	pc.c.SetReadDeadline(time.Time{})
-	reuse := !resp.Header.ConnectionClose() && !req.Header.ConnectionClose()
-	code, n := resp.StatusCode(), resp.Header.ContentLength()
-	switch {
-	case req.Header.IsHead() || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
-		resp.SkipBody = true
-		u.release(pc, reuse && code != http.StatusSwitchingProtocols)
-		return nil, nil
-	case n >= 0 && n <= bodyInMemory:
-		if err := resp.ReadBody(pc.br, 0); err != nil {
-			return nil, err
-		}
-		u.release(pc, reuse)
-		return nil, nil
-	}
-	// The head stays in resp; the body is read through a response of its
-	// own, which the server's copy of it to the client closes.
-	stream := fasthttp.AcquireResponse()
-	stream.Header.SetContentLength(n)
-	stream.StreamBody = true
-	if err := stream.ReadBody(pc.br, 0); err != nil {
-		fasthttp.ReleaseResponse(stream)
-		return nil, err
-	}
-	return &fastBody{resp: stream, pc: pc, u: u, size: int64(n), reuse: reuse && n >= -1}, nil
-}
-
-// errClientGone is the error of a request whose client closed its
-// connection before the endpoint answered.
-var errClientGone = errors.New("the client closed its connection")
-
-// clientCheckInterval is how often a request waiting for an endpoint's
-// answer checks that its client is still there.
-const clientCheckInterval = 100 * time.Millisecond
-
-// awaitAnswer waits for the first byte of the endpoint's answer, up to the
-// response header timeout. While it waits it checks, every
-// clientCheckInterval, that the client has not closed its connection (a
-// timed-out client): then it gives up with errClientGone. fasthttp does
-// not watch a connection while its request is handled, and a goroutine per
-// request to do so would cost what this package saves; a poll only costs
-// slow requests.
-func (u *upstream) awaitAnswer(pc *upConn, client net.Conn) error {
-	var deadline time.Time
-	if u.responseHeaderTimeout > 0 {
-		deadline = time.Now().Add(u.responseHeaderTimeout)
-	}
-	for {
-		next := time.Now().Add(clientCheckInterval)
-		if !deadline.IsZero() && deadline.Before(next) {
-			next = deadline
-		}
-		pc.c.SetReadDeadline(next)
-		_, err := pc.br.Peek(1)
-		if err == nil {
-			return nil
-		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			return &freshConnError{err: err}
-		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			return err
-		}
-		if client != nil && clientGone(client) {
-			return errClientGone
-		}
-	}
-}
-
-// clientGone tells, without blocking, whether the client closed (or reset)
-// its connection. A TLS client that says close_notify first is not seen
-// until the answer is written.
-func clientGone(c net.Conn) bool {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	gone := false
-	rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		gone = (n == 0 && err == nil) || (err != nil && err != syscall.EAGAIN)
-		return true
-	})
-	return gone
-}
-
-// checkout counts pc as in use, so that close can end it.
-func (u *upstream) checkout(pc *upConn) {
-	u.mu.Lock()
-	u.busy[pc] = struct{}{}
-	u.mu.Unlock()
-}
-
-// release gives a connection in use back to the pool, or closes it.
-func (u *upstream) release(pc *upConn, reuse bool) {
-	u.mu.Lock()
-	delete(u.busy, pc)
-	u.mu.Unlock()
-	if reuse {
-		u.put(pc)
-	} else {
-		pc.c.Close()
-	}
-}
-
-// fastBody is an endpoint's answer body read as the server copies it to
-// the client. Closed, it gives the connection back when all of it was read,
-// and calls done with the bytes it gave.
-type fastBody struct {
-	resp  *fasthttp.Response
-	pc    *upConn
-	u     *upstream
-	size  int64 // -1: chunked; -2: until the endpoint closes
-	reuse bool
-	n     int64
-	eof   bool
-	done  func(n int64)
-	once  sync.Once
-}
-
-func (b *fastBody) Read(p []byte) (int, error) {
-	n, err := b.resp.BodyStream().Read(p)
-	b.n += int64(n)
-	if err == io.EOF || (b.size >= 0 && b.n >= b.size) {
-		b.eof = true
-	}
-	return n, err
-}
-
-func (b *fastBody) Close() error {
-	b.once.Do(func() {
-		b.resp.CloseBodyStream()
-		b.u.release(b.pc, b.reuse && b.eof)
-		fasthttp.ReleaseResponse(b.resp)
-		if b.done != nil {
-			b.done(b.n)
-		}
-	})
-	return nil
-}
+// hijackWait is how long an endpoint connection waits for fasthttp to hand
+// over the client's connection after a 101; fasthttp drops the hand-over
+// when the client's connection fails first.
+const hijackWait = 30 * time.Second
 
 // upgradeFast passes an Upgrade request (WebSocket) to an endpoint and, when
 // it switches protocols, joins the two connections until either ends. It
@@ -506,12 +327,14 @@ func (s *Server) upgradeFast(ctx *fasthttp.RequestCtx, rs *routeState, start tim
 	eps := rs.route.Backend.Endpoints
 	first := rs.fast.t.next.Add(1)
 	var (
+		addr string
 		conn net.Conn
 		err  error
 	)
 	dialer := &net.Dialer{Timeout: s.cfg.DialTimeout}
 	for i := range min(uint32(len(eps)), maxTries) {
-		if conn, err = dialer.Dial("tcp", eps[(first+i)%uint32(len(eps))]); err == nil {
+		addr = eps[(first+i)%uint32(len(eps))]
+		if conn, err = dialer.Dial("tcp", addr); err == nil {
 			break
 		}
 	}
@@ -519,64 +342,86 @@ func (s *Server) upgradeFast(ctx *fasthttp.RequestCtx, rs *routeState, start tim
 		s.upstreamError(ctx, rs, err)
 		return false
 	}
-	bw := bufio.NewWriter(conn)
-	err = ctx.Request.Write(bw)
+	pc := &upConn{addr: addr, c: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn)}
+	s.upstream.checkout(pc)
+	err = ctx.Request.Write(pc.bw)
 	if err == nil {
-		err = bw.Flush()
+		err = pc.bw.Flush()
 	}
-	br := bufio.NewReader(conn)
-	var head fasthttp.ResponseHeader
 	if err == nil {
-		conn.SetReadDeadline(time.Now().Add(s.cfg.ResponseHeaderTimeout))
-		err = head.Read(br)
-		conn.SetReadDeadline(time.Time{})
+		pc.c.SetReadDeadline(time.Now().Add(s.cfg.ResponseHeaderTimeout))
+		err = ctx.Response.Header.Read(pc.br)
+		pc.c.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
-		conn.Close()
+		s.upstream.release(pc, false)
 		s.upstreamError(ctx, rs, err)
 		return false
 	}
-	if head.StatusCode() != http.StatusSwitchingProtocols {
-		// Refused: answer with the endpoint's response.
-		var resp fasthttp.Response
-		head.CopyTo(&resp.Header)
-		err := resp.ReadBody(br, 0)
-		conn.Close()
+	if ctx.Response.StatusCode() != http.StatusSwitchingProtocols {
+		// Not upgraded: the endpoint's answer, as for any request.
+		body, err := s.upstream.readAnswerBody(pc, &ctx.Response, false, false)
 		if err != nil {
+			s.upstream.release(pc, false)
 			s.upstreamError(ctx, rs, err)
 			return false
 		}
-		resp.CopyTo(&ctx.Response)
-		ctx.Response.Header.ResetConnectionClose()
-		return false
+		if body == nil {
+			return false
+		}
+		s.requestsWG.Add(1)
+		body.done = func(n int64) {
+			s.finishFast(ctx, rs, start, n)
+			s.requestsWG.Done()
+		}
+		ctx.Response.SetBodyStream(body, int(max(body.size, -1)))
+		return true
 	}
-	if !s.enter() {
-		conn.Close()
-		fastError(ctx, "503 service unavailable: the proxy is stopping", http.StatusServiceUnavailable)
-		return false
-	}
-	s.trackUpgraded(conn)
-	ctx.SetStatusCode(http.StatusSwitchingProtocols)
-	head101 := append([]byte(nil), head.Header()...)
+	return s.joinUpgraded(ctx, rs, start, pc)
+}
+
+// joinUpgraded hands the client's connection and the endpoint's, which
+// switched protocols, to a goroutine that copies between them until either
+// ends.
+func (s *Server) joinUpgraded(ctx *fasthttp.RequestCtx, rs *routeState, start time.Time, pc *upConn) bool {
+	// The endpoint side leaves the pool's count for the upgraded set, which
+	// Close closes.
+	s.upstream.forget(pc)
+	s.trackUpgraded(pc.c)
+	head := append([]byte(nil), ctx.Response.Header.Header()...)
 	// The request's ctx is reused once the handler returns: what the access
 	// log says of it is taken now.
 	entry := fastEntry(ctx, http.StatusSwitchingProtocols, 0, time.Time{})
 	// The hijacked connection fasthttp hands over does not close what it
-	// wraps; Close must end the one underneath.
+	// wraps; the one underneath is closed.
 	clientConn := ctx.Conn()
+	var started atomic.Bool
+	guard := time.AfterFunc(hijackWait, func() {
+		if started.CompareAndSwap(false, true) {
+			s.untrackUpgraded(pc.c) // fasthttp dropped the hand-over
+		}
+	})
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(client net.Conn) {
+		if !started.CompareAndSwap(false, true) {
+			return
+		}
+		guard.Stop()
+		if !s.enter() {
+			s.untrackUpgraded(pc.c, clientConn)
+			return
+		}
 		defer s.requestsWG.Done()
 		s.trackUpgraded(clientConn)
-		_, err := client.Write(head101)
-		if err == nil && br.Buffered() > 0 {
-			b, _ := br.Peek(br.Buffered())
-			_, err = client.Write(b)
+		_, err := clientConn.Write(head)
+		if err == nil && pc.br.Buffered() > 0 {
+			b, _ := pc.br.Peek(pc.br.Buffered())
+			_, err = clientConn.Write(b)
 		}
 		if err == nil {
-			pipe(client, conn)
+			pipe(client, clientConn, pc.c)
 		}
-		s.untrackUpgraded(clientConn, conn)
+		s.untrackUpgraded(clientConn, pc.c)
 		end := s.cfg.Now()
 		rs.observe(http.StatusSwitchingProtocols, end.Sub(start))
 		if s.access != nil {
@@ -587,23 +432,31 @@ func (s *Server) upgradeFast(ctx *fasthttp.RequestCtx, rs *routeState, start tim
 	return true
 }
 
-// pipe copies both ways between a and b until either side ends.
-func pipe(a, b net.Conn) {
+// pipe copies both ways between a client (read through client, which
+// holds what fasthttp had buffered, written and closed through clientConn)
+// and an endpoint, until either side ends.
+func pipe(client, clientConn, endpoint net.Conn) {
 	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+	closeWrite := func(c net.Conn) {
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		} else {
-			dst.Close()
+			c.Close()
 		}
-		done <- struct{}{}
 	}
-	go cp(a, b)
-	go cp(b, a)
+	go func() {
+		io.Copy(endpoint, client)
+		closeWrite(endpoint)
+		done <- struct{}{}
+	}()
+	go func() {
+		io.Copy(clientConn, endpoint)
+		closeWrite(clientConn)
+		done <- struct{}{}
+	}()
 	<-done
-	a.Close()
-	b.Close()
+	clientConn.Close()
+	endpoint.Close()
 	<-done
 }
 
@@ -635,7 +488,7 @@ func fastEntry(ctx *fasthttp.RequestCtx, code int, n int64, t time.Time) accessE
 		remote:  ctx.RemoteIP().String(),
 		user:    basicAuthUser(ctx.Request.Header.Peek("Authorization")),
 		method:  string(ctx.Method()),
-		uri:     string(ctx.RequestURI()),
+		uri:     string(ctx.Request.Header.RequestURI()),
 		proto:   string(ctx.Request.Header.Protocol()),
 		referer: string(ctx.Referer()),
 		agent:   string(ctx.UserAgent()),
@@ -659,9 +512,10 @@ func basicAuthUser(h []byte) string {
 	return string(user)
 }
 
-// serveTLS accepts TLS connections on ln, finishes each handshake off the
+// serveTLS accepts TLS connections on ln, makes each handshake off the
 // accept loop and hands the connection to the server of its protocol:
-// HTTP/2 to h2 (net/http), the rest to h1 (fasthttp). It returns when ln
+// HTTP/2 to h2 (net/http), the rest to h1 (fasthttp). A connection still in
+// its handshake is tracked, so Close ends it. serveTLS returns when ln
 // fails or is closed, after closing h1 and h2.
 func (s *Server) serveTLS(ln net.Listener, cfg *tls.Config, h1, h2 *connListener) error {
 	defer h1.Close()
@@ -671,17 +525,15 @@ func (s *Server) serveTLS(ln net.Listener, cfg *tls.Config, h1, h2 *connListener
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
-				continue
-			}
 			return err
 		}
+		s.trackConn(c, fasthttp.StateNew)
 		wg.Go(func() {
 			tc := tls.Server(c, cfg)
 			c.SetDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
-			if err := tc.Handshake(); err != nil {
+			err := tc.Handshake()
+			s.trackConn(c, fasthttp.StateClosed) // from here on, its server tracks it
+			if err != nil {
 				s.log.Debug("TLS handshake failed", "client", c.RemoteAddr().String(), "err", err)
 				c.Close()
 				return
@@ -735,3 +587,33 @@ func (l *connListener) Close() error {
 }
 
 func (l *connListener) Addr() net.Addr { return l.addr }
+
+// retryListener retries an Accept that failed for want of resources (file
+// descriptors, buffers), backing off up to a second as net/http does,
+// instead of ending Serve.
+type retryListener struct {
+	net.Listener
+	log interface{ Warn(string, ...any) }
+}
+
+func (l retryListener) Accept() (net.Conn, error) {
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil || !temporaryAcceptError(err) {
+			return c, err
+		}
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		l.log.Warn("accept failed; retrying", "err", err, "in", delay)
+		time.Sleep(delay)
+	}
+}
+
+func temporaryAcceptError(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

@@ -181,7 +181,7 @@ func (s *Server) Serve(httpLn, httpsLn net.Listener) error {
 		s.fastServers = append(s.fastServers, fs)
 		s.listeners = append(s.listeners, httpLn)
 		n++
-		s.serveWG.Go(func() { errc <- fs.Serve(httpLn) })
+		s.serveWG.Go(func() { errc <- fs.Serve(retryListener{httpLn, s.log}) })
 	}
 	if httpsLn != nil {
 		h1, h2 := newConnListener(httpsLn.Addr()), newConnListener(httpsLn.Addr())
@@ -201,7 +201,7 @@ func (s *Server) Serve(httpLn, httpsLn net.Listener) error {
 		n++
 		s.serveWG.Go(func() { fs.Serve(h1) })
 		s.serveWG.Go(func() { srv.Serve(h2) })
-		s.serveWG.Go(func() { errc <- s.serveTLS(httpsLn, cfg, h1, h2) })
+		s.serveWG.Go(func() { errc <- s.serveTLS(retryListener{httpsLn, s.log}, cfg, h1, h2) })
 	}
 	s.mu.Unlock()
 
@@ -252,10 +252,9 @@ func (s *Server) Close() error {
 		err = errors.Join(err, srv.Close())
 	}
 	s.closeConns()
+	s.upstream.close() // requests waiting on endpoints end now
 	s.serveWG.Wait()
 	s.requestsWG.Wait()
-	s.closeConns() // any a request under way made meanwhile
-	s.upstream.close()
 	return err
 }
 
