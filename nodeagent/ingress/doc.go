@@ -31,8 +31,12 @@
 // from the request's own goroutine rather than through http.Transport (see
 // upstream.go); the pool forgets the endpoints a new table no longer has.
 // The request target goes to the endpoint byte for byte as the client sent
-// it. An answer of known length up to 64 KiB is read whole before it is
-// sent on; longer ones and those of unknown length are streamed.
+// it (an absolute-form one is routed by its host and sent origin-form), as
+// HTTP/1.1 whatever the client speaks. An answer of known length up to
+// 64 KiB is read whole before it is sent on; longer ones and those of
+// unknown length are streamed (to an HTTP/1.0 client, which cannot take
+// chunks, read whole up to 16 MiB). Hop-by-hop headers, those Connection
+// names included, stay on their hop both ways.
 //
 // A client that closes its connection while its request waits for the
 // endpoint ends that request within 100 ms (499): net/http notices it
