@@ -75,6 +75,7 @@ func withScaleDownDelay(tb testing.TB, files map[string]string, delay string) ma
 // parks the old pods instead of stopping them, and the revert takes them
 // back (rollout-parked-p50-ms, revert-parked-p50-ms).
 func BenchmarkRollout(b *testing.B) {
+	settle()
 	repo := gittest.NewRepo(b, "", "rollout-bench")
 	repo.CommitFiles("v0", tenReplicas("v0"))
 	o := startBenchUp(b, repo, "kbr", fmt.Sprintf("bench-roll-%d", os.Getpid()%10000))

@@ -15,11 +15,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -345,6 +348,7 @@ func procStatusMB(pid int, field string) float64 {
 // counted).
 func BenchmarkAgent50Pods(b *testing.B) {
 	gittest.RequireRoot(b, "runs containers")
+	settle()
 	for range b.N {
 		dataDir, err := os.MkdirTemp("", "kb")
 		if err != nil {
@@ -424,6 +428,7 @@ func BenchmarkAgent50Pods(b *testing.B) {
 // image, one node, each pod in its own network namespace). Target p50 ≤
 // 1.5 s. Between samples a commit scales it back to 0.
 func BenchmarkGitToReplicasRunning(b *testing.B) {
+	settle()
 	repo := gittest.NewRepo(b, "", "deploy")
 	repo.CommitFiles("none", sleeperDeployment(0))
 	o := startBenchUp(b, repo, "kg", fmt.Sprintf("bench-up-%d", os.Getpid()%10000))
@@ -875,4 +880,16 @@ func startBenchUp(b *testing.B, repo *gittest.Repo, prefix, node string) upOptio
 		_ = os.RemoveAll(dataDir)
 	})
 	return o
+}
+
+// settle gives back what earlier benchmarks of this process left (their
+// garbage, the memory the runtime would otherwise return to the system in
+// the background during the next measurement), writes out the files they
+// wrote and lets their cleanup end, so that a benchmark measuring the whole
+// machine starts on a quiet one.
+func settle() {
+	runtime.GC()
+	debug.FreeOSMemory()
+	syscall.Sync()
+	time.Sleep(3 * time.Second)
 }
