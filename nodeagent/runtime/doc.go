@@ -18,6 +18,10 @@
 //     the log files; a restarted containerd reconnects to them, and Wait re-subscribes.
 //   - One container per start: the ID is podUID-name-restartCount (ContainerID), with its
 //     own snapshot; Remove deletes task, container and snapshot and is idempotent.
+//   - Shims are shared: a container's spec carries the runc v2 shim's group annotation
+//     (shimGroup), which puts all containers of a pod, and the pods spread by UID over
+//     shimGroups groups, under one shim each. A start that joins a shim as it exits on its
+//     last container is tried again on a new one (newTask).
 //   - The caller owns the pod: its network namespace, volumes and log directory are made
 //     before Start and removed after Remove by the caller.
 //   - Errors name the container or image and wrap a kind: ErrUnavailable (containerd not
