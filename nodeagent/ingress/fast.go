@@ -197,22 +197,42 @@ var hopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate"
 
 // dropHopHeaders deletes the hop-by-hop headers of one side, keep aside.
 // (Header names are normalized, so Del finds them whatever the client's
-// case.)
-func dropHopHeaders(peek func(string) []byte, del func(string), keep string) {
-	if v := peek("Connection"); len(v) > 0 && !bytes.EqualFold(v, []byte("keep-alive")) && !bytes.EqualFold(v, []byte("close")) {
-		for _, name := range strings.Split(string(v), ",") {
-			name = strings.TrimSpace(name)
-			if name != "" && !strings.EqualFold(name, keep) {
-				del(name)
+// case.) visit walks the headers once; only those found are deleted, for
+// deleting one that is not there costs a search too.
+func dropHopHeaders(visit func(func(k, v []byte)), del func(string), keep string) {
+	var found []string
+	var connection []byte
+	visit(func(k, v []byte) {
+		switch {
+		case string(k) == "Connection":
+			connection = v
+		case isHopHeader(k) && string(k) != keep:
+			found = append(found, string(k))
+		}
+	})
+	if len(connection) > 0 {
+		if !bytes.EqualFold(connection, []byte("keep-alive")) && !bytes.EqualFold(connection, []byte("close")) {
+			for _, name := range strings.Split(string(connection), ",") {
+				name = strings.TrimSpace(name)
+				if name != "" && !strings.EqualFold(name, keep) {
+					found = append(found, name)
+				}
 			}
 		}
+		found = append(found, "Connection")
 	}
-	del("Connection")
-	for _, k := range hopHeaders {
-		if k != keep {
-			del(k)
+	for _, k := range found {
+		del(k)
+	}
+}
+
+func isHopHeader(k []byte) bool {
+	for _, h := range hopHeaders {
+		if string(k) == h {
+			return true
 		}
 	}
+	return false
 }
 
 // forwardHeaders readies the request for the endpoint: hop-by-hop headers
@@ -220,10 +240,10 @@ func dropHopHeaders(peek func(string) []byte, del func(string), keep string) {
 func forwardHeaders(ctx *fasthttp.RequestCtx, upgrade bool) {
 	h := &ctx.Request.Header
 	if upgrade {
-		dropHopHeaders(h.Peek, h.Del, "Upgrade")
+		dropHopHeaders(h.VisitAll, h.Del, "Upgrade")
 		h.Set("Connection", "Upgrade")
 	} else {
-		dropHopHeaders(h.Peek, h.Del, "")
+		dropHopHeaders(h.VisitAll, h.Del, "")
 	}
 	h.Del("Expect") // the server answered 100 Continue itself
 	// The server parsed (and normalized) the URI; writing the request line
@@ -271,7 +291,7 @@ func (s *Server) proxyFast(ctx *fasthttp.RequestCtx, rs *routeState, start time.
 		return false
 	}
 	rh := &ctx.Response.Header
-	dropHopHeaders(rh.Peek, rh.Del, "")
+	dropHopHeaders(rh.VisitAll, rh.Del, "")
 	rh.ResetConnectionClose() // the endpoint's, not the client's
 	if body == nil {
 		return false

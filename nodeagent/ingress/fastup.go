@@ -1,6 +1,8 @@
 package ingress
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -93,19 +95,27 @@ func (u *upstream) sendFast(pc *upConn, req *fasthttp.Request, resp *fasthttp.Re
 		return nil, &freshConnError{err: err, unwritten: !streamed && len(req.Body()) == 0}
 	}
 	resp.Header.SetNoDefaultContentType(true) // an answer without one is passed on without one
+	now := time.Now()
 	var deadline time.Time
 	if u.responseHeaderTimeout > 0 {
-		deadline = time.Now().Add(u.responseHeaderTimeout)
+		deadline = now.Add(u.responseHeaderTimeout)
 	}
 	for first := true; ; first = false {
-		if err := awaitAnswer(pc, client, deadline); err != nil {
+		if err := awaitAnswer(pc, client, now, deadline); err != nil {
 			var fresh *freshConnError
 			if !first && errors.As(err, &fresh) {
 				err = fresh.err // an interim answer came: not a fresh connection
 			}
 			return nil, err
 		}
-		pc.c.SetReadDeadline(deadline) // the head is read under the whole timeout
+		if !headBuffered(pc.br) {
+			// The rest of the head may take a while: under the whole
+			// timeout, not the poll's. Mostly the head came whole; the
+			// poll's deadline is then left as it is (a timer change less
+			// per request): a body read that may wait clears it, and the
+			// next use of the connection sets its own.
+			pc.c.SetReadDeadline(deadline)
+		}
 		if err := resp.Header.Read(pc.br); err != nil {
 			return nil, err
 		}
@@ -114,7 +124,6 @@ func (u *upstream) sendFast(pc *upConn, req *fasthttp.Request, resp *fasthttp.Re
 			break
 		}
 	}
-	pc.c.SetReadDeadline(time.Time{})
 	reuse := !resp.Header.ConnectionClose() && !req.Header.ConnectionClose()
 	return u.readAnswerBody(pc, resp, req.Header.IsHead(), reuse)
 }
@@ -129,6 +138,9 @@ func (u *upstream) readAnswerBody(pc *upConn, resp *fasthttp.Response, head, reu
 		u.release(pc, reuse && code != http.StatusSwitchingProtocols)
 		return nil, nil
 	case n >= 0 && n <= bodyInMemory:
+		if pc.br.Buffered() < n {
+			pc.c.SetReadDeadline(time.Time{}) // a body has no timeout
+		}
 		if err := resp.ReadBody(pc.br, 0); err != nil {
 			return nil, err
 		}
@@ -137,6 +149,7 @@ func (u *upstream) readAnswerBody(pc *upConn, resp *fasthttp.Response, head, reu
 	}
 	// The head stays in resp; the body is read through a response of its
 	// own, which the server closes when it has copied it to the client.
+	pc.c.SetReadDeadline(time.Time{}) // a body has no timeout
 	stream := fasthttp.AcquireResponse()
 	stream.Header.SetContentLength(n)
 	stream.StreamBody = true
@@ -162,9 +175,9 @@ const clientCheckInterval = 100 * time.Millisecond
 // does not watch a connection while its request is handled, and a
 // goroutine per request to do so would cost what this package saves; the
 // poll costs only slow requests.
-func awaitAnswer(pc *upConn, client net.Conn, deadline time.Time) error {
+func awaitAnswer(pc *upConn, client net.Conn, now, deadline time.Time) error {
 	for {
-		next := time.Now().Add(clientCheckInterval)
+		next := now.Add(clientCheckInterval)
 		if !deadline.IsZero() && deadline.Before(next) {
 			next = deadline
 		}
@@ -183,7 +196,15 @@ func awaitAnswer(pc *upConn, client net.Conn, deadline time.Time) error {
 		if client != nil && clientGone(client) {
 			return errClientGone
 		}
+		now = time.Now()
 	}
+}
+
+// headBuffered tells whether a whole answer head is in br already, so that
+// reading it cannot wait.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // clientGone tells, without blocking, whether the client closed (or reset)
