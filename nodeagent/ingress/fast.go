@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"net/url"
@@ -197,19 +198,19 @@ var hopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate"
 
 // dropHopHeaders deletes the hop-by-hop headers of one side, keep aside.
 // (Header names are normalized, so Del finds them whatever the client's
-// case.) visit walks the headers once; only those found are deleted, for
+// case.) all walks the headers once; only those found are deleted, for
 // deleting one that is not there costs a search too.
-func dropHopHeaders(visit func(func(k, v []byte)), del func(string), keep string) {
+func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), keep string) {
 	var found []string
 	var connection []byte
-	visit(func(k, v []byte) {
+	for k, v := range all {
 		switch {
 		case string(k) == "Connection":
 			connection = v
 		case isHopHeader(k) && string(k) != keep:
 			found = append(found, string(k))
 		}
-	})
+	}
 	if len(connection) > 0 {
 		if !bytes.EqualFold(connection, []byte("keep-alive")) && !bytes.EqualFold(connection, []byte("close")) {
 			for _, name := range strings.Split(string(connection), ",") {
@@ -240,10 +241,10 @@ func isHopHeader(k []byte) bool {
 func forwardHeaders(ctx *fasthttp.RequestCtx, upgrade bool) {
 	h := &ctx.Request.Header
 	if upgrade {
-		dropHopHeaders(h.VisitAll, h.Del, "Upgrade")
+		dropHopHeaders(h.All(), h.Del, "Upgrade")
 		h.Set("Connection", "Upgrade")
 	} else {
-		dropHopHeaders(h.VisitAll, h.Del, "")
+		dropHopHeaders(h.All(), h.Del, "")
 	}
 	h.Del("Expect") // the server answered 100 Continue itself
 	// The server parsed (and normalized) the URI; writing the request line
@@ -291,7 +292,7 @@ func (s *Server) proxyFast(ctx *fasthttp.RequestCtx, rs *routeState, start time.
 		return false
 	}
 	rh := &ctx.Response.Header
-	dropHopHeaders(rh.VisitAll, rh.Del, "")
+	dropHopHeaders(rh.All(), rh.Del, "")
 	rh.ResetConnectionClose() // the endpoint's, not the client's
 	if body == nil {
 		return false
