@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,7 +88,7 @@ func (s *Server) closeConns() {
 func (s *Server) serveFast(ctx *fasthttp.RequestCtx) {
 	if !s.enter() {
 		ctx.SetConnectionClose()
-		fastError(ctx, "503 service unavailable: the proxy is stopping", http.StatusServiceUnavailable)
+		fastError(ctx, msgStopping, http.StatusServiceUnavailable)
 		return
 	}
 	defer s.requestsWG.Done()
@@ -103,17 +101,15 @@ func (s *Server) serveFast(ctx *fasthttp.RequestCtx) {
 		rs = st.routes[route]
 	}
 	logged := false
-	switch {
-	case ctx.IsConnect():
-		fastError(ctx, "405 method not allowed", http.StatusMethodNotAllowed)
-	case rs == nil:
-		fastError(ctx, "404 not found: no route for this host and path", http.StatusNotFound)
-	case !ctx.IsTLS() && route.SSLRedirect:
-		s.redirectFast(ctx)
-	case route.Backend.Unavailable != "":
-		fastError(ctx, "503 service unavailable: "+route.Backend.Unavailable, http.StatusServiceUnavailable)
-	case len(route.Backend.Endpoints) == 0:
-		fastError(ctx, "503 service unavailable: no ready endpoint for service "+route.Backend.Service.String()+" port "+route.Backend.Port, http.StatusServiceUnavailable)
+	switch v, code, msg := decide(rs, ctx.IsConnect(), !ctx.IsTLS()); {
+	case v == refuse:
+		fastError(ctx, msg, code)
+	case v == toHTTPS:
+		ctx.Response.Header.Set("Location", s.httpsURL(string(ctx.Request.Header.Host()), string(ctx.Request.Header.RequestURI())))
+		ctx.SetStatusCode(http.StatusPermanentRedirect)
+		if ctx.IsGet() || ctx.IsHead() {
+			ctx.Response.Header.SetContentType("text/html; charset=utf-8")
+		}
 	case ctx.Request.Header.ConnectionUpgrade():
 		logged = s.upgradeFast(ctx, rs, start)
 	default:
@@ -145,21 +141,6 @@ func fastError(ctx *fasthttp.RequestCtx, msg string, code int) {
 	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
 	ctx.Response.Header.Set("X-Content-Type-Options", "nosniff")
 	ctx.Response.SetBodyString(msg + "\n")
-}
-
-func (s *Server) redirectFast(ctx *fasthttp.RequestCtx) {
-	host := string(ctx.Request.Header.Host())
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if p := s.cfg.HTTPSPort; p != 0 && p != 443 {
-		host = net.JoinHostPort(host, strconv.Itoa(p))
-	}
-	ctx.Response.Header.Set("Location", "https://"+host+string(ctx.Request.Header.RequestURI()))
-	ctx.SetStatusCode(http.StatusPermanentRedirect)
-	if ctx.IsGet() || ctx.IsHead() {
-		ctx.Response.Header.SetContentType("text/html; charset=utf-8")
-	}
 }
 
 // requestTarget is the host and the decoded path (as net/http's URL.Path)
@@ -310,17 +291,21 @@ func (s *Server) proxyFast(ctx *fasthttp.RequestCtx, rs *routeState, start time.
 		}
 		return false
 	}
-	s.requestsWG.Add(1) // until the copy ends: Close waits for it
+	s.streamAnswer(ctx, rs, start, body)
+	return true
+}
+
+// streamAnswer has the server copy an answer's body to the client as it
+// writes the response: chunked, and flushed at every read, when its length
+// is unknown. The request counts until the copy ends (Close waits for it),
+// and is then logged.
+func (s *Server) streamAnswer(ctx *fasthttp.RequestCtx, rs *routeState, start time.Time, body *fastBody) {
+	s.requestsWG.Add(1)
 	body.done = func(n int64) {
 		s.finishFast(ctx, rs, start, n)
 		s.requestsWG.Done()
 	}
-	size := int(body.size)
-	if size < 0 {
-		size = -1 // chunked to the client, flushed at every read
-	}
-	ctx.Response.SetBodyStream(body, size)
-	return true
+	ctx.Response.SetBodyStream(body, int(max(body.size, -1)))
 }
 
 // upstreamError answers a request whose endpoints gave no answer.
@@ -345,25 +330,11 @@ const hijackWait = 30 * time.Second
 // reports whether it counted the request itself.
 func (s *Server) upgradeFast(ctx *fasthttp.RequestCtx, rs *routeState, start time.Time) bool {
 	forwardHeaders(ctx, true)
-	eps := rs.route.Backend.Endpoints
-	first := rs.fast.t.next.Add(1)
-	var (
-		addr string
-		conn net.Conn
-		err  error
-	)
-	dialer := &net.Dialer{Timeout: s.cfg.DialTimeout}
-	for i := range min(uint32(len(eps)), maxTries) {
-		addr = eps[(first+i)%uint32(len(eps))]
-		if conn, err = dialer.Dial("tcp", addr); err == nil {
-			break
-		}
-	}
+	pc, err := rs.fast.dial()
 	if err != nil {
 		s.upstreamError(ctx, rs, err)
 		return false
 	}
-	pc := &upConn{addr: addr, c: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn)}
 	s.upstream.checkout(pc)
 	err = ctx.Request.Write(pc.bw)
 	if err == nil {
@@ -390,12 +361,7 @@ func (s *Server) upgradeFast(ctx *fasthttp.RequestCtx, rs *routeState, start tim
 		if body == nil {
 			return false
 		}
-		s.requestsWG.Add(1)
-		body.done = func(n int64) {
-			s.finishFast(ctx, rs, start, n)
-			s.requestsWG.Done()
-		}
-		ctx.Response.SetBodyStream(body, int(max(body.size, -1)))
+		s.streamAnswer(ctx, rs, start, body)
 		return true
 	}
 	return s.joinUpgraded(ctx, rs, start, pc)

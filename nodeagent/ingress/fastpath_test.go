@@ -29,27 +29,6 @@ func twoHosts(a, b string) world {
 	}
 }
 
-// serveRaw runs an endpoint that hands each connection to handle.
-func serveRaw(t *testing.T, handle func(c net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { defer c.Close(); handle(c) })
-		}
-	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
-}
-
 // rawRequest sends req on a new connection to addr and returns all the
 // proxy sent back until it closed the connection (or 5 s passed).
 func rawRequest(t *testing.T, addr, req string) string {

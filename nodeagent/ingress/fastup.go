@@ -36,12 +36,12 @@ type fastEndpoints struct {
 // that is small and of known length. Otherwise it returns the body, which
 // the caller must close. client is the connection the request came on.
 func (e *fastEndpoints) do(req *fasthttp.Request, resp *fasthttp.Response, client net.Conn) (*fastBody, error) {
-	eps := e.t.endpoints
-	n := uint32(len(eps))
-	first := e.t.next.Add(1)
 	var err error
-	for i := range min(n, maxTries) {
-		addr := eps[(first+i)%n]
+	retry := false
+	for addr := range e.t.tries {
+		if retry {
+			e.t.retries.Inc()
+		}
 		var body *fastBody
 		body, err = e.up.roundTripFast(req, resp, addr, client)
 		var de *dialError
@@ -50,8 +50,19 @@ func (e *fastEndpoints) do(req *fasthttp.Request, resp *fasthttp.Response, clien
 		}
 		// Nothing was sent: the next endpoint gets the request whole.
 		e.t.log.Debug("endpoint refused a connection; trying the next", "endpoint", addr, "err", err)
-		if i+1 < min(n, maxTries) {
-			e.t.retries.Inc()
+		retry = true
+	}
+	return nil, err
+}
+
+// dial connects to one of the route's endpoints, tried as do tries them
+// (an upgraded connection is not counted as a retry).
+func (e *fastEndpoints) dial() (*upConn, error) {
+	var err error
+	for addr := range e.t.tries {
+		var pc *upConn
+		if pc, err = e.up.dial(context.Background(), addr); err == nil {
+			return pc, nil
 		}
 	}
 	return nil, err

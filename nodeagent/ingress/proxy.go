@@ -108,27 +108,38 @@ type endpointTransport struct {
 // trip: it sets the endpoint in req.URL.Host on each try, which no one else
 // reads while RoundTrip runs.
 func (t *endpointTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	n := uint32(len(t.endpoints))
-	first := t.next.Add(1)
 	body, _ := req.Body.(*trackedBody)
 	var err error
-	for i := range min(n, maxTries) {
-		req.URL.Host = t.endpoints[(first+i)%n]
+	retry := false
+	for addr := range t.tries {
+		if retry {
+			t.retries.Inc()
+		}
+		req.URL.Host = addr
 		var resp *http.Response
-		resp, err = t.up.roundTrip(req, req.URL.Host)
-		if err == nil {
+		if resp, err = t.up.roundTrip(req, addr); err == nil {
 			return resp, nil
 		}
 		var de *dialError
 		if !errors.As(err, &de) || req.Context().Err() != nil || (body != nil && body.read.Load()) {
 			return nil, err
 		}
-		t.log.Debug("endpoint refused a connection; trying the next", "endpoint", req.URL.Host, "err", err)
-		if i+1 < min(n, maxTries) {
-			t.retries.Inc()
-		}
+		t.log.Debug("endpoint refused a connection; trying the next", "endpoint", addr, "err", err)
+		retry = true
 	}
 	return nil, err
+}
+
+// tries yields the endpoints one request may try, in turn: from the next
+// in round robin, at most maxTries of them.
+func (t *endpointTransport) tries(yield func(addr string) bool) {
+	n := uint32(len(t.endpoints))
+	first := t.next.Add(1)
+	for i := range min(n, maxTries) {
+		if !yield(t.endpoints[(first+i)%n]) {
+			return
+		}
+	}
 }
 
 // trackedBody is a request body that tells whether any of it was read, and

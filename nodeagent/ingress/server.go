@@ -306,7 +306,7 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.enter() {
 		w.Header().Set("Connection", "close")
-		http.Error(w, "503 service unavailable: the proxy is stopping", http.StatusServiceUnavailable)
+		http.Error(w, msgStopping, http.StatusServiceUnavailable)
 		return
 	}
 	defer s.requestsWG.Done()
@@ -318,17 +318,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		rs = st.routes[route]
 	}
-	switch {
-	case r.Method == http.MethodConnect:
-		http.Error(rw, "405 method not allowed", http.StatusMethodNotAllowed)
-	case rs == nil:
-		http.Error(rw, "404 not found: no route for this host and path", http.StatusNotFound)
-	case r.TLS == nil && route.SSLRedirect:
-		s.redirect(rw, r)
-	case route.Backend.Unavailable != "":
-		http.Error(rw, "503 service unavailable: "+route.Backend.Unavailable, http.StatusServiceUnavailable)
-	case len(route.Backend.Endpoints) == 0:
-		http.Error(rw, "503 service unavailable: no ready endpoint for service "+route.Backend.Service.String()+" port "+route.Backend.Port, http.StatusServiceUnavailable)
+	switch v, code, msg := decide(rs, r.Method == http.MethodConnect, r.TLS == nil); v {
+	case refuse:
+		http.Error(rw, msg, code)
+	case toHTTPS:
+		http.Redirect(rw, r, s.httpsURL(r.Host, r.URL.RequestURI()), http.StatusPermanentRedirect)
 	default:
 		rs.proxy.ServeHTTP(rw, r)
 	}
@@ -346,13 +340,48 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) redirect(w http.ResponseWriter, r *http.Request) {
-	host := r.Host
+// verdict is what becomes of a request before any endpoint is asked.
+type verdict int
+
+const (
+	toEndpoint verdict = iota // proxied
+	refuse                    // answered with an error
+	toHTTPS                   // redirected to HTTPS
+)
+
+// decide judges a request by the route it matched (rs nil: none), both
+// for net/http and for fasthttp; a refusal comes with its status and
+// message.
+func decide(rs *routeState, connect, plain bool) (v verdict, code int, msg string) {
+	switch {
+	case connect:
+		return refuse, http.StatusMethodNotAllowed, "405 method not allowed"
+	case rs == nil:
+		return refuse, http.StatusNotFound, "404 not found: no route for this host and path"
+	}
+	b := rs.route.Backend
+	switch {
+	case plain && rs.route.SSLRedirect:
+		return toHTTPS, 0, ""
+	case b.Unavailable != "":
+		return refuse, http.StatusServiceUnavailable, "503 service unavailable: " + b.Unavailable
+	case len(b.Endpoints) == 0:
+		return refuse, http.StatusServiceUnavailable, "503 service unavailable: no ready endpoint for service " + b.Service.String() + " port " + b.Port
+	}
+	return toEndpoint, 0, ""
+}
+
+// msgStopping is the answer to requests that come while the proxy stops.
+const msgStopping = "503 service unavailable: the proxy is stopping"
+
+// httpsURL is where a plain HTTP request for host and requestURI is
+// redirected: the same on the HTTPS port.
+func (s *Server) httpsURL(host, requestURI string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	if p := s.cfg.HTTPSPort; p != 0 && p != 443 {
 		host = net.JoinHostPort(host, strconv.Itoa(p))
 	}
-	http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	return "https://" + host + requestURI
 }

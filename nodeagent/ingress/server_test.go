@@ -159,33 +159,18 @@ func TestRetryOnRefusedConnection(t *testing.T) {
 // request reaches one backend only.
 func TestNoRetryAfterSending(t *testing.T) {
 	good := newBackend(t, "good")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var dropped atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer conn.Close()
-				req, err := http.ReadRequest(bufio.NewReader(conn))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				dropped.Add(1)
-			})
+	dropping := serveRaw(t, func(conn net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(conn))
+		if err != nil {
+			return
 		}
+		io.Copy(io.Discard, req.Body)
+		dropped.Add(1)
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	w := world{
 		ingresses: []*networkingv1.Ingress{ingress("i", "a.example.com Prefix / svc")},
-		services:  map[string][]string{"svc": {ln.Addr().String(), good.addr()}},
+		services:  map[string][]string{"svc": {dropping, good.addr()}},
 	}
 	p := startProxy(t, Config{}, w.table(t))
 	c := p.client(false)

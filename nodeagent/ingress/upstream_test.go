@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,36 +152,20 @@ func TestUpstreamIdleClosedByEndpoint(t *testing.T) {
 // written.
 func rawBackend(t *testing.T, answer string, delay time.Duration) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	return serveRaw(t, func(conn net.Conn) {
+		br := bufio.NewReader(conn)
 		for {
-			conn, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					time.Sleep(delay)
-					if _, err := io.WriteString(conn, answer); err != nil {
-						return
-					}
-				}
-			})
+			io.Copy(io.Discard, req.Body)
+			time.Sleep(delay)
+			if _, err := io.WriteString(conn, answer); err != nil {
+				return
+			}
 		}
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
 }
 
 // TestUpstreamInformational: 1xx answers before the real one are skipped.
