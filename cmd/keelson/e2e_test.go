@@ -248,47 +248,49 @@ func TestValidateCommand(t *testing.T) {
 	// The shared seed directories are checked by TestValidateSharedSeeds.
 }
 
-// sharedTestdata returns the directory name under the project's shared
-// test data, ../shared/testdata beside the repository (in its parent
-// directory). That is outside the repository: when it is absent the test
-// is skipped with a message, in CI too, which clones the repository alone.
-func sharedTestdata(t *testing.T, name string) string {
+// seedDir returns the directory name of the project's seed manifests. The
+// repository keeps a copy of them in testdata, so that CI, which clones the
+// repository alone, runs the tests that use them; where the project's
+// shared test data stands beside the repository (../shared/testdata), the
+// copy must be the same.
+func seedDir(t *testing.T, name string) string {
 	t.Helper()
-	wd, err := os.Getwd()
+	dir := filepath.Join("testdata", name)
+	shared := filepath.Join("..", "..", "..", "shared", "testdata", name)
+	entries, err := os.ReadDir(shared)
+	if errors.Is(err, fs.ErrNotExist) {
+		return dir
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := wd
-	for {
-		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(root)
-		if parent == root {
-			t.Fatalf("no go.mod above %s: cannot locate the repository", wd)
-		}
-		root = parent
-	}
-	dir := filepath.Join(filepath.Dir(root), "shared", "testdata", name)
-	switch _, err := os.Stat(dir); {
-	case errors.Is(err, fs.ErrNotExist) && os.Getenv("CI") == "true":
-		t.Skipf("%s is absent: CI clones the repository without the shared directory beside it, so this is not a failure", dir)
-	case errors.Is(err, fs.ErrNotExist):
-		t.Skipf("%s is absent: the project's shared test data is not beside this repository", dir)
-	case err != nil:
+	copies, err := os.ReadDir(dir)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(copies) != len(entries) {
+		t.Errorf("%s has %d files, %s %d: copy the shared seeds into testdata again", dir, len(copies), shared, len(entries))
+	}
+	for _, e := range entries {
+		want, err := os.ReadFile(filepath.Join(shared, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(filepath.Join(dir, e.Name())); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s differs from %s (%v): copy the shared seeds into testdata again", filepath.Join(dir, e.Name()), filepath.Join(shared, e.Name()), err)
+		}
 	}
 	return dir
 }
 
 // TestValidateSharedSeeds runs keelson validate on the project's shared
-// seed directories, as their README says: every manifest of
+// seed directories (seedDir), as their README says: every manifest of
 // seed-manifests loads (the deprecated apps/v1beta1 Deployment with a
 // warning saying what to change), and seed-manifests-bad is rejected with
 // an error naming the file, the line and the field.
 func TestValidateSharedSeeds(t *testing.T) {
 	t.Run("seed-manifests", func(t *testing.T) {
-		dir := sharedTestdata(t, "seed-manifests")
+		dir := seedDir(t, "seed-manifests")
 		code, out, errOut := cli(t, "validate", dir)
 		if code != 0 || !strings.Contains(out, "object(s) valid") || strings.Contains(errOut, "error:") {
 			t.Fatalf("validate %s: exit %d\n%s%s", dir, code, out, errOut)
@@ -299,7 +301,7 @@ func TestValidateSharedSeeds(t *testing.T) {
 		}
 	})
 	t.Run("seed-manifests-bad", func(t *testing.T) {
-		dir := sharedTestdata(t, "seed-manifests-bad")
+		dir := seedDir(t, "seed-manifests-bad")
 		code, out, errOut := cli(t, "validate", dir)
 		want := regexp.MustCompile(`(?m)^error: service-lb-placeholder-ip\.yaml:\d+: Service/\S+: spec\.loadBalancerIP: Invalid value: "X\.X\.X\.X"`)
 		if code != 1 || !want.MatchString(errOut) {
