@@ -156,6 +156,12 @@ func security(pod *corev1.PodSecurityContext, c *corev1.SecurityContext) runtime
 	var s runtime.Security
 	if pod != nil {
 		s.RunAsUser, s.RunAsGroup = pod.RunAsUser, pod.RunAsGroup
+		// The fsGroup is one of every container's groups, as in Kubernetes:
+		// the volumes given to it are the containers' to use.
+		if pod.FSGroup != nil {
+			s.SupplementalGroups = append(s.SupplementalGroups, *pod.FSGroup)
+		}
+		s.SupplementalGroups = append(s.SupplementalGroups, pod.SupplementalGroups...)
 	}
 	if c == nil {
 		return s

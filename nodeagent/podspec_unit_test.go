@@ -62,7 +62,11 @@ func TestSecurity(t *testing.T) {
 	}{
 		{"none", nil, nil, runtime.Security{}},
 		{"pod level only", &corev1.PodSecurityContext{RunAsUser: ptrTo[int64](1000), RunAsGroup: ptrTo[int64](2000), FSGroup: ptrTo[int64](3000)}, nil,
-			runtime.Security{RunAsUser: ptrTo[int64](1000), RunAsGroup: ptrTo[int64](2000)}},
+			runtime.Security{RunAsUser: ptrTo[int64](1000), RunAsGroup: ptrTo[int64](2000), SupplementalGroups: []int64{3000}}},
+		{"fsGroup first, then supplementalGroups", &corev1.PodSecurityContext{FSGroup: ptrTo[int64](3000), SupplementalGroups: []int64{4000, 5000}}, nil,
+			runtime.Security{SupplementalGroups: []int64{3000, 4000, 5000}}},
+		{"supplementalGroups alone", &corev1.PodSecurityContext{SupplementalGroups: []int64{4000}}, &corev1.SecurityContext{RunAsUser: ptrTo[int64](1)},
+			runtime.Security{RunAsUser: ptrTo[int64](1), SupplementalGroups: []int64{4000}}},
 		{"container wins", &corev1.PodSecurityContext{RunAsUser: ptrTo[int64](1000), RunAsGroup: ptrTo[int64](2000)},
 			&corev1.SecurityContext{RunAsUser: ptrTo[int64](1), RunAsGroup: ptrTo[int64](2)},
 			runtime.Security{RunAsUser: ptrTo[int64](1), RunAsGroup: ptrTo[int64](2)}},

@@ -164,6 +164,14 @@ func (a *Agent) setUpVolume(pod *corev1.Pod, v *corev1.Volume) (preparedVolume, 
 		default:
 			return preparedVolume{}, fmt.Errorf("emptyDir medium %q is not supported", v.EmptyDir.Medium)
 		}
+		if gid, ok := fsGroup(pod); ok && !ownedBy(dir, gid) {
+			// Only when the top is not the group's yet (fsGroupChangePolicy
+			// OnRootMismatch): what the containers create later inherits
+			// the group from the setgid directories.
+			if err := setVolumeOwnership(dir, gid, false); err != nil {
+				return preparedVolume{}, fmt.Errorf("fsGroup %d: %w", gid, err)
+			}
+		}
 		return preparedVolume{path: dir, create: true}, nil
 	case v.HostPath != nil:
 		typ := corev1.HostPathUnset
@@ -190,9 +198,67 @@ func (a *Agent) setUpVolume(pod *corev1.Pod, v *corev1.Volume) (preparedVolume, 
 		if _, err := writeAtomic(dir, payload, a.now()); err != nil {
 			return preparedVolume{}, err
 		}
+		if gid, ok := fsGroup(pod); ok {
+			if err := setVolumeOwnership(dir, gid, true); err != nil {
+				return preparedVolume{}, fmt.Errorf("fsGroup %d: %w", gid, err)
+			}
+		}
 		return preparedVolume{path: dir, apiData: true}, nil
 	}
 	return preparedVolume{}, fmt.Errorf("volume type is not supported by this agent (emptyDir, hostPath, configMap, secret, projected and downwardAPI are)")
+}
+
+// fsGroup is the pod's securityContext.fsGroup, when it has one.
+func fsGroup(pod *corev1.Pod) (int, bool) {
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
+		return int(*sc.FSGroup), true
+	}
+	return 0, false
+}
+
+// ownedBy tells whether dir already belongs to group gid, with the setgid
+// bit that makes what is created in it belong to the group too.
+func ownedBy(dir string, gid int) bool {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return false
+	}
+	return int(st.Gid) == gid && st.Mode&unix.S_ISGID != 0
+}
+
+// setVolumeOwnership gives a volume to the pod's fsGroup as kubelet does:
+// every file and directory (symlinks too, themselves) belongs to the group,
+// which may read (read-only volumes: configMap, secret, projected,
+// downwardAPI) or read and write (emptyDir) it; directories get the setgid
+// bit, so that what is created in them belongs to the group too.
+func setVolumeOwnership(dir string, gid int, readOnly bool) error {
+	mask := fs.FileMode(0o660)
+	if readOnly {
+		mask = 0o440
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, -1, gid); err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		want := info.Mode() | mask
+		if d.IsDir() {
+			want |= fs.ModeSetgid | 0o110
+		}
+		if want == info.Mode() {
+			return nil
+		}
+		return os.Chmod(p, want)
+	})
 }
 
 // onTmpfs: volumes that may hold secrets are kept in memory.
@@ -228,6 +294,11 @@ func (a *Agent) refreshVolumes(pod *corev1.Pod) {
 		if err != nil {
 			a.event(pod, corev1.EventTypeWarning, "FailedMount", (&volumeError{volume: v.Name, err: err}).Error())
 			continue
+		}
+		if gid, ok := fsGroup(pod); ok && changed {
+			if err := setVolumeOwnership(dir, gid, true); err != nil {
+				a.event(pod, corev1.EventTypeWarning, "FailedMount", (&volumeError{volume: v.Name, err: fmt.Errorf("fsGroup %d: %w", gid, err)}).Error())
+			}
 		}
 		if changed {
 			a.log.Info("volume updated", "pod", pod.Namespace+"/"+pod.Name, "volume", v.Name)

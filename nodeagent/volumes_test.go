@@ -183,6 +183,69 @@ spec:
 	nd.removeAllAndCheckMounts()
 }
 
+// TestFSGroup runs a pod as a user of its own with an fsGroup and a
+// supplementary group, as Helm charts for non-root images do: the groups are
+// the process's, the secret it may only read through its group (mode 0400
+// becomes 0440, group fsGroup), and what it writes to its emptyDirs belongs
+// to the fsGroup (setgid directories).
+func TestFSGroup(t *testing.T) {
+	t.Parallel()
+	nd := newNode(t)
+	nd.start()
+	nd.write("secret.yaml", `apiVersion: v1
+kind: Secret
+metadata: {name: fsg}
+stringData: {token: `+secretValue+`}
+`)
+	nd.write("pod.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: fsg}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000, supplementalGroups: [3000]}
+  volumes:
+  - name: sec
+    secret: {secretName: fsg, defaultMode: 0400}
+  - name: data
+    emptyDir: {}
+  - name: mem
+    emptyDir: {medium: Memory}
+  containers:
+  - name: c
+    image: keelson.test/busybox:1
+    imagePullPolicy: Never
+    volumeMounts:
+    - {name: sec, mountPath: /sec}
+    - {name: data, mountPath: /data}
+    - {name: mem, mountPath: /mem}
+    command:
+    - sh
+    - -c
+    - |
+      echo "ids uid=$(id -u) gid=$(id -g) groups=$(id -G | tr ' ' ,)"
+      echo "sec mode=$(stat -L -c %a /sec/token) group=$(stat -L -c %g /sec/token) len=$(wc -c < /sec/token)"
+      for d in data mem; do
+        mkdir /$d/sub && echo x > /$d/sub/f
+        echo "$d mode=$(stat -c %a /$d) group=$(stat -c %g /$d) file-group=$(stat -c %g /$d/sub/f)"
+      done
+      echo DONE
+      sleep 3600
+`)
+	nd.waitState("fsg", "c", 30*time.Second, running)
+	l := nd.waitLog("fsg", "c", "DONE", 20*time.Second)
+	for _, want := range []string{
+		"ids uid=1000 gid=1000 groups=1000,2000,3000",
+		"sec mode=440 group=2000 len=25",
+		"data mode=2777 group=2000 file-group=2000",
+		"mem mode=2777 group=2000 file-group=2000",
+	} {
+		if !strings.Contains(l, want) {
+			t.Errorf("log lacks %q:\n%s", want, l)
+		}
+	}
+	nd.removeAllAndCheckMounts()
+}
+
 func TestConfigMapUpdateSeenInPlaceSubPathKeepsOld(t *testing.T) {
 	t.Parallel()
 	nd := newNode(t)

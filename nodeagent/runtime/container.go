@@ -6,17 +6,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd"
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
@@ -123,6 +124,7 @@ func CPUQuota(milliCPU int64, period uint64) int64 {
 type Security struct {
 	RunAsUser                *int64
 	RunAsGroup               *int64
+	SupplementalGroups       []int64 // the pod's fsGroup and supplementalGroups: the process's additional groups
 	ReadOnlyRootFS           bool
 	Privileged               bool
 	CapAdd                   []string // "NET_ADMIN" or "CAP_NET_ADMIN"; "ALL"
@@ -408,6 +410,9 @@ func (r *Runtime) specOpts(id string, image containerd.Image, args []string, s *
 	case sec.RunAsGroup != nil:
 		opts = append(opts, withGID(uint32(*sec.RunAsGroup)))
 	}
+	if len(sec.SupplementalGroups) > 0 {
+		opts = append(opts, withAdditionalGroups(sec.SupplementalGroups))
+	}
 	if sec.ReadOnlyRootFS {
 		opts = append(opts, oci.WithRootFSReadonly())
 	}
@@ -437,6 +442,22 @@ func withGID(gid uint32) oci.SpecOpts {
 			s.Process = &specs.Process{}
 		}
 		s.Process.User.GID = gid
+		return nil
+	}
+}
+
+// withAdditionalGroups adds groups to the process's additional ones, each
+// once.
+func withAdditionalGroups(gids []int64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Process == nil {
+			s.Process = &specs.Process{}
+		}
+		for _, g := range gids {
+			if !slices.Contains(s.Process.User.AdditionalGids, uint32(g)) {
+				s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, uint32(g))
+			}
+		}
 		return nil
 	}
 }
