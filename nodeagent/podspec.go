@@ -162,9 +162,13 @@ func security(pod *corev1.PodSecurityContext, c *corev1.SecurityContext) runtime
 			s.SupplementalGroups = append(s.SupplementalGroups, *pod.FSGroup)
 		}
 		s.SupplementalGroups = append(s.SupplementalGroups, pod.SupplementalGroups...)
+		s.RunAsNonRoot = pod.RunAsNonRoot != nil && *pod.RunAsNonRoot
 	}
 	if c == nil {
 		return s
+	}
+	if c.RunAsNonRoot != nil {
+		s.RunAsNonRoot = *c.RunAsNonRoot
 	}
 	if c.RunAsUser != nil {
 		s.RunAsUser = c.RunAsUser

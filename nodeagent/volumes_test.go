@@ -183,12 +183,13 @@ spec:
 	nd.removeAllAndCheckMounts()
 }
 
-// TestFSGroup runs a pod as a user of its own with an fsGroup and a
+// TestFSGroupAndRunAsNonRoot runs a pod as a user of its own with an fsGroup and a
 // supplementary group, as Helm charts for non-root images do: the groups are
 // the process's, the secret it may only read through its group (mode 0400
 // becomes 0440, group fsGroup), and what it writes to its emptyDirs belongs
-// to the fsGroup (setgid directories).
-func TestFSGroup(t *testing.T) {
+// to the fsGroup (setgid directories). A pod with runAsNonRoot whose image
+// runs as root is refused.
+func TestFSGroupAndRunAsNonRoot(t *testing.T) {
 	t.Parallel()
 	nd := newNode(t)
 	nd.start()
@@ -231,7 +232,20 @@ spec:
       echo DONE
       sleep 3600
 `)
+	// runAsNonRoot with an image that runs as root: refused, as kubelet
+	// refuses it, with the reason and an event saying why.
+	nd.write("root.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: asroot}
+spec:
+  securityContext: {runAsNonRoot: true}
+  containers:
+  - {name: c, image: keelson.test/busybox:1, imagePullPolicy: Never, command: [sleep, "3600"]}
+`)
 	nd.waitState("fsg", "c", 30*time.Second, running)
+	if cs := nd.waitState("asroot", "c", 30*time.Second, waitingFor("CreateContainerConfigError")); !strings.Contains(cs.State.Waiting.Message, "image will run as root") {
+		t.Errorf("waiting message %q does not say why", cs.State.Waiting.Message)
+	}
 	l := nd.waitLog("fsg", "c", "DONE", 20*time.Second)
 	for _, want := range []string{
 		"ids uid=1000 gid=1000 groups=1000,2000,3000",

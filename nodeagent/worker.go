@@ -409,8 +409,11 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 	ctr, err := w.a.rt.Start(ctx, spec)
 	if err != nil {
 		reason := "RunContainerError"
-		if errors.Is(err, runtime.ErrCommandNotFound) {
+		switch {
+		case errors.Is(err, runtime.ErrCommandNotFound):
 			reason = "CreateContainerError"
+		case errors.Is(err, runtime.ErrRunAsRoot):
+			reason = "CreateContainerConfigError"
 		}
 		st.waitingReason, st.waitingMessage = reason, err.Error()
 		st.restarts = restarts

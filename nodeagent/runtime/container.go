@@ -125,6 +125,7 @@ type Security struct {
 	RunAsUser                *int64
 	RunAsGroup               *int64
 	SupplementalGroups       []int64 // the pod's fsGroup and supplementalGroups: the process's additional groups
+	RunAsNonRoot             bool    // refuse to start as root (see verifyNonRoot)
 	ReadOnlyRootFS           bool
 	Privileged               bool
 	CapAdd                   []string // "NET_ADMIN" or "CAP_NET_ADMIN"; "ALL"
@@ -175,6 +176,9 @@ func (r *Runtime) Start(ctx context.Context, spec ContainerSpec) (*Container, er
 	imgSpec, err := image.Spec(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: image %s config: %w", id, ref, classify(err))
+	}
+	if err := verifyNonRoot(spec.Security, imgSpec.Config.User); err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
 	args := processArgs(imgSpec.Config, spec.Command, spec.Args)
 	if len(args) == 0 {
@@ -247,6 +251,34 @@ func (r *Runtime) Start(ctx context.Context, spec ContainerSpec) (*Container, er
 		return nil, fmt.Errorf("start task %s: %w", id, classifyStart(args[0], err))
 	}
 	return &Container{ID: id, PID: task.Pid(), StartedAt: time.Now()}, nil
+}
+
+// verifyNonRoot applies runAsNonRoot as kubelet does: the container's
+// user, runAsUser or else the image's USER, must be a number other than 0.
+// An image without a USER runs as root; one whose USER is a name cannot be
+// checked without its /etc/passwd, and is refused too.
+func verifyNonRoot(sec Security, imageUser string) error {
+	if !sec.RunAsNonRoot {
+		return nil
+	}
+	if sec.RunAsUser != nil {
+		if *sec.RunAsUser == 0 {
+			return fmt.Errorf("%w: runAsUser 0 breaks the non-root policy", ErrRunAsRoot)
+		}
+		return nil
+	}
+	user, _, _ := strings.Cut(imageUser, ":")
+	if user == "" {
+		return fmt.Errorf("%w is set and the image will run as root (it has no USER)", ErrRunAsRoot)
+	}
+	uid, err := strconv.ParseInt(user, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w is set and the image's user %q is not numeric: it cannot be verified to be non-root (set runAsUser)", ErrRunAsRoot, user)
+	}
+	if uid == 0 {
+		return fmt.Errorf("%w is set and the image will run as root (USER %s)", ErrRunAsRoot, imageUser)
+	}
+	return nil
 }
 
 // newTask creates ctr's task. A shared shim whose last container was just

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -149,6 +150,27 @@ func TestRunAsUser(t *testing.T) {
 				t.Errorf("id = %q, want %q", log, tt.wantOutput)
 			}
 		})
+	}
+}
+
+func TestAdditionalGroupsAndNonRoot(t *testing.T) {
+	rt := needRuntime(t)
+	uid := int64(1000)
+	s := newSpec(t, rt, busybox, "sh", "-c", "id -G")
+	s.Security.RunAsUser, s.Security.RunAsNonRoot = &uid, true
+	s.Security.SupplementalGroups = []int64{2000, 3000, 2000}
+	if _, log := run(t, rt, s); log != "0 2000 3000\n" {
+		t.Errorf("id -G = %q, want the primary group and 2000 and 3000 once each", log)
+	}
+	// busybox has no USER: as root, which runAsNonRoot refuses before
+	// anything is created.
+	s = newSpec(t, rt, busybox, "true")
+	s.Security.RunAsNonRoot = true
+	if _, err := rt.Start(context.Background(), s); !errors.Is(err, ErrRunAsRoot) {
+		t.Fatalf("Start as root with runAsNonRoot: %v, want ErrRunAsRoot", err)
+	}
+	if infos, err := rt.List(context.Background()); err != nil || slices.ContainsFunc(infos, func(in Info) bool { return in.ID == s.ID() }) {
+		t.Errorf("a refused container was created: %v %v", infos, err)
 	}
 }
 

@@ -36,6 +36,9 @@ var (
 	ErrClosed = errors.New("runtime closed")
 	// ErrCommandNotFound: the container's command is not in the image.
 	ErrCommandNotFound = errors.New("command not found in image")
+	// ErrRunAsRoot: the container must not run as root (runAsNonRoot) and
+	// would, or its image's user cannot be known not to be root.
+	ErrRunAsRoot = errors.New("runAsNonRoot")
 )
 
 // DefaultSnapshotter is the snapshotter images are unpacked into and containers run on.

@@ -205,3 +205,32 @@ func TestShimGroup(t *testing.T) {
 		t.Errorf("200 pods fall into %d shim groups, want %d", len(seen), shimGroups)
 	}
 }
+
+func TestVerifyNonRoot(t *testing.T) {
+	uid := func(v int64) *int64 { return &v }
+	for _, tc := range []struct {
+		name      string
+		sec       Security
+		imageUser string
+		wantErr   string // "" when allowed
+	}{
+		{"policy off, root image", Security{}, "", ""},
+		{"runAsUser non-root", Security{RunAsNonRoot: true, RunAsUser: uid(1000)}, "", ""},
+		{"runAsUser 0", Security{RunAsNonRoot: true, RunAsUser: uid(0)}, "1000", "runAsUser 0 breaks the non-root policy"},
+		{"runAsUser wins over a root image", Security{RunAsNonRoot: true, RunAsUser: uid(1)}, "root", ""},
+		{"image without USER", Security{RunAsNonRoot: true}, "", "image will run as root (it has no USER)"},
+		{"image USER 0", Security{RunAsNonRoot: true}, "0:0", "image will run as root (USER 0:0)"},
+		{"image USER numeric", Security{RunAsNonRoot: true}, "65532:65532", ""},
+		{"image USER by name", Security{RunAsNonRoot: true}, "nobody", `image's user "nobody" is not numeric`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := verifyNonRoot(tc.sec, tc.imageUser)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrRunAsRoot)):
+				t.Errorf("error %v, want one wrapping ErrRunAsRoot with %q", err, tc.wantErr)
+			}
+		})
+	}
+}
