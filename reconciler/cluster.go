@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -598,7 +599,15 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 		return err
 	}
 	warm := c.warm(snap, ws)
-	plan := computeCluster(objs, pods, parked, nodes, now, c.cfg, warm)
+	// Events are looked up, not watched: they are the passes' output.
+	reported := func(key, reason, message string) bool {
+		evs, err := snap.Events(memdb.NewWatchSet(), key)
+		if err != nil {
+			return false
+		}
+		return slices.ContainsFunc(evs, func(e *store.Event) bool { return e.Reason == reason && e.Message == message })
+	}
+	plan := computeCluster(objs, pods, parked, nodes, now, c.cfg, warm, reported)
 	outcomes := computeOutcomes(revs, objs, pods, now)
 	term := computeTermination(pods, nodes, plan.deletePods, now, c.cfg)
 	var markWarm *store.SyncState
@@ -737,7 +746,7 @@ func (p *clusterPlan) empty() bool {
 // neither creates nor deletes pods, and leaves Deployments' ReplicaSets
 // alone (the first warm pass rebuilds those a restart lost from the
 // adopted pods).
-func computeCluster(objs []*store.Object, pods []*store.Pod, parked []*store.ParkedPod, nodes []*store.Node, now time.Time, cfg ClusterConfig, warm bool) *clusterPlan {
+func computeCluster(objs []*store.Object, pods []*store.Pod, parked []*store.ParkedPod, nodes []*store.Node, now time.Time, cfg ClusterConfig, warm bool, reported eventLookup) *clusterPlan {
 	plan := &clusterPlan{}
 	defer func() {
 		if !warm {
@@ -845,7 +854,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, parked []*store.Par
 
 	daemonSets(plan, objs, podsByOwner, nodes, deleted, deletePod, now, warm)
 	statefulSets(plan, objs, podsByOwner, deleted, deletePod, now)
-	cronJobs(plan, objs, byKey, now)
+	cronJobs(plan, objs, byKey, now, reported)
 	jobs(plan, objs, podsByOwner, deleted, deletePod, now)
 	// Objects a controller made whose owner is gone (a ReplicaSet of a
 	// removed Deployment is handled above with its pods; Jobs of a CronJob here).

@@ -3,6 +3,7 @@ package reconciler
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -610,21 +611,43 @@ func TestCronJobSchedulesJobs(t *testing.T) {
 	if n := len(podsOf(t, st)); n != 1 {
 		t.Errorf("%d pods for the job, want 1", n)
 	}
-	// At 10:10 the first one still runs: Forbid skips this run.
+	// At 10:10 the first one still runs: under Forbid the 10:10 run waits
+	// for it (said once, however many passes see it), as in Kubernetes.
 	clk.t = time.Date(2026, 1, 1, 10, 10, 1, 0, time.UTC)
-	settle(t, c)
+	for range 3 {
+		settle(t, c)
+	}
 	if j := jobsNow(); len(j) != 1 {
 		t.Fatalf("Forbid: jobs %v", j)
 	}
-	// It completes; at 10:15 a new one runs, and history keeps one.
+	if got := cronStatus(t, st).LastScheduleTime.Time; !got.Equal(at(10, 5, 0)) {
+		t.Errorf("lastScheduleTime %s while the 10:10 run waits, want 10:05", got.Format("15:04:05"))
+	}
+	waits := 0
+	evs, _ := st.Snapshot().Events(memdb.NewWatchSet(), "CronJob/default/report")
+	for _, e := range evs {
+		if e.Reason == "JobAlreadyActive" {
+			waits++
+			if !strings.Contains(e.Message, "2026-01-01T10:10:00Z waits: Job "+reportJob(at(10, 5, 0))) {
+				t.Errorf("JobAlreadyActive says %q", e.Message)
+			}
+		}
+	}
+	if waits != 1 {
+		t.Errorf("%d JobAlreadyActive events for the 10:10 run, want 1", waits)
+	}
+	// It completes: the waiting 10:10 run starts then, late, and history
+	// keeps one finished Job.
 	for _, p := range podsOf(t, st) {
 		setPhase(t, st, p.Key, corev1.PodSucceeded)
 	}
+	clk.t = time.Date(2026, 1, 1, 10, 12, 0, 0, time.UTC)
 	settle(t, c)
-	clk.t = time.Date(2026, 1, 1, 10, 15, 1, 0, time.UTC)
-	settle(t, c)
-	if j := jobsNow(); len(j) != 2 {
-		t.Fatalf("at 10:15: jobs %v", j)
+	if j := jobsNow(); !slices.Equal(j, []string{reportJob(at(10, 5, 0)), reportJob(at(10, 10, 0))}) {
+		t.Fatalf("after the 10:05 Job ended: jobs %v, want it and the 10:10 one", j)
+	}
+	if got := podsByJob(t, st); !cmp.Equal(got, map[string]int{reportJob(at(10, 5, 0)): 1, reportJob(at(10, 10, 0)): 1}) {
+		t.Errorf("pods by Job: %v, want one each", got)
 	}
 	for _, p := range podsOf(t, st) {
 		if p.Phase != string(corev1.PodSucceeded) {
@@ -632,8 +655,51 @@ func TestCronJobSchedulesJobs(t *testing.T) {
 		}
 	}
 	settle(t, c)
-	if j := jobsNow(); len(j) != 1 {
+	if j := jobsNow(); !slices.Equal(j, []string{reportJob(at(10, 10, 0))}) {
 		t.Fatalf("history limit 1: jobs %v", j)
+	}
+	clk.t = time.Date(2026, 1, 1, 10, 15, 1, 0, time.UTC)
+	settle(t, c)
+	if j := jobsNow(); len(j) != 2 || j[1] != reportJob(at(10, 15, 0)) {
+		t.Fatalf("at 10:15: jobs %v", j)
+	}
+}
+
+// TestCronJobForbidPastDeadline: a run that waited under Forbid longer than
+// startingDeadlineSeconds is missed, not started late; the next runs on
+// time.
+func TestCronJobForbidPastDeadline(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	clk.t = at(10, 1, 0)
+	if _, err := a.Apply(revision("c1", map[string]string{"cj.yaml": cronJobWith("Forbid", "  startingDeadlineSeconds: 60\n")}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	clk.t = at(10, 5, 1)
+	settle(t, c)
+	clk.t = at(10, 10, 1)
+	settle(t, c)
+	for _, p := range podsOf(t, st) {
+		setPhase(t, st, p.Key, corev1.PodSucceeded)
+	}
+	clk.t = at(10, 12, 0) // two minutes after 10:10
+	settle(t, c)
+	if j := jobNames(t, st); !slices.Equal(j, []string{reportJob(at(10, 5, 0))}) {
+		t.Fatalf("after the deadline: jobs %v, want only the 10:05 one", j)
+	}
+	missed := false
+	evs, _ := st.Snapshot().Events(memdb.NewWatchSet(), "CronJob/default/report")
+	for _, e := range evs {
+		missed = missed || (e.Reason == "MissSchedule" && strings.Contains(e.Message, "2026-01-01T10:10:00Z"))
+	}
+	if !missed {
+		t.Errorf("no MissSchedule event for the 10:10 run: %v", evs)
+	}
+	clk.t = at(10, 15, 1)
+	settle(t, c)
+	if j := jobNames(t, st); !slices.Contains(j, reportJob(at(10, 15, 0))) {
+		t.Errorf("at 10:15: jobs %v, want the 10:15 one", j)
 	}
 }
 

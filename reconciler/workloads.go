@@ -601,8 +601,9 @@ func statefulSetStatus(o *store.Object, ss *appsv1.StatefulSet, byOrdinal map[in
 
 // cronJobs creates each CronJob's Jobs on its schedule, with its
 // concurrency policy and history limits. The Jobs are objects owned by the
-// CronJob, run by the Job controller.
-func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.Object, now time.Time) {
+// CronJob, run by the Job controller. reported tells whether an object
+// already has an event (nil: none has).
+func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.Object, now time.Time, reported eventLookup) {
 	owned := map[string][]*store.Object{}
 	for _, o := range objs {
 		if _, ok := o.Obj.(*batchv1.Job); ok && o.OwnerKey != "" {
@@ -651,8 +652,7 @@ func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.O
 			// are not made up one by one: the most recent one runs, as in
 			// Kubernetes, and only within startingDeadlineSeconds of its time.
 			next = mostRecentRun(sched, next, now)
-			t := metav1.NewTime(next)
-			st.LastScheduleTime = &t
+			due := true // lastScheduleTime moves on to next
 			run := true
 			if d := cj.Spec.StartingDeadlineSeconds; d != nil && now.Sub(next) > time.Duration(*d)*time.Second {
 				run = false
@@ -662,8 +662,16 @@ func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.O
 			switch cj.Spec.ConcurrencyPolicy {
 			case batchv1.ForbidConcurrent:
 				if run && len(active) > 0 {
-					run = false
-					plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeNormal, Reason: "JobAlreadyActive", Message: "not starting a Job: one is still running (concurrencyPolicy Forbid)"})
+					// As in Kubernetes, the run waits: lastScheduleTime stays,
+					// so it starts when the running Job ends (if that is
+					// within startingDeadlineSeconds of its time), and a
+					// later scheduled time takes its place meanwhile. Said
+					// once for each scheduled time, not at every pass.
+					run, due = false, false
+					msg := fmt.Sprintf("the run of %s waits: Job %s is still running (concurrencyPolicy Forbid)", next.UTC().Format(time.RFC3339), active[len(active)-1].Name)
+					if reported == nil || !reported(o.Key, "JobAlreadyActive", msg) {
+						plan.events = append(plan.events, &store.Event{ObjectKey: o.Key, Type: corev1.EventTypeNormal, Reason: "JobAlreadyActive", Message: msg})
+					}
 				}
 			case batchv1.ReplaceConcurrent:
 				if run {
@@ -672,6 +680,10 @@ func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.O
 					}
 					active = nil
 				}
+			}
+			if due {
+				t := metav1.NewTime(next)
+				st.LastScheduleTime = &t
 			}
 			if run {
 				j := jobFor(o, cj, next)
@@ -700,6 +712,10 @@ func cronJobs(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.O
 		plan.setStatus(o, &st)
 	}
 }
+
+// eventLookup tells whether the object with key has an event with reason
+// and message in the store.
+type eventLookup func(key, reason, message string) bool
 
 // mostRecentRun is the last run time of sched from first (a due one) up to
 // now. A gap of more than a day is looked at from a day before now, so that
