@@ -299,6 +299,36 @@ func newTask(ctx context.Context, ctr containerd.Container, ioc cio.Creator) (co
 	}
 }
 
+// deleteTask deletes ctr's task, if it has one, killing its process. When
+// the containers of one shim are removed at once (a pod stopping), the shim
+// exits as the last of them goes, and another's delete may still be talking
+// to it; containerd then reports the closed connection, and asking again
+// finds the task gone or removes what is left of it.
+func deleteTask(ctx context.Context, ctr containerd.Container) error {
+	for try := 1; ; try++ {
+		task, err := ctr.Task(ctx, nil)
+		if err == nil {
+			_, err = task.Delete(ctx, containerd.WithProcessKill)
+			if err != nil {
+				err = fmt.Errorf("delete task: %w", err)
+			}
+		} else {
+			err = fmt.Errorf("task: %w", err)
+		}
+		if err == nil || errdefs.IsNotFound(err) {
+			return nil
+		}
+		if try == 3 || !shimGone(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(try) * 20 * time.Millisecond):
+		}
+	}
+}
+
 // shimGone reports whether err says the shim went away under the call.
 func shimGone(err error) bool {
 	s := err.Error()
@@ -601,14 +631,8 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("remove container %s: %w", id, classify(err))
 	}
-	task, err := ctr.Task(ctx, nil)
-	switch {
-	case err == nil:
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("remove container %s: delete task: %w", id, classify(err))
-		}
-	case !errdefs.IsNotFound(err):
-		return fmt.Errorf("remove container %s: task: %w", id, classify(err))
+	if err := deleteTask(ctx, ctr); err != nil {
+		return fmt.Errorf("remove container %s: %w", id, classify(err))
 	}
 	if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", id, classify(err))

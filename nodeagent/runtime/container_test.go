@@ -117,7 +117,9 @@ func TestHostnameAndMounts(t *testing.T) {
 
 func TestReadOnlyRootFS(t *testing.T) {
 	rt := needRuntime(t)
-	s := newSpec(t, rt, busybox, "sh", "-c", "touch /x && echo wrote-root; touch /tmp/y && echo wrote-tmp")
+	// All on stdout: the shim copies stdout and stderr to the log apart, and
+	// under load one may come well after the other.
+	s := newSpec(t, rt, busybox, "sh", "-c", "touch /x 2>&1 && echo wrote-root; touch /tmp/y && echo wrote-tmp")
 	s.Security.ReadOnlyRootFS = true
 	s.Mounts = []Mount{{Destination: "/tmp", Type: "tmpfs"}}
 	_, log := run(t, rt, s)

@@ -82,3 +82,45 @@ func TestShimJoinWhileLastLeaves(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShimConcurrentRemoves removes the containers of one pod (one shim
+// group) all at once, as the agent stops a pod: the shim exits when the last
+// goes, possibly while another's delete still talks to it. Every removal
+// must succeed and leave nothing.
+func TestShimConcurrentRemoves(t *testing.T) {
+	rt := needRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for round := range 6 {
+		pod := baseSpec(t, busybox, "sleep", "1000")
+		var ids []string
+		for i := range 3 {
+			s := pod
+			s.ContainerName = fmt.Sprintf("c%d", i)
+			s.LogPath = filepath.Join(t.TempDir(), "0.log")
+			ids = append(ids, start(t, rt, s).ID)
+		}
+		errs := make([]error, len(ids))
+		var wg sync.WaitGroup
+		for i, id := range ids {
+			wg.Go(func() { errs[i] = rt.Remove(ctx, id) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("round %d: remove %s: %v", round, ids[i], err)
+			}
+		}
+		infos, err := rt.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range infos {
+			for _, id := range ids {
+				if in.ID == id {
+					t.Errorf("round %d: %s left behind (%s)", round, id, in.State)
+				}
+			}
+		}
+	}
+}
