@@ -218,9 +218,7 @@ func (r *Runtime) Start(ctx context.Context, spec ContainerSpec) (*Container, er
 	cleanup := func() {
 		cctx, cancel := context.WithTimeout(r.ctx(context.WithoutCancel(ctx)), 10*time.Second)
 		defer cancel()
-		if t, err := ctr.Task(cctx, nil); err == nil {
-			_, _ = t.Delete(cctx, containerd.WithProcessKill)
-		}
+		_ = deleteTask(cctx, ctr)
 		if err := ctr.Delete(cctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			r.log.Warn("clean up failed container", "container", id, "err", err)
 		}
