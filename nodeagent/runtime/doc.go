@@ -21,11 +21,14 @@
 //   - Shims are shared: a container's spec carries the runc v2 shim's group annotation
 //     (shimGroup), which puts all containers of a pod, and the pods spread by UID over
 //     shimGroups groups, under one shim each. A start that joins a shim as it exits on its
-//     last container is tried again on a new one (newTask).
+//     last container is tried again on a new one (newTask), and so is a task delete that
+//     the shim's exit cut off (deleteTask).
+//   - runAsNonRoot is checked before anything is created (verifyNonRoot): the container's
+//     user, or else the image's USER, must be a number other than 0 (ErrRunAsRoot).
 //   - The caller owns the pod: its network namespace, volumes and log directory are made
 //     before Start and removed after Remove by the caller.
 //   - Errors name the container or image and wrap a kind: ErrUnavailable (containerd not
-//     reachable; retry), ErrNotFound, ErrCommandNotFound, ErrImageNeverPull,
+//     reachable; retry), ErrNotFound, ErrCommandNotFound, ErrRunAsRoot, ErrImageNeverPull,
 //     ErrImageNotFound, ErrRegistryUnavailable, ErrRegistryUnauthorized, or a containerd
 //     errdefs kind.
 //
