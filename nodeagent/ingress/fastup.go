@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 )
 
 // The endpoint side of the HTTP/1.1 proxy: fasthttp's request and response
@@ -219,8 +220,10 @@ func headBuffered(br *bufio.Reader) bool {
 }
 
 // clientGone tells, without blocking, whether the client closed (or reset)
-// its connection, or the proxy closed it. A TLS client that says
-// close_notify first is not seen until the answer is written.
+// its connection, or the proxy closed it: the kernel's RDHUP (the client's
+// FIN came), as nginx watches for it. Unread bytes do not hide it: a TLS
+// client that says close_notify before it closes is gone all the same, and
+// so is one that pipelined a request and left.
 func clientGone(c net.Conn) bool {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
@@ -234,11 +237,10 @@ func clientGone(c net.Conn) bool {
 		return true
 	}
 	gone := false
-	err = rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		gone = (n == 0 && err == nil) || (err != nil && err != syscall.EAGAIN)
-		return true
+	err = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+		n, err := unix.Poll(fds, 0)
+		gone = err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0
 	})
 	return gone || err != nil
 }

@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	routing "github.com/keelson/keelson/ingress"
 )
 
 // connCounter is a backend that counts the connections it was opened and
@@ -251,27 +254,34 @@ func TestUpstreamGoneEndpoint(t *testing.T) {
 }
 
 // TestClientGone: a client that gives up while the endpoint is still
-// thinking ends the upstream request at once, counted as a 499 (4xx).
+// thinking ends the upstream request at once, counted as a 499 (4xx): over
+// plain HTTP, and over TLS, where the client says close_notify before it
+// closes (bytes the proxy has not read when the FIN comes).
 func TestClientGone(t *testing.T) {
 	slow := rawBackend(t, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", time.Second)
-	w := world{
-		ingresses: []*networkingv1.Ingress{ingress("i", "slow.example.com Prefix / slow")},
-		services:  map[string][]string{"slow": {slow}},
-	}
-	var log syncBuffer
-	p := startProxy(t, Config{AccessLog: &log}, w.table(t))
-	c := p.client(false)
-	c.Timeout = 100 * time.Millisecond
-	start := time.Now()
-	if _, err := c.Get("http://slow.example.com/"); err == nil {
-		t.Fatal("the client did not time out")
-	}
-	waitFor(t, "the request to end", func() bool { return strings.Contains(log.String(), `"GET / HTTP/1.1" 499`) })
-	if d := time.Since(start); d > 800*time.Millisecond {
-		t.Errorf("the request ended after %v, when the endpoint answered: not when the client went", d)
-	}
-	rs := p.state.Load().routes[p.Table().Routes()[0]]
-	if n := testutil.ToFloat64(rs.byClass[4]); n != 1 {
-		t.Errorf("4xx count %v, want 1", n)
+	for _, scheme := range []string{"http", "https"} {
+		t.Run(scheme, func(t *testing.T) {
+			w := world{
+				ingresses: []*networkingv1.Ingress{withAnnotation(withTLS(ingress("i", "slow.example.com Prefix / slow"), "cert", "slow.example.com"), routing.AnnotationSSLRedirect, "false")},
+				services:  map[string][]string{"slow": {slow}},
+				secrets:   []*corev1.Secret{tlsSecret(t, "cert", "slow.example.com")},
+			}
+			var log syncBuffer
+			p := startProxy(t, Config{AccessLog: &log}, w.table(t))
+			c := p.client(false)
+			c.Timeout = 100 * time.Millisecond
+			start := time.Now()
+			if _, err := c.Get(scheme + "://slow.example.com/"); err == nil {
+				t.Fatal("the client did not time out")
+			}
+			waitFor(t, "the request to end", func() bool { return strings.Contains(log.String(), `"GET / HTTP/1.1" 499`) })
+			if d := time.Since(start); d > 800*time.Millisecond {
+				t.Errorf("the request ended after %v, when the endpoint answered: not when the client went", d)
+			}
+			rs := p.state.Load().routes[p.Table().Routes()[0]]
+			if n := testutil.ToFloat64(rs.byClass[4]); n != 1 {
+				t.Errorf("4xx count %v, want 1", n)
+			}
+		})
 	}
 }
