@@ -31,33 +31,16 @@ type Agents interface {
 	ForgetPod(ctx context.Context, node, namespace, name string, uid string) error
 }
 
-// joinAuth lets a registration through: it carries the join token, or the
-// credential of the node it registers (an agent that registers again).
-func (s *Server) joinAuth(w http.ResponseWriter, r *http.Request, node string) bool {
+func (s *Server) agentAuth(w http.ResponseWriter, r *http.Request) bool {
 	if s.opts.Agents == nil || s.opts.AgentToken == "" {
 		writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not take agents"))
 		return false
 	}
-	tok := bearer(r)
-	if subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.AgentToken)) == 1 || s.creds.check(node, tok) {
-		return true
-	}
-	writeError(w, http.StatusUnauthorized, fmt.Errorf("agent token missing or wrong: join with the token the controller wrote to its data directory"))
-	return false
-}
-
-// nodeAuth lets a node's request about itself through: it carries that
-// node's credential.
-func (s *Server) nodeAuth(w http.ResponseWriter, r *http.Request, node string) bool {
-	if s.opts.Agents == nil || s.opts.AgentToken == "" {
-		writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not take agents"))
+	if !s.isAgent(r) {
+		writeError(w, http.StatusUnauthorized, fmt.Errorf("agent token missing or wrong: join with the token the controller wrote to its data directory"))
 		return false
 	}
-	if s.creds.check(node, bearer(r)) {
-		return true
-	}
-	writeError(w, http.StatusUnauthorized, fmt.Errorf("node %q's credential missing or wrong: a node acts for itself only, with the credential it was given when it registered (register again with the join token)", node))
-	return false
+	return true
 }
 
 // controllerAuth lets a request through to a joined node's logs, exec and
@@ -74,6 +57,15 @@ func (s *Server) controllerAuth(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// isAgent reports whether r carries the agents' token.
+func (s *Server) isAgent(r *http.Request) bool {
+	if s.opts.AgentToken == "" {
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get(api.AgentTokenHeader), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.AgentToken)) == 1
+}
+
 func decodeBody(r *http.Request, v any) error {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 4<<20))
 	if err := dec.Decode(v); err != nil {
@@ -83,14 +75,12 @@ func decodeBody(r *http.Request, v any) error {
 }
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
-	var reg api.NodeRegistration
-	if err := decodeBody(r, &reg); err != nil {
-		if s.joinAuth(w, r, "") {
-			writeError(w, http.StatusBadRequest, err)
-		}
+	if !s.agentAuth(w, r) {
 		return
 	}
-	if !s.joinAuth(w, r, reg.Node.Name) {
+	var reg api.NodeRegistration
+	if err := decodeBody(r, &reg); err != nil {
+		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	n, err := s.opts.Agents.Register(r.Context(), &reg)
@@ -98,17 +88,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	cred, err := s.creds.issue(n.Name)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, fmt.Errorf("node credential: %w", err))
-		return
-	}
-	w.Header().Set(api.NodeCredentialHeader, cred)
 	writeJSON(w, http.StatusOK, n)
 }
 
 func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
-	if !s.nodeAuth(w, r, r.PathValue("name")) {
+	if !s.agentAuth(w, r) {
 		return
 	}
 	if err := s.opts.Agents.RenewLease(r.Context(), r.PathValue("name")); err != nil {
@@ -124,7 +108,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 
 // servicesSynced answers PUT /v1/nodes/{name}/services?index=N.
 func (s *Server) servicesSynced(w http.ResponseWriter, r *http.Request) {
-	if !s.nodeAuth(w, r, r.PathValue("name")) {
+	if !s.agentAuth(w, r) {
 		return
 	}
 	idx, err := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
@@ -144,10 +128,10 @@ func (s *Server) servicesSynced(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) podStatus(w http.ResponseWriter, r *http.Request) {
-	node := r.URL.Query().Get("node")
-	if !s.nodeAuth(w, r, node) {
+	if !s.agentAuth(w, r) {
 		return
 	}
+	node := r.URL.Query().Get("node")
 	if r.Method == http.MethodDelete {
 		if err := s.opts.Agents.ForgetPod(r.Context(), node, r.PathValue("namespace"), r.PathValue("name"), r.URL.Query().Get("uid")); err != nil {
 			writeError(w, http.StatusBadRequest, err)

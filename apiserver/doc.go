@@ -4,12 +4,7 @@
 // are blocking queries: a client passes the index of its last answer
 // (?index=N&wait=30s) and the server holds the request until the store has
 // something newer or the wait passes. Every answer carries the index in the
-// X-Keelson-Index header and body.
-//
-// Agents write: they register with the join token (Options.AgentToken) and
-// get a credential for their node (nodeCreds), with which a node renews its
-// lease, reports its pods and reads the values of the Secrets its pods use,
-// for itself only. Nobody else gets Secret values.
+// X-Keelson-Index header and body. Secret values are never served.
 //
 // One answer is not the store's alone: an object's history
 // (GET /v1/history/...) comes from Git through a HistorySource, joined with

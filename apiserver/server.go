@@ -37,12 +37,10 @@ type Options struct {
 	Logs LogsFunc
 	// Exec, when set, serves GET /v1/pods/{namespace}/{name}/exec.
 	Exec ExecFunc
-	// Agents and AgentToken, when set, let agents join with the token
-	// (POST /v1/nodes), which gives each node a credential of its own
-	// (see nodeCreds); with it, a node renews its lease (PUT
-	// /v1/nodes/{name}/lease), reports its pods (PUT and DELETE
-	// /v1/pods/{namespace}/{name}/status) and gets the values of the
-	// Secrets its pods use (GET /v1/objects?kind=Secret&node=NAME).
+	// Agents and AgentToken, when set, let agents join and report
+	// (POST /v1/nodes, PUT /v1/nodes/{name}/lease, PUT and DELETE
+	// /v1/pods/{namespace}/{name}/status); requests carrying the token also
+	// get Secret values, which agents need to run pods.
 	Agents     Agents
 	AgentToken string
 	// ControllerToken, when set, is the token of the controller this node
@@ -58,13 +56,11 @@ type Options struct {
 	Log     *slog.Logger
 }
 
-// Server is the HTTP API. It holds no state of its own but its nodes'
-// credentials.
+// Server is the HTTP API. It holds no state of its own.
 type Server struct {
 	store *store.Store
 	opts  Options
 	mux   *http.ServeMux
-	creds nodeCreds
 }
 
 // New returns the API over st.
@@ -240,16 +236,9 @@ func (s *Server) objects(w http.ResponseWriter, r *http.Request) {
 		}
 		q.Selector = sel
 	}
-	// An agent, with its node's credential, gets the values of the Secrets
-	// of its node.
-	node := r.URL.Query().Get("node")
-	agent := q.Kind == "Secret" && s.creds.check(node, bearer(r))
-	if q.Kind == "Secret" && node == "" && bearer(r) != "" {
+	agent, node := s.isAgent(r), r.URL.Query().Get("node")
+	if agent && q.Kind == "Secret" && node == "" {
 		writeError(w, http.StatusBadRequest, fmt.Errorf("an agent asks for the Secrets of its node: query parameter node"))
-		return
-	}
-	if q.Kind == "Secret" && node != "" && !agent && bearer(r) != "" {
-		writeError(w, http.StatusUnauthorized, fmt.Errorf("node %s's credential missing or wrong: a node gets its Secrets with the credential it was given when it registered", node))
 		return
 	}
 	var out api.ObjectList

@@ -102,14 +102,6 @@ type NodeList struct {
 // AgentTokenHeader carries an agent's token (as "Bearer TOKEN" in Authorization).
 const AgentTokenHeader = "Authorization"
 
-// NodeCredentialHeader, in the answer to a registration (POST /v1/nodes),
-// carries the node's own credential: the node's later requests about
-// itself carry it instead of the join token.
-const NodeCredentialHeader = "Keelson-Node-Credential"
-
-// NodeCredentialPrefix starts every node credential.
-const NodeCredentialPrefix = "keelson-node-"
-
 // Usage is what `keelson top` shows: CPU in millicores over a short
 // window, memory in bytes.
 type Usage struct {

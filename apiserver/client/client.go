@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,38 +28,12 @@ type Client struct {
 	base  string
 	http  *http.Client
 	token string
-	nodes *nodeCreds // of an agent's client: the credentials its nodes were given
 }
 
-// nodeCreds are the credentials the controller gave the nodes this client
-// registered, with their registrations: a node's requests about itself
-// carry its credential, and when the controller refuses it (it restarted
-// and knows none), the client registers the node again and tries once more.
-type nodeCreds struct {
-	mu   sync.Mutex
-	cred map[string]string
-	reg  map[string]*api.NodeRegistration
-}
-
-func (n *nodeCreds) get(node string) (string, *api.NodeRegistration) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cred[node], n.reg[node]
-}
-
-func (n *nodeCreds) set(node, cred string, reg *api.NodeRegistration) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.cred[node], n.reg[node] = cred, reg
-}
-
-// WithToken returns a copy of c that authenticates as an agent: it
-// registers nodes with the join token, and acts for each with the
-// credential the registration gave it.
+// WithToken returns a copy of c that authenticates as an agent.
 func (c *Client) WithToken(token string) *Client {
 	x := *c
 	x.token = token
-	x.nodes = &nodeCreds{cred: map[string]string{}, reg: map[string]*api.NodeRegistration{}}
 	return &x
 }
 
@@ -111,14 +84,9 @@ func (c *Client) Status(ctx context.Context, q Query) (*api.Status, error) {
 	return &out, c.get(ctx, "/v1/status", q.values(), &out)
 }
 
-// Objects lists desired objects. An agent's client asking for the Secrets
-// of a node (Query.Node) asks as that node.
+// Objects lists desired objects.
 func (c *Client) Objects(ctx context.Context, q Query) (*api.ObjectList, error) {
 	var out api.ObjectList
-	if q.Kind == "Secret" && q.Node != "" {
-		_, err := c.send(ctx, q.Node, http.MethodGet, c.base+"/v1/objects?"+q.values().Encode(), "/v1/objects", nil, &out)
-		return &out, err
-	}
 	return &out, c.get(ctx, "/v1/objects", q.values(), &out)
 }
 
@@ -174,59 +142,30 @@ func (c *Client) get(ctx context.Context, path string, v url.Values, out any) er
 
 // do sends a request and decodes a JSON answer into out (when not nil).
 func (c *Client) do(ctx context.Context, method, u, path string, in, out any) error {
-	_, err := c.send(ctx, "", method, u, path, in, out)
-	return err
-}
-
-// send is do as node (when not empty): with its credential, registering it
-// again when the controller refuses the credential. It returns the
-// answer's headers.
-func (c *Client) send(ctx context.Context, node, method, u, path string, in, out any) (http.Header, error) {
-	if node == "" || c.nodes == nil {
-		return c.send1(ctx, c.token, method, u, path, in, out)
-	}
-	cred, reg := c.nodes.get(node)
-	if cred == "" && reg == nil {
-		return c.send1(ctx, c.token, method, u, path, in, out) // never registered here: refused
-	}
-	h, err := c.send1(ctx, cred, method, u, path, in, out)
-	if !errors.Is(err, ErrUnauthorized) || reg == nil {
-		return h, err
-	}
-	if _, rerr := c.Register(ctx, reg); rerr != nil {
-		return h, err
-	}
-	cred, _ = c.nodes.get(node)
-	return c.send1(ctx, cred, method, u, path, in, out)
-}
-
-func (c *Client) send1(ctx context.Context, token, method, u, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if token != "" {
-		req.Header.Set(api.AgentTokenHeader, "Bearer "+token)
-	}
+	c.authorize(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("keelson API at %s: %w", c.base, err)
+		return fmt.Errorf("keelson API at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("keelson API at %s: read %s: %w", c.base, path, err)
+		return fmt.Errorf("keelson API at %s: read %s: %w", c.base, path, err)
 	}
 	if resp.StatusCode >= 300 {
 		var e api.Error
@@ -236,21 +175,21 @@ func (c *Client) send1(ctx context.Context, token, method, u, path string, in, o
 		}
 		switch resp.StatusCode {
 		case http.StatusNotFound:
-			return nil, fmt.Errorf("%s: %w", msg, ErrNotFound)
+			return fmt.Errorf("%s: %w", msg, ErrNotFound)
 		case http.StatusUnauthorized:
-			return nil, fmt.Errorf("%s: %w", msg, ErrUnauthorized)
+			return fmt.Errorf("%s: %w", msg, ErrUnauthorized)
 		case http.StatusConflict:
-			return nil, fmt.Errorf("%s: %w", msg, ErrConflict)
+			return fmt.Errorf("%s: %w", msg, ErrConflict)
 		}
-		return nil, fmt.Errorf("keelson API at %s: %s: %s", c.base, resp.Status, msg)
+		return fmt.Errorf("keelson API at %s: %s: %s", c.base, resp.Status, msg)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
-		return resp.Header, nil
+		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return nil, fmt.Errorf("keelson API at %s: decode %s: %w", c.base, path, err)
+		return fmt.Errorf("keelson API at %s: decode %s: %w", c.base, path, err)
 	}
-	return resp.Header, nil
+	return nil
 }
 
 func (c *Client) authorize(req *http.Request) {
@@ -265,49 +204,36 @@ var (
 	ErrConflict     = errors.New("conflict")
 )
 
-// Register joins a node to the controller with the join token and returns
-// it with its pod CIDR. The credential the controller gives the node is
-// kept: the node's later requests carry it.
+// Register joins a node to the controller and returns it with its pod CIDR.
 func (c *Client) Register(ctx context.Context, reg *api.NodeRegistration) (*corev1.Node, error) {
 	var out corev1.Node
-	h, err := c.send1(ctx, c.token, http.MethodPost, c.base+"/v1/nodes", "/v1/nodes", reg, &out)
-	if err != nil {
-		return &out, err
-	}
-	if cred := h.Get(api.NodeCredentialHeader); cred != "" && c.nodes != nil {
-		c.nodes.set(reg.Node.Name, cred, reg)
-	}
-	return &out, nil
+	return &out, c.do(ctx, http.MethodPost, c.base+"/v1/nodes", "/v1/nodes", reg, &out)
 }
 
 // RenewLease renews a node's lease.
 func (c *Client) RenewLease(ctx context.Context, node string) error {
 	p := "/v1/nodes/" + url.PathEscape(node) + "/lease"
-	_, err := c.send(ctx, node, http.MethodPut, c.base+p, p, struct{}{}, nil)
-	return err
+	return c.do(ctx, http.MethodPut, c.base+p, p, struct{}{}, nil)
 }
 
 // ServicesSynced tells the controller the node programmed the services up
 // to store index index.
 func (c *Client) ServicesSynced(ctx context.Context, node string, index uint64) error {
 	p := "/v1/nodes/" + url.PathEscape(node) + "/services"
-	_, err := c.send(ctx, node, http.MethodPut, c.base+p+"?index="+strconv.FormatUint(index, 10), p, struct{}{}, nil)
-	return err
+	return c.do(ctx, http.MethodPut, c.base+p+"?index="+strconv.FormatUint(index, 10), p, struct{}{}, nil)
 }
 
 // ReportPod sends a pod's status from its node.
 func (c *Client) ReportPod(ctx context.Context, node string, p *corev1.Pod) error {
 	path := "/v1/pods/" + url.PathEscape(p.Namespace) + "/" + url.PathEscape(p.Name) + "/status"
-	_, err := c.send(ctx, node, http.MethodPut, c.base+path+"?node="+url.QueryEscape(node), path, p, nil)
-	return err
+	return c.do(ctx, http.MethodPut, c.base+path+"?node="+url.QueryEscape(node), path, p, nil)
 }
 
 // ForgetPod tells the controller a pod is gone from its node.
 func (c *Client) ForgetPod(ctx context.Context, node, namespace, name, uid string) error {
 	path := "/v1/pods/" + url.PathEscape(namespace) + "/" + url.PathEscape(name) + "/status"
 	q := url.Values{"node": {node}, "uid": {uid}}
-	_, err := c.send(ctx, node, http.MethodDelete, c.base+path+"?"+q.Encode(), path, nil, nil)
-	return err
+	return c.do(ctx, http.MethodDelete, c.base+path+"?"+q.Encode(), path, nil, nil)
 }
 
 // Nodes lists the nodes.
@@ -408,13 +334,4 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, o LogOptions,
 func (c *Client) Usage(ctx context.Context) (*api.UsageList, error) {
 	var out api.UsageList
 	return &out, c.get(ctx, "/v1/usage", nil, &out)
-}
-
-// NodeCredential is the credential c holds for node, if it registered it.
-func (c *Client) NodeCredential(node string) (string, bool) {
-	if c.nodes == nil {
-		return "", false
-	}
-	cred, _ := c.nodes.get(node)
-	return cred, cred != ""
 }
