@@ -147,10 +147,6 @@ func (a *Agent) setUpVolume(pod *corev1.Pod, v *corev1.Volume) (preparedVolume, 
 		if err := os.MkdirAll(dir, 0o777); err != nil {
 			return preparedVolume{}, err
 		}
-		// World-writable, as kubelet makes emptyDirs, for non-root users.
-		if err := os.Chmod(dir, 0o777); err != nil {
-			return preparedVolume{}, err
-		}
 		switch v.EmptyDir.Medium {
 		case corev1.StorageMediumDefault:
 		case corev1.StorageMediumMemory:
@@ -164,13 +160,20 @@ func (a *Agent) setUpVolume(pod *corev1.Pod, v *corev1.Volume) (preparedVolume, 
 		default:
 			return preparedVolume{}, fmt.Errorf("emptyDir medium %q is not supported", v.EmptyDir.Medium)
 		}
-		if gid, ok := fsGroup(pod); ok && !ownedBy(dir, gid) {
-			// Only when the top is not the group's yet (fsGroupChangePolicy
-			// OnRootMismatch): what the containers create later inherits
-			// the group from the setgid directories.
-			if err := setVolumeOwnership(dir, gid, false); err != nil {
+		// World-writable, as kubelet makes emptyDirs, for non-root users.
+		// With an fsGroup the top belongs to the group and has the setgid
+		// bit, so that what the containers create in it belongs to the group
+		// too. Only the top: the agent, as root, never walks what containers
+		// wrote.
+		mode := fs.FileMode(0o777)
+		if gid, ok := fsGroup(pod); ok {
+			if err := os.Chown(dir, -1, gid); err != nil {
 				return preparedVolume{}, fmt.Errorf("fsGroup %d: %w", gid, err)
 			}
+			mode |= fs.ModeSetgid
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			return preparedVolume{}, err
 		}
 		return preparedVolume{path: dir, create: true}, nil
 	case v.HostPath != nil:
@@ -195,13 +198,15 @@ func (a *Agent) setUpVolume(pod *corev1.Pod, v *corev1.Volume) (preparedVolume, 
 				return preparedVolume{}, err
 			}
 		}
-		if _, err := writeAtomic(dir, payload, a.now()); err != nil {
-			return preparedVolume{}, err
-		}
-		if gid, ok := fsGroup(pod); ok {
-			if err := setVolumeOwnership(dir, gid, true); err != nil {
+		gid := -1
+		if g, ok := fsGroup(pod); ok {
+			gid = g
+			if err := setOwnership(dir, gid, true); err != nil {
 				return preparedVolume{}, fmt.Errorf("fsGroup %d: %w", gid, err)
 			}
+		}
+		if _, err := writeAtomic(dir, payload, a.now(), gid); err != nil {
+			return preparedVolume{}, err
 		}
 		return preparedVolume{path: dir, apiData: true}, nil
 	}
@@ -216,49 +221,45 @@ func fsGroup(pod *corev1.Pod) (int, bool) {
 	return 0, false
 }
 
-// ownedBy tells whether dir already belongs to group gid, with the setgid
-// bit that makes what is created in it belong to the group too.
-func ownedBy(dir string, gid int) bool {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return false
-	}
-	return int(st.Gid) == gid && st.Mode&unix.S_ISGID != 0
-}
-
-// setVolumeOwnership gives a volume to the pod's fsGroup as kubelet does:
-// every file and directory (symlinks too, themselves) belongs to the group,
-// which may read (read-only volumes: configMap, secret, projected,
-// downwardAPI) or read and write (emptyDir) it; directories get the setgid
-// bit, so that what is created in them belongs to the group too.
+// setVolumeOwnership gives what the agent wrote for a volume to the pod's
+// fsGroup as kubelet does: every file and directory (symlinks too,
+// themselves) belongs to the group, which may read it; directories get the
+// setgid bit. It walks only trees the agent wrote and containers cannot
+// change (a new data directory of a read-only volume, before it is put in
+// place).
 func setVolumeOwnership(dir string, gid int, readOnly bool) error {
-	mask := fs.FileMode(0o660)
-	if readOnly {
-		mask = 0o440
-	}
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if err := os.Lchown(p, -1, gid); err != nil {
-			return err
-		}
 		if d.Type()&fs.ModeSymlink != 0 {
-			return nil
+			return os.Lchown(p, -1, gid)
 		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		want := info.Mode() | mask
-		if d.IsDir() {
-			want |= fs.ModeSetgid | 0o110
-		}
-		if want == info.Mode() {
-			return nil
-		}
-		return os.Chmod(p, want)
+		return setOwnership(p, gid, readOnly)
 	})
+}
+
+// setOwnership gives one file or directory to group gid: read (readOnly)
+// or read and write for the group, and setgid and search for directories.
+func setOwnership(p string, gid int, readOnly bool) error {
+	if err := os.Lchown(p, -1, gid); err != nil {
+		return err
+	}
+	info, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	mask := fs.FileMode(0o660)
+	if readOnly {
+		mask = 0o440
+	}
+	if info.IsDir() {
+		mask |= fs.ModeSetgid | 0o110
+	}
+	if want := info.Mode() | mask; want != info.Mode() {
+		return os.Chmod(p, want)
+	}
+	return nil
 }
 
 // onTmpfs: volumes that may hold secrets are kept in memory.
@@ -290,15 +291,14 @@ func (a *Agent) refreshVolumes(pod *corev1.Pod) {
 			a.event(pod, corev1.EventTypeWarning, "FailedMount", (&volumeError{volume: v.Name, err: err}).Error()+" (the volume keeps its last content)")
 			continue
 		}
-		changed, err := writeAtomic(dir, payload, a.now())
+		gid := -1
+		if g, ok := fsGroup(pod); ok {
+			gid = g
+		}
+		changed, err := writeAtomic(dir, payload, a.now(), gid)
 		if err != nil {
 			a.event(pod, corev1.EventTypeWarning, "FailedMount", (&volumeError{volume: v.Name, err: err}).Error())
 			continue
-		}
-		if gid, ok := fsGroup(pod); ok && changed {
-			if err := setVolumeOwnership(dir, gid, true); err != nil {
-				a.event(pod, corev1.EventTypeWarning, "FailedMount", (&volumeError{volume: v.Name, err: fmt.Errorf("fsGroup %d: %w", gid, err)}).Error())
-			}
 		}
 		if changed {
 			a.log.Info("volume updated", "pod", pod.Namespace+"/"+pod.Name, "volume", v.Name)
@@ -647,7 +647,9 @@ const (
 
 // writeAtomic makes dir hold exactly payload, as kubelet's AtomicWriter
 // does, and reports whether anything changed. See the top of this file.
-func writeAtomic(dir string, payload map[string]fileProjection, now time.Time) (bool, error) {
+// With gid not negative (the pod's fsGroup), new files are given to that
+// group before they are put in place.
+func writeAtomic(dir string, payload map[string]fileProjection, now time.Time, gid int) (bool, error) {
 	for p := range payload {
 		if err := validatePath(p); err != nil {
 			return false, err
@@ -680,6 +682,13 @@ func writeAtomic(dir string, payload map[string]fileProjection, now time.Time) (
 		}
 		if err := os.Chmod(full, os.FileMode(f.mode)&os.ModePerm); err != nil {
 			return false, err
+		}
+	}
+	if gid >= 0 {
+		// The pod's fsGroup, before the files are put in place: a reader in
+		// the group never sees them without its access.
+		if err := setVolumeOwnership(ts, gid, true); err != nil {
+			return false, fmt.Errorf("fsGroup %d: %w", gid, err)
 		}
 	}
 	tmp := filepath.Join(dir, dataLinkTmp)

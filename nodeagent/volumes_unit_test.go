@@ -1,10 +1,12 @@
 package nodeagent
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/keelson/keelson/internal/gittest"
 )
 
 func ptrTo[T any](v T) *T { return &v }
@@ -256,7 +260,7 @@ func TestWriteAtomicSwapsData(t *testing.T) {
 		}
 		return string(b)
 	}
-	changed, err := writeAtomic(dir, map[string]fileProjection{"a": {[]byte("1"), 0o600}, "sub/b": {[]byte("2"), 0o644}}, now)
+	changed, err := writeAtomic(dir, map[string]fileProjection{"a": {[]byte("1"), 0o600}, "sub/b": {[]byte("2"), 0o644}}, now, -1)
 	if err != nil || !changed {
 		t.Fatalf("first write: %v %v", changed, err)
 	}
@@ -273,11 +277,11 @@ func TestWriteAtomicSwapsData(t *testing.T) {
 	if read("a") != "1" || read("sub/b") != "2" {
 		t.Errorf("content: %q %q", read("a"), read("sub/b"))
 	}
-	if changed, err := writeAtomic(dir, map[string]fileProjection{"a": {[]byte("1"), 0o600}, "sub/b": {[]byte("2"), 0o644}}, now); err != nil || changed {
+	if changed, err := writeAtomic(dir, map[string]fileProjection{"a": {[]byte("1"), 0o600}, "sub/b": {[]byte("2"), 0o644}}, now, -1); err != nil || changed {
 		t.Errorf("same payload rewritten: %v %v", changed, err)
 	}
 	// An update: new data directory, old one removed, a key dropped, its link gone.
-	changed, err = writeAtomic(dir, map[string]fileProjection{"a": {[]byte("one"), 0o600}, "c": {[]byte("3"), 0o644}}, now.Add(time.Second))
+	changed, err = writeAtomic(dir, map[string]fileProjection{"a": {[]byte("one"), 0o600}, "c": {[]byte("3"), 0o644}}, now.Add(time.Second), -1)
 	if err != nil || !changed {
 		t.Fatalf("update: %v %v", changed, err)
 	}
@@ -294,7 +298,7 @@ func TestWriteAtomicSwapsData(t *testing.T) {
 	if read("a") != "one" || read("c") != "3" {
 		t.Errorf("updated content: %q %q", read("a"), read("c"))
 	}
-	if _, err := writeAtomic(dir, map[string]fileProjection{"../x": {[]byte("x"), 0o644}}, now); err == nil {
+	if _, err := writeAtomic(dir, map[string]fileProjection{"../x": {[]byte("x"), 0o644}}, now, -1); err == nil {
 		t.Error("escaping payload path written")
 	}
 }
@@ -394,4 +398,34 @@ func TestUnescapeMount(t *testing.T) {
 	if got := unescapeMount(`/a\040b\011c`); got != "/a b\tc" {
 		t.Errorf("got %q", got)
 	}
+}
+
+// TestWriteAtomicFSGroup: with an fsGroup, the files of every new data
+// directory belong to the group, which may read them (0400 becomes 0440),
+// before ..data points to them; directories get the setgid bit.
+func TestWriteAtomicFSGroup(t *testing.T) {
+	gittest.RequireRoot(t, "gives files to another group")
+	dir := t.TempDir()
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	const gid = 4321
+	check := func(when string) {
+		for p, mode := range map[string]fs.FileMode{"..data/a": 0o440, "..data/sub/b": 0o644 | 0o040, "..data/sub": fs.ModeDir | fs.ModeSetgid | 0o755} {
+			fi, err := os.Stat(filepath.Join(dir, p))
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if int(st.Gid) != gid || fi.Mode() != mode {
+				t.Errorf("%s: %s has group %d, mode %v; want %d, %v", when, p, st.Gid, fi.Mode(), gid, mode)
+			}
+		}
+	}
+	if _, err := writeAtomic(dir, map[string]fileProjection{"a": {[]byte("1"), 0o400}, "sub/b": {[]byte("2"), 0o644}}, now, gid); err != nil {
+		t.Fatal(err)
+	}
+	check("first write")
+	if _, err := writeAtomic(dir, map[string]fileProjection{"a": {[]byte("one"), 0o400}, "sub/b": {[]byte("2"), 0o644}}, now.Add(time.Second), gid); err != nil {
+		t.Fatal(err)
+	}
+	check("update")
 }
