@@ -354,6 +354,10 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		if cur.UID != reported.UID {
 			return c.refuse(txn, node, reported, fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.UID))
 		}
+		if cur.NodeName != node {
+			// Only the node a pod is bound to says how it is.
+			return c.refuse(txn, node, reported, fmt.Errorf("pod %s is bound to node %q, not %s: stop it", key, cur.NodeName, node))
+		}
 		p := *cur // only the status changes
 		st := reported.Status
 		if st.Conditions != nil {

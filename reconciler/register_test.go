@@ -153,4 +153,14 @@ func TestAdoptedPodsShareBases(t *testing.T) {
 			t.Errorf("pod %s served (-reported +served):\n%s", row.Key, diff)
 		}
 	}
+	// Another node reporting a pod bound to n1 is refused, and the pod
+	// keeps the status its own node gave it.
+	stray := pod("web-1-a", "n2", "web:v1")
+	stray.Status.PodIP = "10.9.9.9"
+	if err := c.ReportPod(context.Background(), "n2", stray); err == nil || !strings.Contains(err.Error(), `bound to node "n1"`) {
+		t.Errorf("n2 reporting n1's pod: %v, want refused", err)
+	}
+	if p, err := st.Snapshot().Pod(memdb.NewWatchSet(), "default/web-1-a"); err != nil || p.Object().Status.PodIP != "10.0.0.7" || p.NodeName != "n1" {
+		t.Errorf("after n2's report: %v on %s (%v), want 10.0.0.7 on n1", p.Object().Status.PodIP, p.NodeName, err)
+	}
 }
