@@ -241,8 +241,9 @@ const (
 	wrkConns    = 50
 	wrkDuration = 5 * time.Second
 	// vsRounds is how many runs of each proxy a comparison averages: this
-	// machine's speed moves by ±10% from one run to the next.
-	vsRounds = 3
+	// machine's speed moves by ±10% from one run to the next. Even, so that
+	// each proxy runs first in as many pairs as the other.
+	vsRounds = 4
 )
 
 // runWrk loads url with wrk for d and parses its report.
@@ -273,8 +274,9 @@ func runWrk(b *testing.B, url string, d time.Duration) wrkResult {
 // the same two backends (a process of their own), under the same wrk load,
 // over plain HTTP and over TLS (HTTP/1.1, kept-alive connections). Each
 // proxy is measured vsRounds times, in the order Keelson, nginx, nginx,
-// Keelson, Keelson, nginx (so that neither gains from going first or from
-// a slow spell of the machine), and the runs are averaged. Targets: requests/s ≥ 0.8× nginx's and p99
+// Keelson, Keelson, nginx, nginx, Keelson (so that neither gains from going
+// first or from a slow spell of the machine), and the runs are averaged.
+// Targets: requests/s ≥ 0.8× nginx's and p99
 // latency ≤ 1.2× nginx's. The CPU time per request of each proxy is
 // reported beside, and that of the backends (plain Go net/http servers
 // answering the same requests): the floor of a proxy built on net/http.
