@@ -653,7 +653,7 @@ func TestStaleDaemon(t *testing.T) {
 	defer d2.Stop()
 	select {
 	case <-orphanDone:
-	case <-time.After(15 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the orphan containerd was not stopped")
 	}
 	if d2.PID() == 0 || d2.PID() == orphan.Process.Pid {

@@ -189,12 +189,15 @@ func (d *Daemon) killStale() {
 	}
 	d.log.Warn("stopping containerd left from an earlier run", "pid", pid)
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 100; i++ {
+	// containerd answers SIGTERM only once it has started its server: one
+	// still starting is killed after 5 s (by the clock, however slowly this
+	// loop runs on a loaded machine).
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if syscall.Kill(pid, 0) != nil {
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	d.log.Warn("containerd left from an earlier run did not stop; killing it", "pid", pid)
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
