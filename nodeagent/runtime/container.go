@@ -482,7 +482,7 @@ func (r *Runtime) specOpts(id string, image containerd.Image, args []string, s *
 
 	parent := s.CgroupParent
 	if parent == "" {
-		parent = "/" + r.namespace + "-" + filepath.Base(r.runcRoot)
+		parent = r.cgroupParent()
 	}
 	opts = append(opts, oci.WithCgroup(path.Join(parent, id)))
 	return opts, nil

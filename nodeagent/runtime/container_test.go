@@ -665,3 +665,56 @@ func TestStaleDaemon(t *testing.T) {
 	}
 	rt.Close()
 }
+
+// TestCloseRemovesCgroupParent: runc makes the containers' parent cgroup
+// and leaves it; a Runtime that closes with none of its containers left
+// removes it from every hierarchy, and one whose containers still run
+// leaves it.
+func TestCloseRemovesCgroupParent(t *testing.T) {
+	needRuntime(t)
+	ctx := context.Background()
+	parentDirs := func(rt *Runtime) []string {
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", rt.cgroupParent()))
+		return dirs
+	}
+	for _, keepRunning := range []bool{false, true} {
+		rt, err := Connect(ctx, env.daemon.Socket(), fmt.Sprintf("keelson-cgtest-%d", os.Getpid()), env.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		archive, err := testimages.BusyboxArchive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rt.ImportArchive(ctx, archive); err != nil {
+			t.Fatal(err)
+		}
+		s := baseSpec(t, busybox, "sleep", "1000")
+		c := start(t, rt, s)
+		if len(parentDirs(rt)) == 0 {
+			t.Fatalf("no parent cgroup %s while a container runs", rt.cgroupParent())
+		}
+		if !keepRunning {
+			if err := rt.Remove(ctx, c.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rt.Close()
+		if left := parentDirs(rt); keepRunning != (len(left) > 0) {
+			t.Errorf("containers still running %v: parent cgroups after Close: %v", keepRunning, left)
+		}
+		if keepRunning {
+			rt2, err := Connect(ctx, env.daemon.Socket(), fmt.Sprintf("keelson-cgtest-%d", os.Getpid()), env.log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rt2.Remove(ctx, c.ID); err != nil {
+				t.Fatal(err)
+			}
+			rt2.Close()
+			if left := parentDirs(rt2); len(left) > 0 {
+				t.Errorf("parent cgroups left after the last container went: %v", left)
+			}
+		}
+	}
+}

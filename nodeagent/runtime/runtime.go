@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -154,7 +155,30 @@ func (r *Runtime) Close() error {
 	close(r.closing)
 	r.mu.Unlock()
 	r.wg.Wait()
+	removeEmptyCgroup(r.cgroupParent())
 	return r.client.Close()
+}
+
+// cgroupParent is the cgroup the Runtime's containers go under when their
+// spec names none: one per containerd and namespace.
+func (r *Runtime) cgroupParent() string {
+	return "/" + r.namespace + "-" + filepath.Base(r.runcRoot)
+}
+
+// removeEmptyCgroup removes the cgroup at path (relative to the cgroup
+// roots) from every hierarchy where it is empty. runc makes a container's
+// parent cgroups and removes only the container's own: without this, every
+// containerd that ever ran on the machine (every test, every data
+// directory) would leave an empty cgroup in each hierarchy, and each
+// cpuset cgroup is one more for the kernel to walk when it rebuilds its
+// scheduling domains. A cgroup that still holds containers (they outlive
+// the agent) stays: the kernel refuses to remove it.
+func removeEmptyCgroup(path string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", path))
+	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", path)) // cgroup v2 alone
+	for _, d := range dirs {
+		_ = os.Remove(d)
+	}
 }
 
 // ctx returns ctx in the Runtime's namespace.
