@@ -166,7 +166,7 @@ func (a *Agent) setUpVolume(pod *corev1.Pod, v *corev1.Volume) (preparedVolume, 
 		// too. Only the top: the agent, as root, never walks what containers
 		// wrote.
 		mode := fs.FileMode(0o777)
-		if gid, ok := fsGroup(pod); ok {
+		if gid := fsGroup(pod); gid >= 0 {
 			if err := os.Chown(dir, -1, gid); err != nil {
 				return preparedVolume{}, fmt.Errorf("fsGroup %d: %w", gid, err)
 			}
@@ -198,9 +198,8 @@ func (a *Agent) setUpVolume(pod *corev1.Pod, v *corev1.Volume) (preparedVolume, 
 				return preparedVolume{}, err
 			}
 		}
-		gid := -1
-		if g, ok := fsGroup(pod); ok {
-			gid = g
+		gid := fsGroup(pod)
+		if gid >= 0 {
 			if err := setOwnership(dir, gid, true); err != nil {
 				return preparedVolume{}, fmt.Errorf("fsGroup %d: %w", gid, err)
 			}
@@ -213,12 +212,12 @@ func (a *Agent) setUpVolume(pod *corev1.Pod, v *corev1.Volume) (preparedVolume, 
 	return preparedVolume{}, fmt.Errorf("volume type is not supported by this agent (emptyDir, hostPath, configMap, secret, projected and downwardAPI are)")
 }
 
-// fsGroup is the pod's securityContext.fsGroup, when it has one.
-func fsGroup(pod *corev1.Pod) (int, bool) {
+// fsGroup is the pod's securityContext.fsGroup, or -1 when it has none.
+func fsGroup(pod *corev1.Pod) int {
 	if sc := pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
-		return int(*sc.FSGroup), true
+		return int(*sc.FSGroup)
 	}
-	return 0, false
+	return -1
 }
 
 // setVolumeOwnership gives what the agent wrote for a volume to the pod's
@@ -291,11 +290,7 @@ func (a *Agent) refreshVolumes(pod *corev1.Pod) {
 			a.event(pod, corev1.EventTypeWarning, "FailedMount", (&volumeError{volume: v.Name, err: err}).Error()+" (the volume keeps its last content)")
 			continue
 		}
-		gid := -1
-		if g, ok := fsGroup(pod); ok {
-			gid = g
-		}
-		changed, err := writeAtomic(dir, payload, a.now(), gid)
+		changed, err := writeAtomic(dir, payload, a.now(), fsGroup(pod))
 		if err != nil {
 			a.event(pod, corev1.EventTypeWarning, "FailedMount", (&volumeError{volume: v.Name, err: err}).Error())
 			continue
