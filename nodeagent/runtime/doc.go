@@ -27,6 +27,8 @@
 //     user, or else the image's USER, must be a number other than 0 (ErrRunAsRoot).
 //   - The caller owns the pod: its network namespace, volumes and log directory are made
 //     before Start and removed after Remove by the caller.
+//   - Containers go under one parent cgroup per containerd and namespace (cgroupParent),
+//     which runc makes and leaves; Close removes it where it is empty.
 //   - Errors name the container or image and wrap a kind: ErrUnavailable (containerd not
 //     reachable; retry), ErrNotFound, ErrCommandNotFound, ErrRunAsRoot, ErrImageNeverPull,
 //     ErrImageNotFound, ErrRegistryUnavailable, ErrRegistryUnauthorized, or a containerd
