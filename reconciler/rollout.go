@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -1041,7 +1041,7 @@ func (x *deploymentRollout) timedOut(st *appsv1.DeploymentStatus) bool {
 // revision, where it survives a change of the Deployment in Git.
 func (x *deploymentRollout) finish(st appsv1.DeploymentStatus) {
 	prev, _ := x.o.Status.(*appsv1.DeploymentStatus)
-	same := prev != nil && cmp.Equal(*prev, st)
+	same := prev != nil && equality.Semantic.DeepEqual(*prev, st)
 	// The annotation was written with the row's status: unless either
 	// changed, it holds st already.
 	if r := x.newest(); r != nil && (!same || r.dirty || r.rs.Annotations[rolloutStatusAnnotation] == "") {

@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/robfig/cron/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -55,7 +55,7 @@ func podOf(owner *store.Object, base *corev1.Pod, nodeName string, now time.Time
 
 // setStatus records an object's observed status when it changed.
 func (p *clusterPlan) setStatus(o *store.Object, status any) {
-	if o.Status != nil && reflect.TypeOf(o.Status) == reflect.TypeOf(status) && cmp.Equal(o.Status, status) {
+	if o.Status != nil && reflect.TypeOf(o.Status) == reflect.TypeOf(status) && equality.Semantic.DeepEqual(o.Status, status) {
 		return
 	}
 	c := *o

@@ -209,9 +209,8 @@ func benchLargeRepository(b *testing.B, file func(i int, version string) string)
 	repo.Commit("5,000 files")
 	for range b.N {
 		port := freeAddr(b)
-		cmd := exec.Command(os.Args[0], "controller", "--repo", repo.Dir, "--data-dir", b.TempDir(),
+		cmd := exec.Command(productBinary(b), "controller", "--repo", repo.Dir, "--data-dir", b.TempDir(),
 			"--listen", port, "--interval", "1h", "--log-level", "error")
-		cmd.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
 		cmd.Stderr = os.Stderr
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
@@ -358,9 +357,8 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		testimages.Build(b, filepath.Join(dataDir, "images"))
 		node := fmt.Sprintf("bench-agent-%d", os.Getpid()%10000)
 		addr := freeAddr(b)
-		cmd := exec.Command(os.Args[0], "agent", "--name", node, "--data-dir", dataDir, "--pod-manifests", manifests,
+		cmd := exec.Command(productBinary(b), "agent", "--name", node, "--data-dir", dataDir, "--pod-manifests", manifests,
 			"--pod-cidr", "10.204.0.0/24", "--listen", addr, "--log-level", "warn")
-		cmd.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -520,9 +518,8 @@ spec:
 	for range b.N {
 		addr := freeAddr(b)
 		dataDir := b.TempDir()
-		cmd := exec.Command(os.Args[0], "controller", "--repo", repo.Dir, "--data-dir", dataDir,
+		cmd := exec.Command(productBinary(b), "controller", "--repo", repo.Dir, "--data-dir", dataDir,
 			"--listen", addr, "--interval", "1h", "--log-level", "error", "--cluster-cidr", "10.0.0.0/8", "--pprof")
-		cmd.Env = append(os.Environ(), "KEELSON_TEST_MAIN=1")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
