@@ -42,6 +42,7 @@ type agentOptions struct {
 	podCIDR            string
 	podManifests       string
 	listen             string
+	pprof              bool
 	insecureRegistries []string
 	registryConfig     string
 	logLevel           string
@@ -111,6 +112,7 @@ Killing the agent leaves its containers running; a new agent adopts them.`,
 	f.IntVar(&o.ingressHTTPS, "ingress-https-port", 443, "port the node serves the cluster's Ingresses on over HTTPS")
 	f.StringVar(&o.ingressAccessLog, "ingress-access-log", "", "write a line per Ingress request, in the combined log format, to this file (- for standard output)")
 	f.BoolVar(&o.serviceLB, "service-lb", true, "load-balance Services in the kernel with eBPF and serve cluster DNS (with --server)")
+	f.BoolVar(&o.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ on the agent's API address")
 	f.IntVar(&o.simulate, "simulate", 0, "register N simulated nodes named NAME-00000... whose pods a fake runtime reports running (for scale tests); needs --server")
 	return cmd
 }
@@ -245,7 +247,7 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 			}
 			return &api.UsageList{Items: []api.Usage{*u}}, nil
 		}})
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: withPprof(srv, o.pprof), ReadHeaderTimeout: 10 * time.Second}
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}

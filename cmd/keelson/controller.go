@@ -288,15 +288,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
 		log.Warn("the API listens beyond this machine and has no user authentication: whoever reaches it reads the cluster and runs commands in pods (exec); put an authenticating proxy in front of it", "listen", ln.Addr().String())
 	}
-	var handler http.Handler = srv
-	if o.pprof {
-		mux := http.NewServeMux()
-		mux.Handle("/", srv)
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		handler = mux
-	}
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: withPprof(srv, o.pprof), ReadHeaderTimeout: 10 * time.Second}
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
@@ -528,4 +520,17 @@ func followMemoryLimit(ctx context.Context, limit int64, every time.Duration) {
 			set = want
 		}
 	}
+}
+
+// withPprof serves Go's profiles under /debug/pprof/ beside h when on is set
+// (--pprof of the controller and the agent).
+func withPprof(h http.Handler, on bool) http.Handler {
+	if !on {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	return mux
 }
