@@ -84,7 +84,11 @@ type Runtime struct {
 	runcRoot string
 
 	closing chan struct{} // closed by Close
-	wg      sync.WaitGroup
+	// alive is cancelled by Close, when closing is closed: the parent of
+	// lifetime's contexts, which then need no goroutine each.
+	alive     context.Context
+	stopAlive context.CancelFunc
+	wg        sync.WaitGroup
 
 	mu      sync.Mutex
 	closed  bool
@@ -129,6 +133,7 @@ func Connect(ctx context.Context, socket, namespace string, log *slog.Logger, op
 		ooms:      map[string]bool{},
 		runcRoot:  RuncRoot(socket),
 	}
+	r.alive, r.stopAlive = context.WithCancel(namespaces.WithNamespace(context.Background(), namespace))
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -153,6 +158,7 @@ func (r *Runtime) Close() error {
 	}
 	r.closed = true
 	close(r.closing)
+	r.stopAlive()
 	r.mu.Unlock()
 	r.wg.Wait()
 	removeEmptyCgroup(r.cgroupParent())
@@ -188,15 +194,7 @@ func (r *Runtime) ctx(ctx context.Context) context.Context {
 
 // lifetime returns a context in the Runtime's namespace that is cancelled by Close.
 func (r *Runtime) lifetime() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(namespaces.WithNamespace(context.Background(), r.namespace))
-	go func() {
-		select {
-		case <-r.closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	return context.WithCancel(r.alive)
 }
 
 // classify maps transport failures to ErrUnavailable and not-found to ErrNotFound, keeping
