@@ -357,8 +357,13 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		testimages.Build(b, filepath.Join(dataDir, "images"))
 		node := fmt.Sprintf("bench-agent-%d", os.Getpid()%10000)
 		addr := freeAddr(b)
-		cmd := exec.Command(productBinary(b), "agent", "--name", node, "--data-dir", dataDir, "--pod-manifests", manifests,
-			"--pod-cidr", "10.204.0.0/24", "--listen", addr, "--log-level", "warn")
+		args := []string{"agent", "--name", node, "--data-dir", dataDir, "--pod-manifests", manifests,
+			"--pod-cidr", "10.204.0.0/24", "--listen", addr, "--log-level", "warn"}
+		profiles := os.Getenv("KEELSON_BENCH_AGENT_PROFILES") // a directory for the agent's heap and goroutine profiles
+		if profiles != "" {
+			args = append(args, "--pprof")
+		}
+		cmd := exec.Command(productBinary(b), args...)
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -397,6 +402,16 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		time.Sleep(2 * time.Second) // let start-up garbage be collected
 		rss := rssMB(cmd.Process.Pid)
 		anon, file := procStatusMB(cmd.Process.Pid, "RssAnon:"), procStatusMB(cmd.Process.Pid, "RssFile:")
+		if profiles != "" {
+			for _, p := range []string{"heap", "goroutine", "threadcreate"} {
+				if resp, err := http.Get("http://" + addr + "/debug/pprof/" + p); err == nil {
+					f, _ := os.Create(filepath.Join(profiles, p+".pb"))
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+					resp.Body.Close()
+				}
+			}
+		}
 
 		for i := range 50 {
 			_ = os.Remove(filepath.Join(manifests, fmt.Sprintf("p%02d.yaml", i)))
