@@ -262,6 +262,7 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		}
 		cancel()
 	})
+	wg.Go(func() { releaseAfterBursts(ctx, time.Second, log) })
 	var source nodeagent.PodSource
 	if ctl != nil {
 		source = &nodeagent.APISource{Client: ctl, Node: o.name, Log: log.With("component", "controller"),

@@ -643,7 +643,7 @@ spec:
 		reported := time.Since(reportStart)
 		prof.Wait()
 		time.Sleep(3 * time.Second) // a few reconcile passes with everything in place
-		rss := rssMB(cmd.Process.Pid)
+		rss, peak := rssMB(cmd.Process.Pid), procStatusMB(cmd.Process.Pid, "VmHWM:")
 		b.Logf("controller at the RSS measurement: %s; %s", procStatus(cmd.Process.Pid, "RssAnon", "RssFile"), memStats(b, addr, false,
 			"HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "NextGC", "Sys", "GCSys", "OtherSys", "NumGC"))
 		if p := os.Getenv("KEELSON_BENCH_HEAP"); p != "" {
@@ -664,6 +664,7 @@ spec:
 		b.ReportMetric(bound.Seconds(), "all-100000-bound-s")
 		b.ReportMetric(reported.Seconds(), "report-100000-running-s")
 		b.ReportMetric(rss, "controller-rss-MB")
+		b.ReportMetric(peak, "controller-peak-rss-MB")
 		b.ReportMetric(heap, "controller-heap-MB")
 		b.ReportMetric(cpu, "controller-cpu-s")
 		b.ReportMetric(0, "ns/op")

@@ -77,3 +77,24 @@ func TestCgroupMemoryLimit(t *testing.T) {
 		})
 	}
 }
+
+func TestShouldRelease(t *testing.T) {
+	const mi = 1 << 20
+	for _, tc := range []struct {
+		name                    string
+		since, lastPeriod, live uint64
+		want                    bool
+	}{
+		{"quiet after a burst", 80 * mi, 0, 127 * mi, true},
+		{"a little work after a burst", 80 * mi, 1 * mi, 127 * mi, true},
+		{"still busy", 80 * mi, 10 * mi, 127 * mi, false},
+		{"quiet, but little garbage since the last release", 20 * mi, 0, 127 * mi, false},
+		{"a small heap after its burst", 3 * mi, 10 << 10, 5 * mi, true},
+		{"no heap yet", 10 * mi, 0, 0, false},
+	} {
+		if got := shouldRelease(tc.since, tc.lastPeriod, tc.live); got != tc.want {
+			t.Errorf("%s: shouldRelease(%d MiB since, %d KiB last period, %d MiB live) = %v, want %v",
+				tc.name, tc.since/mi, tc.lastPeriod>>10, tc.live/mi, got, tc.want)
+		}
+	}
+}
