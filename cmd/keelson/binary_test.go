@@ -64,8 +64,13 @@ var product struct {
 // process. Benchmarks that measure a process's memory run it rather than the
 // test binary: tests link more (go-cmp among them), and the executable's
 // size is part of what RSS shows.
+//
+// KEELSON_BENCH_BIN names another keelson executable to run instead.
 func productBinary(tb testing.TB) string {
 	tb.Helper()
+	if p := os.Getenv("KEELSON_BENCH_BIN"); p != "" {
+		return p
+	}
 	tags := makefileTags(tb)
 	product.once.Do(func() {
 		dir, err := os.MkdirTemp("", "keelson-bin")

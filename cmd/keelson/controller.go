@@ -568,14 +568,16 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 	}
 }
 
-// shouldRelease says whether to return free memory now: the controller
+// shouldRelease says whether to return free memory now: the process
 // allocated at least half its live heap since the last release (a GC
-// cycle's worth of garbage, so there are pages to give back) and less than
-// a sixty-fourth of it over the last period (it is quiet, so they stay
-// given back). A forced collection costs about what the runtime's own
-// does; this asks for at most one per GC cycle, and only when quiet.
+// cycle's worth of garbage, so there are pages to give back) and, over the
+// last period, less than a sixty-fourth of it or 1 MiB, whichever is more
+// (it is quiet, so they stay given back; a small heap such as the agent's
+// is never quieter than its probes and reports). A forced collection costs
+// about what the runtime's own does; this asks for at most one per GC
+// cycle, and only when quiet.
 func shouldRelease(since, lastPeriod, live uint64) bool {
-	return live > 0 && since >= live/2 && lastPeriod < live/64
+	return live > 0 && since >= live/2 && lastPeriod < max(live/64, 1<<20)
 }
 
 // withPprof serves Go's profiles under /debug/pprof/ beside h when on is set

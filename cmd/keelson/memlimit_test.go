@@ -90,6 +90,8 @@ func TestShouldRelease(t *testing.T) {
 		{"still busy", 80 * mi, 10 * mi, 127 * mi, false},
 		{"quiet, but little garbage since the last release", 20 * mi, 0, 127 * mi, false},
 		{"a small heap after its burst", 3 * mi, 10 << 10, 5 * mi, true},
+		{"a small heap, its probes and reports going on", 3 * mi, 600 << 10, 5 * mi, true},
+		{"a small heap, busy", 3 * mi, 2 * mi, 5 * mi, false},
 		{"no heap yet", 10 * mi, 0, 0, false},
 	} {
 		if got := shouldRelease(tc.since, tc.lastPeriod, tc.live); got != tc.want {
