@@ -525,8 +525,9 @@ func followMemoryLimit(ctx context.Context, limit int64, every time.Duration) {
 
 // releaseAfterBursts hands the heap's free pages back to the system once a
 // burst of work (a commit of many objects, thousands of agents reporting
-// their pods) is over: it looks every period at how much the controller
-// allocated, and calls debug.FreeOSMemory when shouldRelease says so. The
+// their pods, fifty pods starting) is over: it looks every period at how
+// much the process allocated, and calls debug.FreeOSMemory when
+// shouldRelease says so. The
 // runtime would keep those pages mapped up to its GC goal, half the live
 // heap above it, for as long as the controller stays quiet: some 80 MB at
 // 100,000 pods (BenchmarkControllerScale).
@@ -570,14 +571,13 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 
 // shouldRelease says whether to return free memory now: the process
 // allocated at least half its live heap since the last release (a GC
-// cycle's worth of garbage, so there are pages to give back) and, over the
-// last period, less than a sixty-fourth of it or 1 MiB, whichever is more
-// (it is quiet, so they stay given back; a small heap such as the agent's
-// is never quieter than its probes and reports). A forced collection costs
-// about what the runtime's own does; this asks for at most one per GC
-// cycle, and only when quiet.
+// cycle's worth of garbage, so there are pages to give back), and the last
+// period brought at most a sixteenth of that (the burst is over: what
+// follows is the steady trickle of leases, probes and reports, and the
+// pages stay given back). A forced collection costs about what the
+// runtime's own does, and this asks for at most one per GC cycle.
 func shouldRelease(since, lastPeriod, live uint64) bool {
-	return live > 0 && since >= live/2 && lastPeriod < max(live/64, 1<<20)
+	return live > 0 && since >= live/2 && lastPeriod <= since/16
 }
 
 // withPprof serves Go's profiles under /debug/pprof/ beside h when on is set

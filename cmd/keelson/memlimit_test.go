@@ -85,13 +85,13 @@ func TestShouldRelease(t *testing.T) {
 		since, lastPeriod, live uint64
 		want                    bool
 	}{
-		{"quiet after a burst", 80 * mi, 0, 127 * mi, true},
-		{"a little work after a burst", 80 * mi, 1 * mi, 127 * mi, true},
-		{"still busy", 80 * mi, 10 * mi, 127 * mi, false},
+		{"quiet after a burst", 800 * mi, 0, 127 * mi, true},
+		{"the steady trickle after a burst", 800 * mi, 3 * mi, 127 * mi, true},
+		{"a burst still going", 800 * mi, 100 * mi, 127 * mi, false},
+		{"a burst starting", 70 * mi, 60 * mi, 127 * mi, false},
 		{"quiet, but little garbage since the last release", 20 * mi, 0, 127 * mi, false},
-		{"a small heap after its burst", 3 * mi, 10 << 10, 5 * mi, true},
-		{"a small heap, its probes and reports going on", 3 * mi, 600 << 10, 5 * mi, true},
-		{"a small heap, busy", 3 * mi, 2 * mi, 5 * mi, false},
+		{"the trickle filled half the heap", 64 * mi, 2 * mi, 127 * mi, true},
+		{"a small heap after its burst", 40 * mi, 500 << 10, 6 * mi, true},
 		{"no heap yet", 10 * mi, 0, 0, false},
 	} {
 		if got := shouldRelease(tc.since, tc.lastPeriod, tc.live); got != tc.want {
