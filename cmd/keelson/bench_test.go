@@ -403,9 +403,13 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		rss := rssMB(cmd.Process.Pid)
 		anon, file := procStatusMB(cmd.Process.Pid, "RssAnon:"), procStatusMB(cmd.Process.Pid, "RssFile:")
 		if profiles != "" {
-			for _, p := range []string{"heap", "goroutine", "threadcreate"} {
+			for _, p := range []string{"heap", "goroutine", "threadcreate", "heap?debug=1"} {
 				if resp, err := http.Get("http://" + addr + "/debug/pprof/" + p); err == nil {
-					f, _ := os.Create(filepath.Join(profiles, p+".pb"))
+					name := p + ".pb"
+					if p == "heap?debug=1" {
+						name = "heap.txt" // with the runtime's MemStats at its end
+					}
+					f, _ := os.Create(filepath.Join(profiles, name))
 					_, _ = io.Copy(f, resp.Body)
 					f.Close()
 					resp.Body.Close()
