@@ -246,12 +246,18 @@ func wantReach(t testing.TB, n *ns, addr netip.AddrPort, want string) greeting {
 }
 
 // wantRefused fails unless a connection from n to addr is refused at once
-// (not steered, nothing listening, nothing hanging).
+// (not steered, nothing listening, nothing hanging). A connection reset
+// before the server said anything counts as refused: on a loaded machine
+// the kernel now and then completed the handshake of a connection made
+// just after the listener closed, then reset it, with no listener left in
+// the namespace (seen in TestSteering and TestSteeringRestart under two
+// busy loops). Either way the client gets an error at once and no server.
 func wantRefused(t testing.TB, n *ns, addr netip.AddrPort) {
 	t.Helper()
 	start := time.Now()
 	g, err := reach(n, addr)
-	if !errors.Is(err, syscall.ECONNREFUSED) {
+	refused := errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) && g.backend == ""
+	if !refused {
 		t.Errorf("connect from %s to %s: reached %q, %v; want ECONNREFUSED", n.name, addr, g.backend, err)
 	} else if took := time.Since(start); took > time.Second {
 		t.Errorf("connect from %s to %s: refused after %v", n.name, addr, took)
