@@ -33,11 +33,11 @@ type Agents interface {
 
 func (s *Server) agentAuth(w http.ResponseWriter, r *http.Request) bool {
 	if s.opts.Agents == nil || s.opts.AgentToken == "" {
-		writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not take agents"))
+		writeError(w, r, http.StatusNotImplemented, fmt.Errorf("this server does not take agents"))
 		return false
 	}
 	if !s.isAgent(r) {
-		writeError(w, http.StatusUnauthorized, fmt.Errorf("agent token missing or wrong: join with the token the controller wrote to its data directory"))
+		writeError(w, r, http.StatusUnauthorized, fmt.Errorf("agent token missing or wrong: join with the token the controller wrote to its data directory"))
 		return false
 	}
 	return true
@@ -53,7 +53,7 @@ func (s *Server) controllerAuth(w http.ResponseWriter, r *http.Request) bool {
 	if ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.ControllerToken)) == 1 {
 		return true
 	}
-	writeError(w, http.StatusUnauthorized, fmt.Errorf("this node serves logs, exec and usage to its controller only: ask the controller (keelson --server URL logs|exec|top)"))
+	writeError(w, r, http.StatusUnauthorized, fmt.Errorf("this node serves logs, exec and usage to its controller only: ask the controller (keelson --server URL logs|exec|top)"))
 	return false
 }
 
@@ -80,15 +80,15 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	var reg api.NodeRegistration
 	if err := decodeBody(r, &reg); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	n, err := s.opts.Agents.Register(r.Context(), &reg)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, n)
+	writeJSON(w, r, http.StatusOK, n)
 }
 
 func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
@@ -100,7 +100,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, store.ErrNotFound) {
 			code = http.StatusNotFound
 		}
-		writeError(w, code, err)
+		writeError(w, r, code, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -113,7 +113,7 @@ func (s *Server) servicesSynced(w http.ResponseWriter, r *http.Request) {
 	}
 	idx, err := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter index: %q is not a number", r.URL.Query().Get("index")))
+		writeError(w, r, http.StatusBadRequest, fmt.Errorf("query parameter index: %q is not a number", r.URL.Query().Get("index")))
 		return
 	}
 	if err := s.opts.Agents.ServicesSynced(r.PathValue("name"), idx); err != nil {
@@ -121,7 +121,7 @@ func (s *Server) servicesSynced(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, store.ErrNotFound) {
 			code = http.StatusNotFound
 		}
-		writeError(w, code, err)
+		writeError(w, r, code, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -134,7 +134,7 @@ func (s *Server) podStatus(w http.ResponseWriter, r *http.Request) {
 	node := r.URL.Query().Get("node")
 	if r.Method == http.MethodDelete {
 		if err := s.opts.Agents.ForgetPod(r.Context(), node, r.PathValue("namespace"), r.PathValue("name"), r.URL.Query().Get("uid")); err != nil {
-			writeError(w, http.StatusBadRequest, err)
+			writeError(w, r, http.StatusBadRequest, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -142,11 +142,11 @@ func (s *Server) podStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	var p corev1.Pod
 	if err := decodeBody(r, &p); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	if p.Namespace != r.PathValue("namespace") || p.Name != r.PathValue("name") {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("pod %s/%s reported at %s", p.Namespace, p.Name, r.URL.Path))
+		writeError(w, r, http.StatusBadRequest, fmt.Errorf("pod %s/%s reported at %s", p.Namespace, p.Name, r.URL.Path))
 		return
 	}
 	if err := s.opts.Agents.ReportPod(r.Context(), node, &p); err != nil {
@@ -154,7 +154,7 @@ func (s *Server) podStatus(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, store.ErrNotFound) {
 			code = http.StatusNotFound
 		}
-		writeError(w, code, err)
+		writeError(w, r, code, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -163,7 +163,7 @@ func (s *Server) podStatus(w http.ResponseWriter, r *http.Request) {
 func (s *Server) nodes(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	var out api.NodeList

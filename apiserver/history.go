@@ -30,19 +30,19 @@ type HistorySource interface {
 // history serves GET /v1/history/{kind}/{namespace}/{name}?limit=N.
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if s.opts.History == nil {
-		writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not read Git history"))
+		writeError(w, r, http.StatusNotImplemented, fmt.Errorf("this server does not read Git history"))
 		return
 	}
 	key := r.PathValue("kind") + "/" + r.PathValue("namespace") + "/" + r.PathValue("name")
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	limit := 0
 	if v := r.URL.Query().Get("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter limit: %q is not a count", v))
+			writeError(w, r, http.StatusBadRequest, fmt.Errorf("query parameter limit: %q is not a count", v))
 			return
 		}
 	}
@@ -69,7 +69,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if obj.OwnerKey != "" {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("%s is made by the controller (owned by %s), not declared in Git: it has no Git history", key, obj.OwnerKey))
+		writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s is made by the controller (owned by %s), not declared in Git: it has no Git history", key, obj.OwnerKey))
 		return
 	}
 	log, err := s.opts.History.ObjectHistory(r.Context(), "", obj.File, key, limit)

@@ -24,14 +24,14 @@ type LogsFunc func(w http.ResponseWriter, r *http.Request, pod *corev1.Pod)
 func (s *Server) pods(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	q := store.PodQuery{Namespace: r.URL.Query().Get("namespace"), NodeName: r.URL.Query().Get("node")}
 	var sel labels.Selector
 	if v := r.URL.Query().Get("selector"); v != "" {
 		if sel, err = labels.Parse(v); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter selector: %w", err))
+			writeError(w, r, http.StatusBadRequest, fmt.Errorf("query parameter selector: %w", err))
 			return
 		}
 	}
@@ -69,7 +69,7 @@ func (s *Server) pods(w http.ResponseWriter, r *http.Request) {
 func (s *Server) pod(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	key := r.PathValue("namespace") + "/" + r.PathValue("name")
@@ -120,7 +120,7 @@ func (s *Server) withPod(w http.ResponseWriter, r *http.Request, h func(http.Res
 		return
 	}
 	if h == nil {
-		writeError(w, http.StatusNotImplemented, fmt.Errorf("%s", missing))
+		writeError(w, r, http.StatusNotImplemented, fmt.Errorf("%s", missing))
 		return
 	}
 	key := r.PathValue("namespace") + "/" + r.PathValue("name")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -97,15 +98,15 @@ func New(st *store.Store, opts Options) *Server {
 			return
 		}
 		if s.opts.Usage == nil {
-			writeError(w, http.StatusNotImplemented, fmt.Errorf("this server does not measure usage"))
+			writeError(w, r, http.StatusNotImplemented, fmt.Errorf("this server does not measure usage"))
 			return
 		}
 		u, err := s.opts.Usage(r.Context())
 		if err != nil {
-			writeError(w, http.StatusBadGateway, err)
+			writeError(w, r, http.StatusBadGateway, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, u)
+		writeJSON(w, r, http.StatusOK, u)
 	})
 	s.mux.HandleFunc("POST /v1/nodes", s.register)
 	s.mux.HandleFunc("PUT /v1/nodes/{name}/lease", s.lease)
@@ -146,7 +147,7 @@ func blocking(r *http.Request) (uint64, time.Duration, error) {
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	var out api.Status
@@ -198,13 +199,13 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revisions(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	limit := 0
 	if v := r.URL.Query().Get("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 0 {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter limit: %q is not a count", v))
+			writeError(w, r, http.StatusBadRequest, fmt.Errorf("query parameter limit: %q is not a count", v))
 			return
 		}
 	}
@@ -224,21 +225,21 @@ func (s *Server) revisions(w http.ResponseWriter, r *http.Request) {
 func (s *Server) objects(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	q := store.ObjectQuery{Kind: r.URL.Query().Get("kind"), Namespace: r.URL.Query().Get("namespace")}
 	if v := r.URL.Query().Get("selector"); v != "" {
 		sel, err := labels.Parse(v)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter selector: %w", err))
+			writeError(w, r, http.StatusBadRequest, fmt.Errorf("query parameter selector: %w", err))
 			return
 		}
 		q.Selector = sel
 	}
 	agent, node := s.isAgent(r), r.URL.Query().Get("node")
 	if agent && q.Kind == "Secret" && node == "" {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("an agent asks for the Secrets of its node: query parameter node"))
+		writeError(w, r, http.StatusBadRequest, fmt.Errorf("an agent asks for the Secrets of its node: query parameter node"))
 		return
 	}
 	var out api.ObjectList
@@ -319,7 +320,7 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 	key += r.PathValue("name")
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	var (
@@ -341,7 +342,7 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	var out api.EventList
@@ -425,27 +426,43 @@ func redactSecret(sec *corev1.Secret) runtime.Object {
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, index uint64, body any, err error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, err)
+		writeError(w, r, http.StatusNotFound, err)
 		return
 	case errors.Is(err, context.Canceled):
 		return // the client went away
 	case err != nil:
 		s.opts.Log.Error("api request failed", "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusInternalServerError, err)
+		writeError(w, r, http.StatusInternalServerError, err)
 		return
 	}
 	w.Header().Set(api.IndexHeader, strconv.FormatUint(index, 10))
-	writeJSON(w, http.StatusOK, body)
+	writeJSON(w, r, http.StatusOK, body)
 }
 
-func writeJSON(w http.ResponseWriter, code int, body any) {
+// writeJSON answers with body as JSON: indented when pretty says so.
+func writeJSON(w http.ResponseWriter, r *http.Request, code int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	if pretty(r) {
+		enc.SetIndent("", "  ")
+	}
 	_ = enc.Encode(body) // the client is gone if this fails
 }
 
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, api.Error{Error: err.Error()})
+// pretty says whether to indent JSON answers, as the Kubernetes API server
+// does: when asked (?pretty=true) or for a person at curl or wget. Programs
+// (keelson, agents) get it compact: fewer bytes, and indenting took a tenth
+// of an agent's CPU while its pods started.
+func pretty(r *http.Request) bool {
+	if v := r.URL.Query().Get("pretty"); v != "" {
+		b, _ := strconv.ParseBool(v)
+		return b
+	}
+	ua := r.UserAgent()
+	return strings.HasPrefix(ua, "curl/") || strings.HasPrefix(ua, "Wget/")
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, code int, err error) {
+	writeJSON(w, r, code, api.Error{Error: err.Error()})
 }

@@ -17,7 +17,7 @@ import (
 func (s *Server) services(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	ns := r.URL.Query().Get("namespace")
@@ -66,7 +66,7 @@ func (s *Server) services(w http.ResponseWriter, r *http.Request) {
 func (s *Server) endpointSlices(w http.ResponseWriter, r *http.Request) {
 	idx, wait, err := blocking(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		writeError(w, r, http.StatusBadRequest, err)
 		return
 	}
 	ns := r.URL.Query().Get("namespace")
