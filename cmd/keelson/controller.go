@@ -504,33 +504,27 @@ func followMemoryLimit(ctx context.Context, limit int64, every time.Duration) {
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	set := limit
 	debug.SetMemoryLimit(set)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	eachTick(ctx, every, func() bool {
 		metrics.Read(live)
 		if live[0].Value.Kind() != metrics.KindUint64 {
-			continue
+			return true
 		}
 		if want := memoryLimitFor(limit, int64(live[0].Value.Uint64())); want != set {
 			debug.SetMemoryLimit(want)
 			set = want
 		}
-	}
+		return true
+	})
 }
 
 // releaseAfterBursts hands the heap's free pages back to the system once a
 // burst of work (a commit of many objects, thousands of agents reporting
 // their pods, fifty pods starting) is over: it looks every period at how
 // much the process allocated, and calls debug.FreeOSMemory when
-// shouldRelease says so. The
-// runtime would keep those pages mapped up to its GC goal, half the live
-// heap above it, for as long as the controller stays quiet: some 80 MB at
-// 100,000 pods (BenchmarkControllerScale).
+// shouldRelease says so. The runtime would keep those pages mapped up to
+// its GC goal, half the live heap above it, for as long as the process
+// stays quiet: some 80 MB for a controller of 100,000 pods
+// (BenchmarkControllerScale).
 func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logger) {
 	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	read := func() (allocs, live uint64, ok bool) {
@@ -545,17 +539,10 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 		return
 	}
 	var since uint64 // allocated since the last release
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	eachTick(ctx, every, func() bool {
 		allocs, live, ok := read()
 		if !ok {
-			return
+			return false
 		}
 		delta := allocs - last
 		last = allocs
@@ -565,6 +552,23 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 			debug.FreeOSMemory()
 			since = 0
 			log.Debug("returned free memory after a burst", "took", time.Since(start))
+		}
+		return true
+	})
+}
+
+// eachTick calls f every period until ctx ends or f returns false.
+func eachTick(ctx context.Context, every time.Duration, f func() bool) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !f() {
+			return
 		}
 	}
 }
