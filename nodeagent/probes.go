@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	corev1 "k8s.io/api/core/v1"
@@ -443,17 +444,22 @@ func (t probeTarget) httpGet(ctx context.Context, g *corev1.HTTPGetAction) (bool
 // grpc calls grpc.health.v1.Health/Check; SERVING is success.
 func (t probeTarget) grpc(ctx context.Context, g *corev1.GRPCAction) (bool, string) {
 	addr := net.JoinHostPort(t.host, strconv.Itoa(int(g.Port)))
-	conn, err := grpc.DialContext(ctx, addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithBlock()) //nolint:staticcheck // NewClient needs a newer grpc
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return false, fmt.Sprintf("failed to connect service %q within %s: %v", addr, timeoutOf(ctx), err)
+		return false, fmt.Sprintf("failed to connect service %q: %v", addr, err)
 	}
 	defer conn.Close()
 	var service string
 	if g.Service != nil {
 		service = *g.Service
 	}
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	// WaitForReady: keep connecting until the probe's timeout, as kubelet's
+	// blocking dial does, rather than fail at the first refused attempt.
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service}, grpc.WaitForReady(true))
 	if err != nil {
+		if conn.GetState() != connectivity.Ready {
+			return false, fmt.Sprintf("failed to connect service %q within %s: %v", addr, timeoutOf(ctx), err)
+		}
 		return false, fmt.Sprintf("health check of %q failed: %v", addr, err)
 	}
 	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
