@@ -26,4 +26,5 @@
 //     port.
 //   - The package runs no goroutines of its own past a call and keeps no global
 //     state; the Manager is safe for concurrent use, serializing calls per pod.
+//     It runs at most eight CNI plugins per CPU at once (pluginRuns).
 package network
