@@ -207,6 +207,9 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 	if err := txn.UpsertNode(&store.Node{Name: n.Name, Node: n, API: reg.API, LeaseRenewed: now}); err != nil {
 		return nil, err
 	}
+	if err := txn.RenewLease(n.Name, now); err != nil {
+		return nil, err
+	}
 	if err := txn.AddEvent(&store.Event{ObjectKey: "Node/" + n.Name, Type: corev1.EventTypeNormal, Reason: "Registered", Message: fmt.Sprintf("node %s joined with pod CIDR %s", n.Name, n.Spec.PodCIDR)}, now); err != nil {
 		return nil, err
 	}
@@ -328,14 +331,19 @@ func (c *Cluster) RenewLease(_ context.Context, name string) error {
 		return err
 	}
 	now := c.now()
-	n := *x
 	if !nodeReady(x.Node) {
+		// Only a node coming back changes its row (and wakes whoever
+		// watches the nodes); a renewal alone is a lease row.
+		n := *x
 		n.Node = x.Node.DeepCopy()
 		setReady(n.Node, true, "KeelsonAgentReady", "agent renewed its lease", now)
+		n.LeaseRenewed = now
 		_ = txn.AddEvent(&store.Event{ObjectKey: "Node/" + name, Type: corev1.EventTypeNormal, Reason: "NodeReady", Message: "node " + name + " is back"}, now)
+		if err := txn.UpsertNode(&n); err != nil {
+			return err
+		}
 	}
-	n.LeaseRenewed = now
-	if err := txn.UpsertNode(&n); err != nil {
+	if err := txn.RenewLease(name, now); err != nil {
 		return err
 	}
 	return txn.Commit()
@@ -571,6 +579,19 @@ func (c *Cluster) Run(ctx context.Context) error {
 	}
 }
 
+// withLeases returns nodes with each one's LeaseRenewed at its latest
+// renewal (rows that change are copies).
+func withLeases(nodes []*store.Node, leases map[string]time.Time) []*store.Node {
+	for i, n := range nodes {
+		if t, ok := leases[n.Name]; ok && t.After(n.LeaseRenewed) {
+			x := *n
+			x.LeaseRenewed = t
+			nodes[i] = &x
+		}
+	}
+	return nodes
+}
+
 // reconcileOnce makes one pass over a snapshot and writes the result in one
 // transaction.
 func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
@@ -590,6 +611,13 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 	if err != nil {
 		return err
 	}
+	// Renewals are read, not watched: the pass every two seconds finds the
+	// leases that ran out.
+	leases, err := snap.Leases()
+	if err != nil {
+		return err
+	}
+	nodes = withLeases(nodes, leases)
 	eps, err := snap.AllEndpoints(ws, "")
 	if err != nil {
 		return err

@@ -16,6 +16,8 @@
 //     metadata and spec with the pods of its template and holds its status
 //     encoded; Pod.Object builds the corev1.Pod the API serves. The pods of
 //     a node are one row per node (nodepods.go) rather than an index.
+//   - Lease renewals, the most frequent write, are rows of their own
+//     (leases.go), so that they wake no one who watches the nodes.
 //
 // The store does not know where objects come from: the reconciler writes a
 // whole revision in one transaction (ApplyRevision) or records it as failed

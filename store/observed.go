@@ -24,8 +24,13 @@ func (t *Txn) UpsertNode(n *Node) error {
 	return t.insert(TableNodes, n)
 }
 
-// DeleteNode removes a node; a missing node is not an error.
-func (t *Txn) DeleteNode(name string) error { return t.deleteByID(TableNodes, name) }
+// DeleteNode removes a node and its lease; a missing node is not an error.
+func (t *Txn) DeleteNode(name string) error {
+	if err := t.deleteByID(TableLeases, name); err != nil {
+		return err
+	}
+	return t.deleteByID(TableNodes, name)
+}
 
 // UpsertPod inserts or replaces a pod, keeping its CreateIndex.
 func (t *Txn) UpsertPod(p *Pod) error {

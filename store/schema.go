@@ -68,6 +68,9 @@ func schema() *memdb.DBSchema {
 		tableNodePods: {Name: tableNodePods, Indexes: map[string]*memdb.IndexSchema{
 			"id": id("Node"),
 		}},
+		TableLeases: {Name: TableLeases, Indexes: map[string]*memdb.IndexSchema{
+			"id": id("Node"),
+		}},
 		// A few rows (the pods a scale-down delay keeps), read whole by
 		// every pass: no index but the id.
 		TableParked: {Name: TableParked, Indexes: map[string]*memdb.IndexSchema{

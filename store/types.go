@@ -158,7 +158,8 @@ type Node struct {
 	Node *corev1.Node
 	// API is the agent's API address, for logs and exec.
 	API string
-	// LeaseRenewed is when the agent last renewed its lease.
+	// LeaseRenewed is when the agent registered, or its node last became
+	// Ready; the renewals in between are in TableLeases (see leases.go).
 	LeaseRenewed time.Time
 	// ServicesIndex is the newest store index whose Services and endpoints
 	// the node's agent has programmed into its load balancer; 0 when the
