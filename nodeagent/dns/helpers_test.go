@@ -187,6 +187,9 @@ func serverGoroutines() []string {
 	}
 	var out []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
+		if lines := strings.SplitN(g, "\n", 3); len(lines) > 1 && strings.HasPrefix(lines[1], "runtime.goexit1(") {
+			continue // its function has returned; the runtime is putting it away
+		}
 		if strings.Contains(g, "github.com/miekg/dns.(*Server)") ||
 			strings.Contains(g, "nodeagent/dns.(*Server).serveDNS") ||
 			strings.Contains(g, "nodeagent/dns.exchangeOnce") {

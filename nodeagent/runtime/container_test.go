@@ -654,7 +654,12 @@ func TestStaleDaemon(t *testing.T) {
 	select {
 	case <-orphanDone:
 	case <-time.After(30 * time.Second):
-		t.Fatal("the orphan containerd was not stopped")
+		// What the next one to see this needs: is the orphan alive, and
+		// what did the new daemon find in the pid file.
+		state, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", orphan.Process.Pid))
+		pidFile, perr := os.ReadFile(filepath.Join(dir, "containerd.pid"))
+		t.Fatalf("the orphan containerd (pid %d) was not stopped; its state: %q; pid file now: %q (%v); new daemon pid %d",
+			orphan.Process.Pid, firstLines(string(state), 3), pidFile, perr, d2.PID())
 	}
 	if d2.PID() == 0 || d2.PID() == orphan.Process.Pid {
 		t.Errorf("new daemon pid %d", d2.PID())
@@ -717,4 +722,10 @@ func TestCloseRemovesCgroupParent(t *testing.T) {
 			}
 		}
 	}
+}
+
+// firstLines is the first n lines of s.
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "; ")
 }
