@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keelson/keelson/internal/testimages"
+	"github.com/keelson/keelson/nodeagent/runtime"
 )
 
 // BenchmarkPodStart measures a pod start as the issue defines it: from the
@@ -56,6 +57,7 @@ spec:
 		}
 		floor = append(floor, time.Since(t0))
 	}
+	runtime.RemoveEmptyCgroup("/keelson") // ctr's parent of its containers' cgroups
 	slices.Sort(floor)
 	b.ReportMetric(float64(floor[len(floor)/2].Microseconds())/1000, "ctr-run-p50-ms")
 	b.ReportMetric(0, "ns/op")

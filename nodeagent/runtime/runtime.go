@@ -161,7 +161,7 @@ func (r *Runtime) Close() error {
 	r.stopAlive()
 	r.mu.Unlock()
 	r.wg.Wait()
-	removeEmptyCgroup(r.cgroupParent())
+	RemoveEmptyCgroup(r.cgroupParent())
 	return r.client.Close()
 }
 
@@ -171,15 +171,16 @@ func (r *Runtime) cgroupParent() string {
 	return "/" + r.namespace + "-" + filepath.Base(r.runcRoot)
 }
 
-// removeEmptyCgroup removes the cgroup at path (relative to the cgroup
+// RemoveEmptyCgroup removes the cgroup at path (relative to the cgroup
 // roots) from every hierarchy where it is empty. runc makes a container's
 // parent cgroups and removes only the container's own: without this, every
 // containerd that ever ran on the machine (every test, every data
 // directory) would leave an empty cgroup in each hierarchy, and each
 // cpuset cgroup is one more for the kernel to walk when it rebuilds its
 // scheduling domains. A cgroup that still holds containers (they outlive
-// the agent) stays: the kernel refuses to remove it.
-func removeEmptyCgroup(path string) {
+// the agent) stays: the kernel refuses to remove it. Benchmarks that run
+// Debian's ctr use it for the cgroup ctr makes per containerd namespace.
+func RemoveEmptyCgroup(path string) {
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", path))
 	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", path)) // cgroup v2 alone
 	for _, d := range dirs {
