@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"testing"
 )
@@ -18,5 +19,9 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if product.path != "" {
+		_ = os.RemoveAll(filepath.Dir(product.path)) // the binary productBinary built
+	}
+	os.Exit(code)
 }
