@@ -83,9 +83,8 @@ type Runtime struct {
 	// never see each other's container IDs.
 	runcRoot string
 
-	closing chan struct{} // closed by Close
-	// alive is cancelled by Close, when closing is closed: the parent of
-	// lifetime's contexts, which then need no goroutine each.
+	// alive is cancelled by Close: its Done is what the Runtime's
+	// goroutines stop on, and it is the parent of lifetime's contexts.
 	alive     context.Context
 	stopAlive context.CancelFunc
 	wg        sync.WaitGroup
@@ -128,7 +127,6 @@ func Connect(ctx context.Context, socket, namespace string, log *slog.Logger, op
 		namespace: namespace,
 		opts:      o,
 		log:       log.With("component", "runtime", "namespace", namespace),
-		closing:   make(chan struct{}),
 		waiters:   map[string]*waiter{},
 		ooms:      map[string]bool{},
 		runcRoot:  RuncRoot(socket),
@@ -157,7 +155,6 @@ func (r *Runtime) Close() error {
 		return nil
 	}
 	r.closed = true
-	close(r.closing)
 	r.stopAlive()
 	r.mu.Unlock()
 	r.wg.Wait()

@@ -56,7 +56,7 @@ func (r *Runtime) Wait(ctx context.Context, id string) (<-chan ExitStatus, error
 		case <-w.done:
 			ch <- w.status
 		case <-ctx.Done():
-		case <-r.closing:
+		case <-r.alive.Done():
 		}
 	}()
 	return ch, nil
@@ -130,7 +130,7 @@ func (r *Runtime) runWaiter(ctx context.Context, w *waiter, exitC <-chan contain
 		var es containerd.ExitStatus
 		select {
 		case es = <-exitC:
-		case <-r.closing:
+		case <-r.alive.Done():
 			return
 		}
 		code, at, err := es.Result()
@@ -146,7 +146,7 @@ func (r *Runtime) runWaiter(ctx context.Context, w *waiter, exitC <-chan contain
 		// containerd restarted (or the connection broke): wait for it and wait again.
 		for {
 			select {
-			case <-r.closing:
+			case <-r.alive.Done():
 				return
 			case <-time.After(backoff):
 			}
@@ -220,7 +220,7 @@ func (r *Runtime) watchOOM() {
 	recv:
 		for {
 			select {
-			case <-r.closing:
+			case <-r.alive.Done():
 				cancel()
 				return
 			case err := <-errC:
@@ -246,7 +246,7 @@ func (r *Runtime) watchOOM() {
 		}
 		cancel()
 		select {
-		case <-r.closing:
+		case <-r.alive.Done():
 			return
 		case <-time.After(time.Second):
 		}
