@@ -207,9 +207,6 @@ func (c *Cluster) Register(_ context.Context, reg *api.NodeRegistration) (*corev
 	if err := txn.UpsertNode(&store.Node{Name: n.Name, Node: n, API: reg.API, LeaseRenewed: now}); err != nil {
 		return nil, err
 	}
-	if err := txn.RenewLease(n.Name, now); err != nil {
-		return nil, err
-	}
 	if err := txn.AddEvent(&store.Event{ObjectKey: "Node/" + n.Name, Type: corev1.EventTypeNormal, Reason: "Registered", Message: fmt.Sprintf("node %s joined with pod CIDR %s", n.Name, n.Spec.PodCIDR)}, now); err != nil {
 		return nil, err
 	}
