@@ -455,9 +455,11 @@ func writeJSON(w http.ResponseWriter, r *http.Request, code int, body any) {
 // (keelson, agents) get it compact: fewer bytes, and indenting took a tenth
 // of an agent's CPU while its pods started.
 func pretty(r *http.Request) bool {
-	if v := r.URL.Query().Get("pretty"); v != "" {
-		b, _ := strconv.ParseBool(v)
-		return b
+	if r.URL.RawQuery != "" { // reports and leases have none to parse
+		if v := r.URL.Query().Get("pretty"); v != "" {
+			b, _ := strconv.ParseBool(v)
+			return b
+		}
 	}
 	ua := r.UserAgent()
 	return strings.HasPrefix(ua, "curl/") || strings.HasPrefix(ua, "Wget/")
