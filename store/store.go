@@ -44,18 +44,24 @@ type Snapshot struct {
 // Snapshot returns a read view that does not change.
 func (s *Store) Snapshot() *Snapshot { return &Snapshot{txn: s.db.Txn(false)} }
 
-// Index returns the modify index of a table (0 if never written).
+// Index returns the modify index of a table: unwrittenIndex if it was never
+// written. It is never 0, which would make a blocking query that passes it
+// back return at once: a client following an empty table would spin.
 func (r *Snapshot) Index(ws memdb.WatchSet, table string) uint64 {
 	ch, raw, err := r.txn.FirstWatch(TableIndex, "id", table)
 	if err != nil {
-		return 0
+		return unwrittenIndex
 	}
 	ws.Add(ch)
 	if raw == nil {
-		return 0
+		return unwrittenIndex
 	}
 	return raw.(*IndexEntry).Value
 }
+
+// unwrittenIndex is the index of a table never written; the first write
+// has the index above it (as Consul and Nomad never answer index 0).
+const unwrittenIndex = 1
 
 // MaxIndex is the highest modify index over the given tables.
 func (r *Snapshot) MaxIndex(ws memdb.WatchSet, tables ...string) uint64 {

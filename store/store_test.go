@@ -128,8 +128,8 @@ func TestIndexesAndCreateIndex(t *testing.T) {
 	if got := snap.Index(ws, TableObjects); got != second {
 		t.Errorf("objects index = %d, want %d", got, second)
 	}
-	if got := snap.Index(ws, TableEvents); got != 0 {
-		t.Errorf("events index = %d, want 0 (never written)", got)
+	if got := snap.Index(ws, TableEvents); got != unwrittenIndex {
+		t.Errorf("events index = %d, want %d (never written)", got, unwrittenIndex)
 	}
 	if _, err := snap.Object(ws, "ConfigMap/default/missing"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing object: err = %v, want ErrNotFound", err)
@@ -147,8 +147,8 @@ func TestAbortChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 0 || s.Snapshot().Index(memdb.NewWatchSet(), TableObjects) != 0 {
-		t.Errorf("aborted transaction left %v", keys(got))
+	if idx := s.Snapshot().Index(memdb.NewWatchSet(), TableObjects); len(got) != 0 || idx != unwrittenIndex {
+		t.Errorf("aborted transaction left %v, index %d", keys(got), idx)
 	}
 }
 
@@ -225,6 +225,44 @@ func TestBlockingWakesOnChange(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("blocking query did not wake on a change")
+	}
+}
+
+// A follower of a table never written passes back the index it was
+// answered; its next query must wait for the first write, not return at
+// once (a busy loop: an agent with no pods spun a core this way).
+func TestBlockingOnATableNeverWritten(t *testing.T) {
+	s := newStore(t)
+	var idx uint64
+	query := func(ws memdb.WatchSet, snap *Snapshot) (uint64, error) {
+		idx = snap.Index(ws, TableObjects)
+		return idx, nil
+	}
+	if err := s.Blocking(t.Context(), 0, time.Minute, query); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Blocking(t.Context(), idx, time.Minute, query) }()
+	select {
+	case err := <-done:
+		t.Fatalf("a query at index %d of an empty table returned before any write (err %v)", idx, err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	before := idx
+	txn := s.Write()
+	if err := txn.UpsertObject(obj("Pod", "default", "a", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil || idx <= before {
+			t.Errorf("after the first write: index %d (was %d), err %v", idx, before, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocking query did not wake on the first write")
 	}
 }
 

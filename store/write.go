@@ -22,7 +22,7 @@ type Txn struct {
 // index is one above the highest index in the store.
 func (s *Store) Write() *Txn {
 	txn := s.db.Txn(true)
-	var idx uint64
+	idx := uint64(unwrittenIndex)
 	it, err := txn.Get(TableIndex, "id")
 	if err == nil {
 		for raw := it.Next(); raw != nil; raw = it.Next() {
