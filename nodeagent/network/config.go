@@ -169,8 +169,10 @@ func (cfg Config) cacheDir() string { return filepath.Join(cfg.stateDir(), "cach
 func (cfg Config) ipamDir() string { return filepath.Join(cfg.stateDir(), "ipam") }
 
 // confList returns the CNI configuration list of the pod network: bridge with
-// host-local IPAM, then portmap.
-func (cfg Config) confList() ([]byte, error) {
+// host-local IPAM, then portmap when withPorts is set. Pods without host
+// ports are wired with the shorter list, and libcni caches the list a pod was
+// wired with, so its DEL does not start portmap either.
+func (cfg Config) confList(withPorts bool) ([]byte, error) {
 	bridge := map[string]any{
 		"type":        "bridge",
 		"bridge":      cfg.BridgeName,
@@ -192,10 +194,14 @@ func (cfg Config) confList() ([]byte, error) {
 		"capabilities": map[string]bool{"portMappings": true},
 		"snat":         true,
 	}
+	plugins := []any{bridge}
+	if withPorts {
+		plugins = append(plugins, portmap)
+	}
 	return json.MarshalIndent(map[string]any{
 		"cniVersion": cniVersion,
 		"name":       cfg.NetworkName,
-		"plugins":    []any{bridge, portmap},
+		"plugins":    plugins,
 	}, "", "  ")
 }
 

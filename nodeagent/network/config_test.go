@@ -126,7 +126,7 @@ func TestConfList(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := tt.cfg.confList()
+			b, err := tt.cfg.confList(true)
 			if err != nil {
 				t.Fatal(err)
 			}

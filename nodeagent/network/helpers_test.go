@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/vishvananda/netns"
 )
 
@@ -281,4 +282,23 @@ func freePort(t testing.TB) int32 {
 	}
 	defer ln.Close()
 	return int32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// cachedPlugins lists the plugin types of the configuration libcni cached
+// when it wired the pod: the list its DEL will run.
+func cachedPlugins(t *testing.T, m *Manager, uid string) []string {
+	t.Helper()
+	conf, _, err := m.cni.GetNetworkListCachedConfig(m.list, &libcni.RuntimeConf{ContainerID: uid, IfName: podInterface})
+	if err != nil || conf == nil {
+		t.Fatalf("cached CNI configuration of %s: %v (found: %t)", uid, err, conf != nil)
+	}
+	list, err := libcni.ConfListFromBytes(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, p := range list.Plugins {
+		types = append(types, p.Network.Type)
+	}
+	return types
 }

@@ -84,7 +84,7 @@ type Manager struct {
 	log      *slog.Logger
 	cni      *libcni.CNIConfig
 	list     *libcni.NetworkConfigList
-	check    *libcni.NetworkConfigList // list without portmap: ADD of pods without host ports, and checkSandbox
+	bridge   *libcni.NetworkConfigList // without portmap: ADD of pods without host ports (and so their DEL), and checkSandbox
 	lo       *libcni.PluginConfig
 	iptables string // empty when not installed (then masq chains are left to the plugin)
 
@@ -121,11 +121,19 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 			return nil, fmt.Errorf("create network directory: %w", err)
 		}
 	}
-	confBytes, err := cfg.confList()
+	confBytes, err := cfg.confList(true)
 	if err != nil {
 		return nil, fmt.Errorf("build CNI configuration: %w", err)
 	}
 	list, err := libcni.ConfListFromBytes(confBytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse CNI configuration: %w", err)
+	}
+	bridgeBytes, err := cfg.confList(false)
+	if err != nil {
+		return nil, fmt.Errorf("build CNI configuration: %w", err)
+	}
+	bridgeOnly, err := libcni.ConfListFromBytes(bridgeBytes)
 	if err != nil {
 		return nil, fmt.Errorf("parse CNI configuration: %w", err)
 	}
@@ -145,10 +153,6 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 		return nil, fmt.Errorf("parse loopback configuration: %w", err)
 	}
 	iptables, _ := exec.LookPath("iptables")
-	check := *list
-	check.Plugins = slices.DeleteFunc(slices.Clone(list.Plugins), func(p *libcni.PluginConfig) bool {
-		return p.Network.Type == "portmap"
-	})
 	m := &Manager{
 		cfg: cfg,
 		log: log,
@@ -159,7 +163,7 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 			PluginDecoder: version.PluginDecoder{},
 		}, pluginRuns())),
 		list:     list,
-		check:    &check,
+		bridge:   bridgeOnly,
 		lo:       lo,
 		iptables: iptables,
 		podLocks: map[string]*podLock{},
@@ -268,7 +272,7 @@ func (m *Manager) create(ctx context.Context, pod PodRef, rt *libcni.RuntimeConf
 	// has nothing to do, so it is not started.
 	list := m.list
 	if len(rt.CapabilityArgs) == 0 {
-		list = m.check
+		list = m.bridge
 	}
 	undo := func() {
 		cctx := context.WithoutCancel(ctx)
@@ -314,7 +318,7 @@ func (m *Manager) create(ctx context.Context, pod PodRef, rt *libcni.RuntimeConf
 // ip6tables works (it looks for an IPv6 DNAT chain that ADD never made), so
 // portmap is left out of the CHECK and its per-pod DNAT chain is checked here.
 func (m *Manager) checkSandbox(ctx context.Context, rt *libcni.RuntimeConf) error {
-	if err := m.cni.CheckNetworkList(ctx, m.check, rt); err != nil {
+	if err := m.cni.CheckNetworkList(ctx, m.bridge, rt); err != nil {
 		return err
 	}
 	if len(cachedPorts(rt)) == 0 || m.iptables == "" {

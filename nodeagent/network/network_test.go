@@ -101,6 +101,14 @@ func TestHostPort(t *testing.T) {
 		t.Errorf("pod → node:%s: got %q, %v", port, got, err)
 	}
 
+	// Only the pod with host ports was wired (and so is deleted) with portmap.
+	if got := cachedPlugins(t, m, p.UID); !slices.Equal(got, []string{"bridge", "portmap"}) {
+		t.Errorf("pod with a host port wired with %v, want [bridge portmap]", got)
+	}
+	if got := cachedPlugins(t, m, pod("client").UID); !slices.Equal(got, []string{"bridge"}) {
+		t.Errorf("pod without host ports wired with %v, want [bridge]", got)
+	}
+
 	// A second pod cannot have the same host port.
 	_, err = m.Setup(ctx, pod("web2"), []PortMapping{{HostPort: hostPort, ContainerPort: 80}})
 	if !errors.Is(err, ErrPortInUse) || !strings.Contains(err.Error(), port) {
