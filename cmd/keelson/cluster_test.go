@@ -572,7 +572,7 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 }
 
 // waitNodes waits until n nodes are Ready.
-func waitNodes(t *testing.T, c *client.Client, n int) {
+func waitNodes(t testing.TB, c *client.Client, n int) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%d nodes ready", n), func() string {
 		l, err := c.Nodes(context.Background(), client.Query{})

@@ -123,7 +123,7 @@ type syncBuffer = syncbuf.Buffer
 var _ io.Writer = (*syncBuffer)(nil)
 
 // eventually retries f until it returns "" or the deadline passes.
-func eventually(t *testing.T, what string, f func() string) {
+func eventually(t testing.TB, what string, f func() string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
