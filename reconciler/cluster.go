@@ -22,6 +22,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -370,6 +371,12 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 			st.Conditions = keepTransitionTimes(mergeScheduled(st.Conditions, had), had, c.now())
 		}
 		p.SetStatus(&st)
+		if equality.Semantic.DeepEqual(p.Status(), cur.Status()) {
+			// What the node said before: no write, so no one watching the
+			// pods wakes (the node itself among them, which would publish
+			// and report again: a loop).
+			return nil
+		}
 		if err := txn.UpsertPod(&p); err != nil {
 			return err
 		}

@@ -899,3 +899,36 @@ func TestJobTTLAfterFinished(t *testing.T) {
 		t.Errorf("%d pods left 30 s after the Jobs finished", n)
 	}
 }
+
+// A report that says what the node said before writes nothing: each write
+// wakes whoever watches the pods, the node among them, which would publish
+// its pods and report them again (a loop that kept two cores busy).
+func TestReportPodUnchangedWritesNothing(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": deploy3}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	ps := podsOf(t, st)
+	if len(ps) != 3 || ps[0].NodeName != "n1" {
+		t.Fatalf("%d pods, first on node %q; want 3 on n1", len(ps), ps[0].NodeName)
+	}
+	report := func(ready corev1.ConditionStatus) uint64 {
+		t.Helper()
+		p := ps[0].Object().DeepCopy()
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.0.5",
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}}
+		if err := c.ReportPod(context.Background(), "n1", p); err != nil {
+			t.Fatal(err)
+		}
+		return st.Snapshot().Index(memdb.NewWatchSet(), store.TablePods)
+	}
+	first := report(corev1.ConditionTrue)
+	if again := report(corev1.ConditionTrue); again != first {
+		t.Errorf("pods index %d after the same report again, want %d (unchanged)", again, first)
+	}
+	if changed := report(corev1.ConditionFalse); changed <= first {
+		t.Errorf("pods index %d after a changed report, want above %d", changed, first)
+	}
+}
