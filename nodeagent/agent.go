@@ -13,6 +13,7 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/keelson/keelson/nodeagent/network"
@@ -279,30 +280,57 @@ func otherPodUID(txn *store.Txn, key string, uid types.UID) bool {
 	return err == nil && row.Object().UID != uid
 }
 
-// publish writes the worker's pod with its status to the store.
+// publish writes the worker's pod with its status to the store, unless
+// nothing changed: a write wakes the status reporter, and each report the
+// controller's watchers, the node's own follow among them.
 func (w *podWorker) publish() {
 	p := w.pod.DeepCopy()
 	p.Status = w.status()
 	w.mu.Lock()
 	removing := w.removed
 	w.mu.Unlock()
-	row := store.NewPod(p)
-	if removing {
-		// Being stopped because the controller no longer wants it: shown,
-		// but not reported (a restarted controller must not adopt it).
-		row.TerminatingSince = w.a.now()
-	}
 	txn := w.a.Store.Write()
 	defer txn.Abort()
 	if removing && otherPodUID(txn, w.key, p.UID) {
 		return
 	}
-	err := txn.UpsertPod(row)
+	cur, err := txn.Snapshot().Pod(memdb.NewWatchSet(), w.key)
+	if err != nil || cur.UID != p.UID {
+		cur = nil
+	}
+	if cur != nil {
+		keepTransitionTimes(p.Status.Conditions, cur.Status().Conditions)
+	}
+	row := store.NewPod(p)
+	if removing {
+		// Being stopped because the controller no longer wants it: shown,
+		// but not reported (a restarted controller must not adopt it).
+		row.TerminatingSince = w.a.now()
+		if cur != nil && cur.Terminating() {
+			row.TerminatingSince = cur.TerminatingSince
+		}
+	}
+	if cur != nil && cur.TerminatingSince.Equal(row.TerminatingSince) && equality.Semantic.DeepEqual(cur.Object(), row.Object()) {
+		return
+	}
+	err = txn.UpsertPod(row)
 	if err == nil {
 		err = txn.Commit()
 	}
 	if err != nil {
 		w.a.log.Error("publish pod status", "pod", w.key, "err", err)
+	}
+}
+
+// keepTransitionTimes gives each condition whose status did not change
+// the time it last changed, as kubelet does.
+func keepTransitionTimes(conds, had []corev1.PodCondition) {
+	for i := range conds {
+		for _, h := range had {
+			if h.Type == conds[i].Type && h.Status == conds[i].Status {
+				conds[i].LastTransitionTime = h.LastTransitionTime
+			}
+		}
 	}
 }
 
