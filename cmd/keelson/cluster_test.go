@@ -104,6 +104,24 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 		}
 		return ""
 	})
+	// Once the pods run, nothing changes: no pod is written again. (Each
+	// status the node sent was written and woke the node, which sent its
+	// pods again, at 1.75 cores with three pods.)
+	eventually(t, "no pod written for 2 s", func() string {
+		l1, err := c.Pods(context.Background(), client.PodQuery{})
+		if err != nil {
+			return err.Error()
+		}
+		time.Sleep(2 * time.Second)
+		l2, err := c.Pods(context.Background(), client.PodQuery{})
+		if err != nil {
+			return err.Error()
+		}
+		if l2.Index != l1.Index {
+			return fmt.Sprintf("pods index %d → %d", l1.Index, l2.Index)
+		}
+		return ""
+	})
 
 	// top, through the controller, from the node's cgroups.
 	if code, out, errOut := cli(t, "top", "pods", "--server", "http://"+ctlAddr); code != 0 || strings.Count(out, "web-") != 2 || !strings.Contains(out, "Mi") {
