@@ -499,6 +499,16 @@ func BenchmarkGitToReplicasRunning(b *testing.B) {
 			}
 		}
 		b.Logf("samples %v", samples)
+		// With the 10 pods running again and nothing changing, the
+		// controller and the agent (this process) should be all but idle.
+		repo.CommitFiles("idle", sleeperDeployment(10))
+		running(10)
+		time.Sleep(2 * time.Second)
+		cpu0, wall0 := processCPU(), time.Now()
+		time.Sleep(5 * time.Second)
+		b.ReportMetric(100*(processCPU()-cpu0).Seconds()/time.Since(wall0).Seconds(), "idle-cpu-%")
+		repo.CommitFiles("scale down", sleeperDeployment(0))
+		running(0)
 		slices.Sort(samples)
 		b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(samples[len(samples)-1].Microseconds())/1000, "max-ms")
@@ -860,6 +870,13 @@ func tenCtrRunsMS(b *testing.B, socket string) float64 {
 	noderuntime.RemoveEmptyCgroup("/keelson") // ctr's parent of its containers' cgroups
 	slices.Sort(rounds)
 	return float64(rounds[len(rounds)/2].Microseconds()) / 1000
+}
+
+// processCPU is the CPU time this process has used (user and system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // startBenchUp runs keelson up in this process on repo, as node, with a
