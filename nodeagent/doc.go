@@ -29,5 +29,7 @@
 // are cleaned up.
 //
 // The agent publishes pod status and events into a store.Store, which an
-// apiserver serves in the same shape as the controller's API.
+// apiserver serves in the same shape as the controller's API. A pod is
+// written only when it changed: each write goes to the controller, whose
+// write wakes the agent's follow of its pods.
 package nodeagent

@@ -6,7 +6,9 @@
 //
 //   - Every table has a modify index, kept in the "index" table and raised in
 //     the same transaction that changes the table. Every row carries the index
-//     of the transaction that created and last modified it.
+//     of the transaction that created and last modified it. A table never
+//     written has index 1 and writes start at 2: an index of 0 handed to a
+//     client would make its next blocking query return at once.
 //   - Objects read from the store are immutable: callers copy before changing
 //     and write back through a write transaction.
 //   - Reads take a memdb.WatchSet, so a caller can block until something it
