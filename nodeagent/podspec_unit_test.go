@@ -6,6 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/keelson/keelson/nodeagent/runtime"
 )
@@ -91,6 +92,35 @@ func TestSecurity(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if d := cmp.Diff(tc.want, security(tc.pod, tc.c)); d != "" {
 				t.Errorf("security (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestSameButStatus(t *testing.T) {
+	base := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default", UID: "u1", Labels: map[string]string{"app": "a"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	now := metav1.Now()
+	tests := []struct {
+		name   string
+		change func(*corev1.Pod)
+		want   bool
+	}{
+		{"status only (the node's own report handed back)", func(p *corev1.Pod) { p.Status.Phase, p.Status.PodIP = corev1.PodRunning, "10.0.0.2" }, true},
+		{"image", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "busybox:2" }, false},
+		{"being deleted", func(p *corev1.Pod) { p.DeletionTimestamp = &now }, false},
+		{"label (the downward API shows it)", func(p *corev1.Pod) { p.Labels["app"] = "b" }, false},
+		{"annotation", func(p *corev1.Pod) { p.Annotations = map[string]string{"k": "v"} }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := base.DeepCopy()
+			tt.change(p)
+			if got := sameButStatus(base, p); got != tt.want {
+				t.Errorf("sameButStatus = %t, want %t", got, tt.want)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/keelson/keelson/nodeagent/network"
 	"github.com/keelson/keelson/nodeagent/runtime"
@@ -106,12 +107,26 @@ func newWorker(a *Agent, pod *corev1.Pod, adopted []runtime.Info) *podWorker {
 	return w
 }
 
-// update hands the worker a new spec of its pod.
+// update hands the worker a new spec of its pod. A pod that differs from
+// the one it has only in status (the controller hands back what this node
+// reported) is nothing to act on: waking every worker of the node on each
+// report of one of its pods made starting N pods cost N² syncs.
 func (w *podWorker) update(pod *corev1.Pod) {
 	w.mu.Lock()
-	w.next = pod
+	same := w.next != nil && sameButStatus(w.next, pod)
+	if !same {
+		w.next = pod
+	}
 	w.mu.Unlock()
-	w.poke()
+	if !same {
+		w.poke()
+	}
+}
+
+// sameButStatus tells whether two versions of a pod differ at most in
+// their status.
+func sameButStatus(a, b *corev1.Pod) bool {
+	return equality.Semantic.DeepEqual(a.ObjectMeta, b.ObjectMeta) && equality.Semantic.DeepEqual(a.Spec, b.Spec)
 }
 
 // remove asks the worker to stop the pod and clean up after it.
