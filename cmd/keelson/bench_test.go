@@ -403,6 +403,9 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		time.Sleep(2 * time.Second) // let start-up garbage be collected
 		rss := rssMB(cmd.Process.Pid)
 		anon, file := procStatusMB(cmd.Process.Pid, "RssAnon:"), procStatusMB(cmd.Process.Pid, "RssFile:")
+		cpu0, wall0 := cpuSeconds(cmd.Process.Pid), time.Now()
+		time.Sleep(5 * time.Second) // the pods run, nothing changes
+		idle := 100 * (cpuSeconds(cmd.Process.Pid) - cpu0) / time.Since(wall0).Seconds()
 		if profiles != "" {
 			for _, p := range []string{"heap", "goroutine", "threadcreate", "heap?debug=1"} {
 				if resp, err := http.Get("http://" + addr + "/debug/pprof/" + p); err == nil {
@@ -436,6 +439,7 @@ func BenchmarkAgent50Pods(b *testing.B) {
 		b.ReportMetric(rss, "agent-rss-MB")
 		b.ReportMetric(anon, "agent-rss-anon-MB")
 		b.ReportMetric(file, "agent-rss-file-MB")
+		b.ReportMetric(idle, "agent-idle-cpu-%")
 		b.ReportMetric(0, "ns/op")
 	}
 }
