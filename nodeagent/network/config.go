@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	cniutils "github.com/containernetworking/cni/pkg/utils"
 )
@@ -203,6 +204,19 @@ func (cfg Config) confList(withPorts bool) ([]byte, error) {
 		"name":       cfg.NetworkName,
 		"plugins":    plugins,
 	}, "", "  ")
+}
+
+// parsedConfList is confList as libcni reads it.
+func (cfg Config) parsedConfList(withPorts bool) (*libcni.NetworkConfigList, error) {
+	b, err := cfg.confList(withPorts)
+	if err != nil {
+		return nil, fmt.Errorf("build CNI configuration: %w", err)
+	}
+	list, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse CNI configuration: %w", err)
+	}
+	return list, nil
 }
 
 // loopbackConf is the configuration of the loopback plugin, run as its own

@@ -121,24 +121,16 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 			return nil, fmt.Errorf("create network directory: %w", err)
 		}
 	}
-	confBytes, err := cfg.confList(true)
+	list, err := cfg.parsedConfList(true)
 	if err != nil {
-		return nil, fmt.Errorf("build CNI configuration: %w", err)
+		return nil, err
 	}
-	list, err := libcni.ConfListFromBytes(confBytes)
+	bridgeOnly, err := cfg.parsedConfList(false)
 	if err != nil {
-		return nil, fmt.Errorf("parse CNI configuration: %w", err)
-	}
-	bridgeBytes, err := cfg.confList(false)
-	if err != nil {
-		return nil, fmt.Errorf("build CNI configuration: %w", err)
-	}
-	bridgeOnly, err := libcni.ConfListFromBytes(bridgeBytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse CNI configuration: %w", err)
+		return nil, err
 	}
 	// Written for people and tools such as cnitool; the Manager uses the copy in memory.
-	if err := writeFileAtomic(filepath.Join(cfg.stateDir(), cfg.NetworkName+".conflist"), confBytes, 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(cfg.stateDir(), cfg.NetworkName+".conflist"), list.Bytes, 0o644); err != nil {
 		return nil, fmt.Errorf("write CNI configuration: %w", err)
 	}
 	loBytes, err := cfg.loopbackConf()
