@@ -445,24 +445,28 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *corev1.Contai
 
 // watch forwards the exit of a container run to the worker.
 func (w *podWorker) watch(ctx context.Context, name, id string) {
-	ch, err := w.a.rt.Wait(ctx, id)
-	if err != nil {
-		w.a.log.Warn("wait for container", "pod", w.key, "container", name, "err", err)
-		return
-	}
-	w.waiters.Go(func() {
+	err := w.a.rt.OnExit(ctx, id, func(s runtime.ExitStatus, exited bool) {
+		if !exited {
+			return
+		}
+		ev := exitEvent{name: name, id: id, status: s}
 		select {
-		case <-ctx.Done():
-		case s, ok := <-ch:
-			if !ok {
-				return
-			}
-			select {
-			case w.exits <- exitEvent{name: name, id: id, status: s}:
-			case <-ctx.Done():
-			}
+		case w.exits <- ev:
+		default:
+			// The worker is behind (or is the caller): hand it over
+			// without holding up the runtime, until the worker ends.
+			go func() {
+				select {
+				case w.exits <- ev:
+				case <-ctx.Done():
+				case <-w.done:
+				}
+			}()
 		}
 	})
+	if err != nil {
+		w.a.log.Warn("wait for container", "pod", w.key, "container", name, "err", err)
+	}
 }
 
 // teardown removes what is left of a stopped pod: its sandbox, its files

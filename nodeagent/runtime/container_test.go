@@ -298,6 +298,56 @@ func TestStopGraceful(t *testing.T) {
 	}
 }
 
+// OnExit calls its function once: false when the caller's context ends
+// first, true with the status when the container exits, and at once for a
+// container that has exited already.
+func TestOnExit(t *testing.T) {
+	rt := needRuntime(t)
+	c := start(t, rt, baseSpec(t, busybox, "sleep", "1000"))
+	type call struct {
+		s      ExitStatus
+		exited bool
+	}
+	subscribe := func(ctx context.Context) chan call {
+		calls := make(chan call, 2)
+		if err := rt.OnExit(ctx, c.ID, func(s ExitStatus, exited bool) { calls <- call{s, exited} }); err != nil {
+			t.Fatal(err)
+		}
+		return calls
+	}
+	once := func(what string, calls chan call) call {
+		t.Helper()
+		var got call
+		select {
+		case got = <-calls:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: not called", what)
+		}
+		select {
+		case again := <-calls:
+			t.Errorf("%s: called twice (%+v, then %+v)", what, got, again)
+		case <-time.After(100 * time.Millisecond):
+		}
+		return got
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancelled := subscribe(ctx)
+	running := subscribe(context.Background())
+	cancel()
+	if got := once("cancelled", cancelled); got.exited {
+		t.Errorf("cancelled subscription told of an exit: %+v", got)
+	}
+	if err := rt.Stop(context.Background(), c.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := once("running", running); !got.exited || got.s.Code == 0 || got.s.Err != nil {
+		t.Errorf("exit of a stopped sleep: %+v, want a signal's code", got)
+	}
+	if got := once("after the exit", subscribe(context.Background())); !got.exited || got.s.Code == 0 {
+		t.Errorf("subscription after the exit: %+v, want the same exit at once", got)
+	}
+}
+
 func TestStopForced(t *testing.T) {
 	rt := needRuntime(t)
 	s := newSpec(t, rt, busybox, "sh", "-c", `trap "echo got TERM" TERM; while true; do sleep 1; done`)

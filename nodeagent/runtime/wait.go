@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -25,41 +26,93 @@ type ExitStatus struct {
 	Err       error
 }
 
-// waiter watches one task until it exits; many Wait calls share it. status is written
-// once, before done is closed.
+// waiter watches one task until it exits; many callers share it. When the
+// wait ends, ended, exited and status are set once, under the Runtime's mu,
+// and the subscribers are told.
 type waiter struct {
 	id     string
-	done   chan struct{}
+	ended  bool
+	exited bool // status holds the exit (false: the Runtime closed first)
 	status ExitStatus
+	subs   map[*exitSub]struct{}
 }
+
+// exitSub is one OnExit: f is called once.
+type exitSub struct {
+	once sync.Once
+	f    func(ExitStatus, bool)
+	stop func() bool // of the caller's context.AfterFunc
+}
+
+func (s *exitSub) call(st ExitStatus, exited bool) { s.once.Do(func() { s.f(st, exited) }) }
 
 // Wait returns a channel that receives the container's exit status once and is then
 // closed. It works on containers started by another process (adopted after an agent
 // restart) and across containerd restarts. The channel is closed without a value if ctx
 // ends or the Runtime is closed first.
 func (r *Runtime) Wait(ctx context.Context, id string) (<-chan ExitStatus, error) {
-	w, err := r.waiterFor(r.ctx(ctx), id)
+	ch := make(chan ExitStatus, 1)
+	err := r.OnExit(ctx, id, func(s ExitStatus, exited bool) {
+		if exited {
+			ch <- s
+		}
+		close(ch)
+	})
 	if err != nil {
 		return nil, err
 	}
-	ch := make(chan ExitStatus, 1)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil, fmt.Errorf("wait for container %s: %w", id, ErrClosed)
-	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer close(ch)
-		select {
-		case <-w.done:
-			ch <- w.status
-		case <-ctx.Done():
-		case <-r.alive.Done():
-		}
-	}()
 	return ch, nil
+}
+
+// OnExit calls f once: with the container's exit status and true when it
+// exits, or with false if ctx ends or the Runtime is closed first. It is
+// Wait without a goroutine for each caller (a node of fifty pods had a
+// hundred only passing exits on). f runs on the Runtime's goroutine, or on
+// the caller's when the container has exited already, and must not block.
+func (r *Runtime) OnExit(ctx context.Context, id string, f func(ExitStatus, bool)) error {
+	w, err := r.waiterFor(r.ctx(ctx), id)
+	if err != nil {
+		return err
+	}
+	s := &exitSub{f: f}
+	s.stop = context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		delete(w.subs, s)
+		r.mu.Unlock()
+		s.call(ExitStatus{}, false)
+	})
+	r.mu.Lock()
+	switch {
+	case w.ended:
+		r.mu.Unlock()
+		s.stop()
+		s.call(w.status, w.exited)
+		return nil
+	case r.closed:
+		r.mu.Unlock()
+		s.stop()
+		return fmt.Errorf("wait for container %s: %w", id, ErrClosed)
+	}
+	w.subs[s] = struct{}{}
+	r.mu.Unlock()
+	return nil
+}
+
+// end records how the wait on w ended and tells its subscribers.
+func (r *Runtime) end(w *waiter, status ExitStatus, exited bool) {
+	r.mu.Lock()
+	if w.ended {
+		r.mu.Unlock()
+		return
+	}
+	w.ended, w.exited, w.status = true, exited, status
+	subs := w.subs
+	w.subs = nil
+	r.mu.Unlock()
+	for s := range subs {
+		s.stop()
+		s.call(status, exited)
+	}
 }
 
 func (r *Runtime) waiterFor(ctx context.Context, id string) (*waiter, error) {
@@ -102,7 +155,7 @@ func (r *Runtime) watch(ctx context.Context, ctr containerd.Container, task cont
 		cancel()
 		return nil, err
 	}
-	w := &waiter{id: id, done: make(chan struct{})}
+	w := &waiter{id: id, subs: map[*exitSub]struct{}{}}
 	r.waiters[id] = w
 	r.wg.Add(1)
 	go func() {
@@ -131,15 +184,16 @@ func (r *Runtime) runWaiter(ctx context.Context, w *waiter, exitC <-chan contain
 		select {
 		case es = <-exitC:
 		case <-r.alive.Done():
+			r.end(w, ExitStatus{}, false)
 			return
 		}
 		code, at, err := es.Result()
 		if err == nil {
-			w.status = ExitStatus{Code: int(code), ExitedAt: at, OOMKilled: r.oomKilled(w.id, cgroup)}
-			close(w.done)
+			r.end(w, ExitStatus{Code: int(code), ExitedAt: at, OOMKilled: r.oomKilled(w.id, cgroup)}, true)
 			return
 		}
 		if ctx.Err() != nil {
+			r.end(w, ExitStatus{}, false)
 			return
 		}
 		r.log.Debug("lost the wait on a task; waiting again", "container", w.id, "err", err)
@@ -147,6 +201,7 @@ func (r *Runtime) runWaiter(ctx context.Context, w *waiter, exitC <-chan contain
 		for {
 			select {
 			case <-r.alive.Done():
+				r.end(w, ExitStatus{}, false)
 				return
 			case <-time.After(backoff):
 			}
@@ -157,8 +212,7 @@ func (r *Runtime) runWaiter(ctx context.Context, w *waiter, exitC <-chan contain
 				task, lerr = ctr.Task(ctx, nil)
 			}
 			if lerr != nil && errdefs.IsNotFound(lerr) {
-				w.status = ExitStatus{Code: -1, Err: errNotFound("container", w.id, lerr)}
-				close(w.done)
+				r.end(w, ExitStatus{Code: -1, Err: errNotFound("container", w.id, lerr)}, true)
 				return
 			}
 			if lerr == nil {
