@@ -35,7 +35,7 @@
 //     errdefs kind.
 //
 // Concurrency: a Daemon and a Runtime are safe for concurrent use. A Runtime owns its
-// goroutines (an OOM event subscriber and one exit watcher per waited container); Close
-// stops them and waits. Operations on one container should be serialized by the caller
+// goroutines (an OOM event subscriber and one exit watcher per waited container, which
+// tells every OnExit and Wait of that container); Close stops them and waits. Operations on one container should be serialized by the caller
 // (the agent's per-pod worker).
 package runtime
