@@ -104,24 +104,7 @@ func TestControllerKill9AdoptsRunningPods(t *testing.T) {
 		}
 		return ""
 	})
-	// Once the pods run, nothing changes: no pod is written again. (Each
-	// status the node sent was written and woke the node, which sent its
-	// pods again, at 1.75 cores with three pods.)
-	eventually(t, "no pod written for 2 s", func() string {
-		l1, err := c.Pods(context.Background(), client.PodQuery{})
-		if err != nil {
-			return err.Error()
-		}
-		time.Sleep(2 * time.Second)
-		l2, err := c.Pods(context.Background(), client.PodQuery{})
-		if err != nil {
-			return err.Error()
-		}
-		if l2.Index != l1.Index {
-			return fmt.Sprintf("pods index %d → %d", l1.Index, l2.Index)
-		}
-		return ""
-	})
+	podsSettle(t, c)
 
 	// top, through the controller, from the node's cgroups.
 	if code, out, errOut := cli(t, "top", "pods", "--server", "http://"+ctlAddr); code != 0 || strings.Count(out, "web-") != 2 || !strings.Contains(out, "Mi") {
@@ -254,6 +237,7 @@ func TestNodeLossReplacesPods(t *testing.T) {
 		}
 		return ""
 	})
+	podsSettle(t, c)
 	nodes[1].p.kill9()
 	lost := time.Now()
 	deadline := time.Now().Add(60 * time.Second)
@@ -587,6 +571,29 @@ func TestAgentsInTheirOwnNetworkNamespaces(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// podsSettle checks that once the pods run, nothing changes: no pod is
+// written again for 2 s. (Each status a node sent was written and woke the
+// node, which sent its pods again: keelson up with three pods used 1.75
+// cores.)
+func podsSettle(t testing.TB, c *client.Client) {
+	t.Helper()
+	eventually(t, "no pod written for 2 s", func() string {
+		l1, err := c.Pods(context.Background(), client.PodQuery{})
+		if err != nil {
+			return err.Error()
+		}
+		time.Sleep(2 * time.Second)
+		l2, err := c.Pods(context.Background(), client.PodQuery{})
+		if err != nil {
+			return err.Error()
+		}
+		if l2.Index != l1.Index {
+			return fmt.Sprintf("pods index %d → %d", l1.Index, l2.Index)
+		}
+		return ""
+	})
 }
 
 // waitNodes waits until n nodes are Ready.
