@@ -291,11 +291,13 @@ func (w *podWorker) publish() {
 	w.mu.Unlock()
 	txn := w.a.Store.Write()
 	defer txn.Abort()
-	if removing && otherPodUID(txn, w.key, p.UID) {
-		return
-	}
 	cur, err := txn.Snapshot().Pod(memdb.NewWatchSet(), w.key)
-	if err != nil || cur.UID != p.UID {
+	if err != nil {
+		cur = nil
+	} else if cur.UID != p.UID {
+		if removing {
+			return // the key holds the pod that replaced this one (see otherPodUID)
+		}
 		cur = nil
 	}
 	if cur != nil {
