@@ -69,18 +69,12 @@ func simulate(ctx context.Context, ctl *client.Client, prefix string, n int, lea
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		t := time.NewTicker(lease)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := parallel(func(i int) error { return ctl.RenewLease(ctx, names[i]) }); err != nil && ctx.Err() == nil {
-					log.Warn("renew simulated leases", "err", err)
-				}
+		eachTick(ctx, lease, func() bool {
+			if err := parallel(func(i int) error { return ctl.RenewLease(ctx, names[i]) }); err != nil && ctx.Err() == nil {
+				log.Warn("renew simulated leases", "err", err)
 			}
-		}
+			return true
+		})
 	})
 	// Follow all pods; report those bound to a simulated node as running.
 	var idx uint64
