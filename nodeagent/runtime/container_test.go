@@ -693,6 +693,18 @@ func TestStaleDaemon(t *testing.T) {
 	orphanDone := make(chan struct{})
 	go func() { _ = orphan.Wait(); close(orphanDone) }()
 	t.Cleanup(func() { _ = orphan.Process.Kill(); <-orphanDone })
+	// Start returns once the exec began, and the kernel sets up the new
+	// command line after that: a look at /proc in between sees an empty one,
+	// and no containerd left from an earlier run is that young.
+	config := filepath.Join(dir, "config.toml")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", orphan.Process.Pid)); strings.Contains(string(cmdline), config) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the orphan containerd (pid %d) never showed its command line", orphan.Process.Pid)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "containerd.pid"), []byte(strconv.Itoa(orphan.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
