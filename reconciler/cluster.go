@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -80,6 +81,12 @@ type Cluster struct {
 	// refused are the UIDs of pods a node reported that no one here wants,
 	// already told as an event (one event a pod, not one a report).
 	refused map[types.UID]bool
+
+	// reports are the pod reports waiting to be written; reportToken is
+	// held by the caller writing them (see ReportPod).
+	reportMu    sync.Mutex
+	reports     []*podReport
+	reportToken chan struct{}
 }
 
 // deletedMemory is how long the controller remembers a pod it deleted.
@@ -144,7 +151,7 @@ func NewCluster(st *store.Store, cfg ClusterConfig) (*Cluster, error) {
 	if ones, _ := cidr.Mask.Size(); ones > 23 {
 		return nil, fmt.Errorf("--cluster-cidr %q: too small to give each node a /24", cfg.ClusterCIDR)
 	}
-	c := &Cluster{st: st, cfg: cfg, log: cfg.Log, now: cfg.Now, cidr: cidr}
+	c := &Cluster{st: st, cfg: cfg, log: cfg.Log, now: cfg.Now, cidr: cidr, reportToken: make(chan struct{}, 1)}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -349,20 +356,99 @@ func (c *Cluster) RenewLease(_ context.Context, name string) error {
 
 // ReportPod takes an agent's status of a pod. A pod the controller does not
 // know (it restarted) is adopted when its owner still wants it.
+//
+// Reports that arrive together are written together (group commit): the
+// caller that takes the report token writes every report queued at that
+// moment in one transaction, and the others wait for their answer. A node
+// starting fifty pods, or 5,000 nodes reporting at once, costs one write
+// (one copy of the pods' index path, one wake of every watcher) a batch,
+// not one a pod; a lone report waits for nothing.
 func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod) error {
+	r := &podReport{node: node, pod: reported, done: make(chan struct{})}
+	c.reportMu.Lock()
+	c.reports = append(c.reports, r)
+	c.reportMu.Unlock()
+	select {
+	case <-r.done:
+		return r.err
+	case c.reportToken <- struct{}{}:
+	}
+	defer func() { <-c.reportToken }()
+	select {
+	case <-r.done: // written by the holder before this one
+		return r.err
+	default:
+	}
+	c.reportMu.Lock()
+	batch := c.reports
+	c.reports = nil
+	c.reportMu.Unlock()
+	c.writeReports(batch) // r among them: queued before the token was taken
+	return r.err
+}
+
+// podReport is one agent's report of a pod waiting to be written, and its
+// answer once done is closed.
+type podReport struct {
+	node string
+	pod  *corev1.Pod
+	err  error
+	done chan struct{}
+}
+
+// writeReports writes a batch of reports in one transaction and answers
+// each. A report refused (a pod no one wants) is answered with why and does
+// not stop the others; a store error does, and then each report is written
+// alone, so that only the one at fault fails.
+func (c *Cluster) writeReports(batch []*podReport) {
+	defer func() {
+		for _, r := range batch {
+			close(r.done)
+		}
+	}()
+	if len(batch) > 1 {
+		txn := c.st.Write()
+		var failed error
+		for _, r := range batch {
+			if r.err, failed = c.reportIn(txn, r.node, r.pod); failed != nil {
+				break
+			}
+		}
+		if failed == nil {
+			failed = txn.Commit()
+		}
+		if failed == nil {
+			return
+		}
+		txn.Abort()
+		c.log.Warn("writing a batch of pod reports failed; writing them one by one", "reports", len(batch), "err", failed)
+	}
+	for _, r := range batch {
+		txn := c.st.Write()
+		answer, err := c.reportIn(txn, r.node, r.pod)
+		if err == nil {
+			err = txn.Commit()
+		}
+		txn.Abort()
+		r.err = cmp.Or(err, answer)
+	}
+}
+
+// reportIn applies one report in txn. answer is what the node is told of its
+// pod (nil when taken; why not, when refused); err is a store error, which
+// spoils the transaction.
+func (c *Cluster) reportIn(txn *store.Txn, node string, reported *corev1.Pod) (answer, err error) {
 	key := reported.Namespace + "/" + reported.Name
-	txn := c.st.Write()
-	defer txn.Abort()
 	snap := txn.Snapshot()
 	cur, err := snap.Pod(memdb.NewWatchSet(), key)
 	switch {
 	case err == nil:
 		if cur.UID != reported.UID {
-			return c.refuse(txn, node, reported, fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.UID))
+			return c.refuse(txn, node, reported, fmt.Errorf("pod %s: reported UID %s, the controller has %s: stop it", key, reported.UID, cur.UID)), nil
 		}
 		if cur.NodeName != node {
 			// Only the node a pod is bound to says how it is.
-			return c.refuse(txn, node, reported, fmt.Errorf("pod %s is bound to node %q, not %s: stop it", key, cur.NodeName, node))
+			return c.refuse(txn, node, reported, fmt.Errorf("pod %s is bound to node %q, not %s: stop it", key, cur.NodeName, node)), nil
 		}
 		p := *cur // only the status changes
 		st := reported.Status
@@ -375,10 +461,10 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 			// What the node said before: no write, so no one watching the
 			// pods wakes (the node itself among them, which would publish
 			// and report again: a loop).
-			return nil
+			return nil, nil
 		}
 		if err := txn.UpsertPod(&p); err != nil {
-			return err
+			return nil, err
 		}
 	default:
 		owner := controllerOf(reported)
@@ -387,10 +473,10 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 		}
 		if c.deletedRecently(reported.UID) {
 			// A report that crossed the pod's deletion: not to be adopted again.
-			return fmt.Errorf("pod %s on node %s was deleted by the controller: stop it", key, node)
+			return fmt.Errorf("pod %s on node %s was deleted by the controller: stop it", key, node), nil
 		}
 		if _, oerr := snap.Object(memdb.NewWatchSet(), owner); oerr != nil && c.warm(snap, memdb.NewWatchSet()) {
-			return c.refuse(txn, node, reported, fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner))
+			return c.refuse(txn, node, reported, fmt.Errorf("pod %s on node %s: no owner %s wants it: stop it", key, node, owner)), nil
 		}
 		// Any other pod this controller does not know (one that was
 		// starting when it restarted, say) is adopted: if its owner has too
@@ -409,16 +495,16 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 			row.Base = c.adoptedBase(ownerKey, row.Base)
 		}
 		if err := txn.UpsertPod(row); err != nil {
-			return err
+			return nil, err
 		}
 		c.log.Info("pod adopted from its node's report", "pod", key, "node", node)
 	}
-	return txn.Commit()
+	return nil, nil
 }
 
 // refuse answers a node's report of a pod that no one here wants with err,
-// and tells it once as a Warning event of the node (the agent stops the pod,
-// which is in no desired set; nothing else changes).
+// and tells it once as a Warning event of the node, written with txn (the
+// agent stops the pod, which is in no desired set; nothing else changes).
 func (c *Cluster) refuse(txn *store.Txn, node string, reported *corev1.Pod, err error) error {
 	c.delMu.Lock()
 	first := !c.refused[reported.UID]
@@ -431,9 +517,7 @@ func (c *Cluster) refuse(txn *store.Txn, node string, reported *corev1.Pod, err 
 	c.delMu.Unlock()
 	if first {
 		c.log.Warn("a node reported a pod no one wants", "node", node, "err", err)
-		if txn.AddEvent(&store.Event{ObjectKey: "Node/" + node, Type: corev1.EventTypeWarning, Reason: "UnknownPod", Message: err.Error()}, c.now()) == nil {
-			_ = txn.Commit()
-		}
+		_ = txn.AddEvent(&store.Event{ObjectKey: "Node/" + node, Type: corev1.EventTypeWarning, Reason: "UnknownPod", Message: err.Error()}, c.now())
 	}
 	return err
 }

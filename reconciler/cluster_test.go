@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -930,5 +931,74 @@ func TestReportPodUnchangedWritesNothing(t *testing.T) {
 	}
 	if changed := report(corev1.ConditionFalse); changed <= first {
 		t.Errorf("pods index %d after a changed report, want above %d", changed, first)
+	}
+}
+
+// Reports that arrive while another is being written are written together,
+// in one transaction: every one answered, a refused one without harm to the
+// others.
+func TestReportPodsTogether(t *testing.T) {
+	c, a, st, clk := clusterFixture(t)
+	register(t, c, "n1")
+	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": strings.Replace(deploy3, "replicas: 3", "replicas: 20", 1)}), clk.t); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, c)
+	ps := podsOf(t, st)
+	if len(ps) != 20 {
+		t.Fatalf("%d pods, want 20", len(ps))
+	}
+	before := st.Snapshot().Index(memdb.NewWatchSet(), store.TablePods)
+
+	c.reportToken <- struct{}{} // as if a batch were being written
+	errs := make([]error, len(ps)+1)
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		p := p.Object().DeepCopy()
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: fmt.Sprintf("10.244.0.%d", i+2)}
+		wg.Go(func() { errs[i] = c.ReportPod(context.Background(), "n1", p) })
+	}
+	stranger := ps[0].Object().DeepCopy()
+	stranger.UID = "not-the-one"
+	wg.Go(func() { errs[len(ps)] = c.ReportPod(context.Background(), "n1", stranger) })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.reportMu.Lock()
+		n := len(c.reports)
+		c.reportMu.Unlock()
+		if n == len(ps)+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reports queued, want %d", n, len(ps)+1)
+		}
+	}
+	<-c.reportToken
+	wg.Wait()
+
+	for i, err := range errs[:len(ps)] {
+		if err != nil {
+			t.Errorf("report of %s: %v", ps[i].Key, err)
+		}
+	}
+	if err := errs[len(ps)]; err == nil || !strings.Contains(err.Error(), "not-the-one") {
+		t.Errorf("report of a pod with another UID: %v, want it refused", err)
+	}
+	written := map[uint64]int{} // pods by the index of the write that wrote them
+	for _, p := range podsOf(t, st) {
+		if p.Phase != string(corev1.PodRunning) || p.PodIP == "" {
+			t.Errorf("pod %s: phase %s, IP %q after its report", p.Key, p.Phase, p.PodIP)
+		}
+		written[p.ModifyIndex]++
+	}
+	if len(written) != 1 {
+		t.Errorf("the %d reports were written by %d transactions (pods by index: %v), want one", len(ps), len(written), written)
+	}
+	for idx := range written {
+		if idx <= before {
+			t.Errorf("pods written at index %d, not after %d", idx, before)
+		}
+	}
+	if got := eventsOf(t, st, "Node/n1", "UnknownPod"); len(got) != 1 {
+		t.Errorf("UnknownPod events of n1: %q, want one", got)
 	}
 }

@@ -29,4 +29,9 @@
 // objects: it adopts the pods its agents report during StartupGrace,
 // changes no Deployment's ReplicaSets until then, and rebuilds the lost
 // ones from those pods, so that a rollout goes on where it was.
+//
+// Agents' status reports (ReportPod) are written in batches: whoever holds
+// the report token writes every report queued so far in one transaction,
+// so that many nodes reporting at once cost one write a batch. A report
+// that says what the store already holds writes nothing.
 package reconciler
