@@ -556,7 +556,7 @@ spec:
 		addr := freeAddr(b)
 		dataDir := b.TempDir()
 		cmd := exec.Command(productBinary(b), "controller", "--repo", repo.Dir, "--data-dir", dataDir,
-			"--listen", addr, "--interval", "1h", "--log-level", "error", "--cluster-cidr", "10.0.0.0/8", "--pprof")
+			"--listen", addr, "--interval", "1h", "--log-level", benchLogLevel(), "--cluster-cidr", "10.0.0.0/8", "--pprof")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -935,4 +935,14 @@ func settle() {
 	debug.FreeOSMemory()
 	syscall.Sync()
 	time.Sleep(3 * time.Second)
+}
+
+// benchLogLevel is the log level of a process a benchmark starts: debug
+// with KEELSON_BENCH_TRACE set (the controller's releases after bursts, say),
+// else errors only.
+func benchLogLevel() string {
+	if os.Getenv("KEELSON_BENCH_TRACE") != "" {
+		return "debug"
+	}
+	return "error"
 }
