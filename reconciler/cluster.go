@@ -84,9 +84,10 @@ type Cluster struct {
 
 	// reports are the pod reports waiting to be written; reportToken is
 	// held by the caller writing them (see ReportPod).
-	reportMu    sync.Mutex
-	reports     []*podReport
-	reportToken chan struct{}
+	reportMu       sync.Mutex
+	reports        []*podReport
+	reportToken    chan struct{}
+	maxReportBatch int
 }
 
 // deletedMemory is how long the controller remembers a pod it deleted.
@@ -151,7 +152,8 @@ func NewCluster(st *store.Store, cfg ClusterConfig) (*Cluster, error) {
 	if ones, _ := cidr.Mask.Size(); ones > 23 {
 		return nil, fmt.Errorf("--cluster-cidr %q: too small to give each node a /24", cfg.ClusterCIDR)
 	}
-	c := &Cluster{st: st, cfg: cfg, log: cfg.Log, now: cfg.Now, cidr: cidr, reportToken: make(chan struct{}, 1)}
+	c := &Cluster{st: st, cfg: cfg, log: cfg.Log, now: cfg.Now, cidr: cidr,
+		reportToken: make(chan struct{}, 1), maxReportBatch: maxReportBatch}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -374,18 +376,25 @@ func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod
 	case c.reportToken <- struct{}{}:
 	}
 	defer func() { <-c.reportToken }()
-	select {
-	case <-r.done: // written by the holder before this one
-		return r.err
-	default:
+	for {
+		select {
+		case <-r.done: // written by a holder before this one, or just now
+			return r.err
+		default:
+		}
+		// r is queued: it was before the token was taken.
+		c.reportMu.Lock()
+		n := min(len(c.reports), c.maxReportBatch)
+		batch := slices.Clone(c.reports[:n])
+		c.reports = slices.Delete(c.reports, 0, n)
+		c.reportMu.Unlock()
+		c.writeReports(batch)
 	}
-	c.reportMu.Lock()
-	batch := c.reports
-	c.reports = nil
-	c.reportMu.Unlock()
-	c.writeReports(batch) // r among them: queued before the token was taken
-	return r.err
 }
+
+// maxReportBatch bounds the reports one transaction writes, and so how long
+// it keeps the store's write lock from the controllers' pass.
+const maxReportBatch = 512
 
 // podReport is one agent's report of a pod waiting to be written, and its
 // answer once done is closed.

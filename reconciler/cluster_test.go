@@ -935,10 +935,17 @@ func TestReportPodUnchangedWritesNothing(t *testing.T) {
 }
 
 // Reports that arrive while another is being written are written together,
-// in one transaction: every one answered, a refused one without harm to the
-// others.
+// in one transaction up to maxReportBatch: every one answered, a refused one
+// without harm to the others.
 func TestReportPodsTogether(t *testing.T) {
+	for _, tc := range []struct{ batch, writes int }{{maxReportBatch, 1}, {8, 3}} {
+		t.Run(fmt.Sprintf("batch=%d", tc.batch), func(t *testing.T) { testReportPodsTogether(t, tc.batch, tc.writes) })
+	}
+}
+
+func testReportPodsTogether(t *testing.T, batch, writes int) {
 	c, a, st, clk := clusterFixture(t)
+	c.maxReportBatch = batch
 	register(t, c, "n1")
 	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": strings.Replace(deploy3, "replicas: 3", "replicas: 20", 1)}), clk.t); err != nil {
 		t.Fatal(err)
@@ -990,8 +997,8 @@ func TestReportPodsTogether(t *testing.T) {
 		}
 		written[p.ModifyIndex]++
 	}
-	if len(written) != 1 {
-		t.Errorf("the %d reports were written by %d transactions (pods by index: %v), want one", len(ps), len(written), written)
+	if len(written) != writes {
+		t.Errorf("the %d reports were written by %d transactions (pods by index: %v), want %d", len(ps), len(written), written, writes)
 	}
 	for idx := range written {
 		if idx <= before {
