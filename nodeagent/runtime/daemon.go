@@ -183,7 +183,17 @@ func (d *Daemon) killStale() {
 	if err != nil || pid <= 0 {
 		return
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	// A process that is still in exec shows an empty command line for a
+	// moment (the kernel sets up the new one after the exec has begun): the
+	// pid file is written right after containerd starts, and the agent that
+	// wrote it may have been killed just then.
+	var cmdline []byte
+	for try := 0; try < 50; try++ {
+		if cmdline, err = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || len(cmdline) > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err != nil || !strings.Contains(string(cmdline), d.config) {
 		return
 	}
