@@ -548,7 +548,7 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 	if !ok {
 		return
 	}
-	var since uint64 // allocated since the last release
+	var since, peak uint64 // allocated since the last release, and in its busiest period
 	eachTick(ctx, every, func() bool {
 		allocs, live, ok := read()
 		if !ok {
@@ -557,7 +557,8 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 		delta := allocs - last
 		last = allocs
 		since += delta
-		if shouldRelease(since, delta, live) {
+		peak = max(peak, delta)
+		if shouldRelease(since, delta, peak, live) {
 			start := time.Now()
 			debug.FreeOSMemory()
 			// The code that did the burst (a revision applied, pods
@@ -566,7 +567,7 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 			if err != nil {
 				log.Debug("release executable pages", "err", err)
 			}
-			since = 0
+			since, peak = 0, 0
 			log.Debug("returned free memory after a burst", "took", time.Since(start), "code-bytes", code)
 		}
 		return true
@@ -591,13 +592,14 @@ func eachTick(ctx context.Context, every time.Duration, f func() bool) {
 
 // shouldRelease says whether to return free memory now: the process
 // allocated at least half its live heap since the last release (a GC
-// cycle's worth of garbage, so there are pages to give back), and the last
-// period brought at most a sixteenth of that (the burst is over: what
-// follows is the steady trickle of leases, probes and reports, and the
-// pages stay given back). A forced collection costs about what the
-// runtime's own does, and this asks for at most one per GC cycle.
-func shouldRelease(since, lastPeriod, live uint64) bool {
-	return live > 0 && since >= live/2 && lastPeriod <= since/16
+// cycle's worth of garbage, so there are pages to give back), and the
+// burst is over: the last period brought at most a sixteenth of that, or a
+// quarter of the busiest period since the last release (what follows is
+// the steady trickle of leases, probes and reports, and the pages stay
+// given back). A forced collection costs about what the runtime's own
+// does, and this asks for at most one per GC cycle.
+func shouldRelease(since, lastPeriod, peak, live uint64) bool {
+	return live > 0 && since >= live/2 && (lastPeriod <= since/16 || lastPeriod <= peak/4)
 }
 
 // withPprof serves Go's profiles under /debug/pprof/ beside h when on is set

@@ -81,22 +81,24 @@ func TestCgroupMemoryLimit(t *testing.T) {
 func TestShouldRelease(t *testing.T) {
 	const mi = 1 << 20
 	for _, tc := range []struct {
-		name                    string
-		since, lastPeriod, live uint64
-		want                    bool
+		name                          string
+		since, lastPeriod, peak, live uint64
+		want                          bool
 	}{
-		{"quiet after a burst", 800 * mi, 0, 127 * mi, true},
-		{"the steady trickle after a burst", 800 * mi, 3 * mi, 127 * mi, true},
-		{"a burst still going", 800 * mi, 100 * mi, 127 * mi, false},
-		{"a burst starting", 70 * mi, 60 * mi, 127 * mi, false},
-		{"quiet, but little garbage since the last release", 20 * mi, 0, 127 * mi, false},
-		{"the trickle filled half the heap", 64 * mi, 2 * mi, 127 * mi, true},
-		{"a small heap after its burst", 40 * mi, 500 << 10, 6 * mi, true},
-		{"no heap yet", 10 * mi, 0, 0, false},
+		{"quiet after a burst", 800 * mi, 0, 100 * mi, 127 * mi, true},
+		{"the steady trickle after a burst", 800 * mi, 3 * mi, 100 * mi, 127 * mi, true},
+		{"a burst still going", 800 * mi, 100 * mi, 100 * mi, 127 * mi, false},
+		{"a burst going up and down", 600 * mi, 104 * mi, 248 * mi, 127 * mi, false},
+		{"a burst winding down", 600 * mi, 41 * mi, 248 * mi, 127 * mi, true},
+		{"a burst starting", 70 * mi, 60 * mi, 60 * mi, 127 * mi, false},
+		{"quiet, but little garbage since the last release", 20 * mi, 0, 20 * mi, 127 * mi, false},
+		{"the trickle filled half the heap", 64 * mi, 2 * mi, 3 * mi, 127 * mi, true},
+		{"a small heap after its burst", 40 * mi, 500 << 10, 10 * mi, 6 * mi, true},
+		{"no heap yet", 10 * mi, 0, 10 * mi, 0, false},
 	} {
-		if got := shouldRelease(tc.since, tc.lastPeriod, tc.live); got != tc.want {
-			t.Errorf("%s: shouldRelease(%d MiB since, %d KiB last period, %d MiB live) = %v, want %v",
-				tc.name, tc.since/mi, tc.lastPeriod>>10, tc.live/mi, got, tc.want)
+		if got := shouldRelease(tc.since, tc.lastPeriod, tc.peak, tc.live); got != tc.want {
+			t.Errorf("%s: shouldRelease(%d MiB since, %d KiB last period, %d MiB peak, %d MiB live) = %v, want %v",
+				tc.name, tc.since/mi, tc.lastPeriod>>10, tc.peak/mi, tc.live/mi, got, tc.want)
 		}
 	}
 }
