@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -139,7 +140,13 @@ func (d *Daemon) Stop() error {
 			_ = os.Remove(filepath.Join(root, e.Name())) // runc's directory of a containerd namespace
 		}
 	}
-	_ = os.Remove(root)
+	if err := os.Remove(root); err == nil || errors.Is(err, fs.ErrNotExist) {
+		// No container is left: a shim still serving this containerd has
+		// nothing to serve.
+		if pids := stopIdleShims(d.socket); len(pids) > 0 {
+			d.log.Warn("stopped shims left without containers", "pids", pids)
+		}
+	}
 	return nil
 }
 
