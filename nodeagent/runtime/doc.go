@@ -22,7 +22,9 @@
 //     (shimGroup), which puts all containers of a pod, and the pods spread by UID over
 //     shimGroups groups, under one shim each. A start that joins a shim as it exits on its
 //     last container is tried again on a new one (newTask), and so is a task delete that
-//     the shim's exit cut off (deleteTask).
+//     the shim's exit cut off (deleteTask). A shim still serving a stopped containerd that
+//     has no container left (its last one went as containerd stopped) is stopped by
+//     Daemon.Stop (stopIdleShims).
 //   - runAsNonRoot is checked before anything is created (verifyNonRoot): the container's
 //     user, or else the image's USER, must be a number other than 0 (ErrRunAsRoot).
 //   - The caller owns the pod: its network namespace, volumes and log directory are made
