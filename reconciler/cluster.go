@@ -1,7 +1,6 @@
 package reconciler
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -82,12 +81,8 @@ type Cluster struct {
 	// already told as an event (one event a pod, not one a report).
 	refused map[types.UID]bool
 
-	// reports are the pod reports waiting to be written; reportToken is
-	// held by the caller writing them (see ReportPod).
-	reportMu       sync.Mutex
-	reports        []*podReport
-	reportToken    chan struct{}
-	maxReportBatch int
+	// writes batches the agents' reports and lease renewals.
+	writes *groupWriter
 }
 
 // deletedMemory is how long the controller remembers a pod it deleted.
@@ -152,8 +147,7 @@ func NewCluster(st *store.Store, cfg ClusterConfig) (*Cluster, error) {
 	if ones, _ := cidr.Mask.Size(); ones > 23 {
 		return nil, fmt.Errorf("--cluster-cidr %q: too small to give each node a /24", cfg.ClusterCIDR)
 	}
-	c := &Cluster{st: st, cfg: cfg, log: cfg.Log, now: cfg.Now, cidr: cidr,
-		reportToken: make(chan struct{}, 1), maxReportBatch: maxReportBatch}
+	c := &Cluster{st: st, cfg: cfg, log: cfg.Log, now: cfg.Now, cidr: cidr}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -161,6 +155,7 @@ func NewCluster(st *store.Store, cfg ClusterConfig) (*Cluster, error) {
 		c.now = time.Now
 	}
 	c.started = c.now()
+	c.writes = newGroupWriter(st, c.log, maxWriteBatch)
 	return c, nil
 }
 
@@ -328,14 +323,18 @@ func nodeReady(n *corev1.Node) bool {
 // RenewLease records an agent's heartbeat. It copies the node's row, not
 // its corev1.Node, unless the node comes back Ready.
 func (c *Cluster) RenewLease(_ context.Context, name string) error {
-	txn := c.st.Write()
-	defer txn.Abort()
+	return c.writes.write(func(txn *store.Txn) (error, error) { return c.renewIn(txn, name) })
+}
+
+// renewIn renews a node's lease in txn; answer is why not (the node has not
+// registered), err a store error.
+func (c *Cluster) renewIn(txn *store.Txn, name string) (answer, err error) {
 	x, err := txn.Snapshot().Node(name)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("node %s has not registered: %w", name, store.ErrNotFound)
+		return fmt.Errorf("node %s has not registered: %w", name, store.ErrNotFound), nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	now := c.now()
 	if !nodeReady(x.Node) {
@@ -347,100 +346,22 @@ func (c *Cluster) RenewLease(_ context.Context, name string) error {
 		n.LeaseRenewed = now
 		_ = txn.AddEvent(&store.Event{ObjectKey: "Node/" + name, Type: corev1.EventTypeNormal, Reason: "NodeReady", Message: "node " + name + " is back"}, now)
 		if err := txn.UpsertNode(&n); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if err := txn.RenewLease(name, now); err != nil {
-		return err
-	}
-	return txn.Commit()
+	return nil, txn.RenewLease(name, now)
 }
 
 // ReportPod takes an agent's status of a pod. A pod the controller does not
 // know (it restarted) is adopted when its owner still wants it.
 //
-// Reports that arrive together are written together (group commit): the
-// caller that takes the report token writes every report queued at that
-// moment in one transaction, and the others wait for their answer. A node
-// starting fifty pods, or 5,000 nodes reporting at once, costs one write
-// (one copy of the pods' index path, one wake of every watcher) a batch,
-// not one a pod; a lone report waits for nothing.
+// Reports, and lease renewals, that arrive together are written together
+// (group commit, see groupWriter): a node starting fifty pods, or 5,000
+// nodes reporting at once, costs one write (one copy of the pods' index
+// path, one wake of every watcher) a batch, not one a pod; a lone report
+// waits for nothing.
 func (c *Cluster) ReportPod(_ context.Context, node string, reported *corev1.Pod) error {
-	r := &podReport{node: node, pod: reported, done: make(chan struct{})}
-	c.reportMu.Lock()
-	c.reports = append(c.reports, r)
-	c.reportMu.Unlock()
-	select {
-	case <-r.done:
-		return r.err
-	case c.reportToken <- struct{}{}:
-	}
-	defer func() { <-c.reportToken }()
-	for {
-		select {
-		case <-r.done: // written by a holder before this one, or just now
-			return r.err
-		default:
-		}
-		// r is queued: it was before the token was taken.
-		c.reportMu.Lock()
-		n := min(len(c.reports), c.maxReportBatch)
-		batch := slices.Clone(c.reports[:n])
-		c.reports = slices.Delete(c.reports, 0, n)
-		c.reportMu.Unlock()
-		c.writeReports(batch)
-	}
-}
-
-// maxReportBatch bounds the reports one transaction writes, and so how long
-// it keeps the store's write lock from the controllers' pass.
-const maxReportBatch = 512
-
-// podReport is one agent's report of a pod waiting to be written, and its
-// answer once done is closed.
-type podReport struct {
-	node string
-	pod  *corev1.Pod
-	err  error
-	done chan struct{}
-}
-
-// writeReports writes a batch of reports in one transaction and answers
-// each. A report refused (a pod no one wants) is answered with why and does
-// not stop the others; a store error does, and then each report is written
-// alone, so that only the one at fault fails.
-func (c *Cluster) writeReports(batch []*podReport) {
-	defer func() {
-		for _, r := range batch {
-			close(r.done)
-		}
-	}()
-	if len(batch) > 1 {
-		txn := c.st.Write()
-		var failed error
-		for _, r := range batch {
-			if r.err, failed = c.reportIn(txn, r.node, r.pod); failed != nil {
-				break
-			}
-		}
-		if failed == nil {
-			failed = txn.Commit()
-		}
-		if failed == nil {
-			return
-		}
-		txn.Abort()
-		c.log.Warn("writing a batch of pod reports failed; writing them one by one", "reports", len(batch), "err", failed)
-	}
-	for _, r := range batch {
-		txn := c.st.Write()
-		answer, err := c.reportIn(txn, r.node, r.pod)
-		if err == nil {
-			err = txn.Commit()
-		}
-		txn.Abort()
-		r.err = cmp.Or(err, answer)
-	}
+	return c.writes.write(func(txn *store.Txn) (error, error) { return c.reportIn(txn, node, reported) })
 }
 
 // reportIn applies one report in txn. answer is what the node is told of its

@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -934,18 +935,18 @@ func TestReportPodUnchangedWritesNothing(t *testing.T) {
 	}
 }
 
-// Reports that arrive while another is being written are written together,
-// in one transaction up to maxReportBatch: every one answered, a refused one
-// without harm to the others.
+// Reports and lease renewals that arrive while another write is going on
+// are written together, in one transaction up to maxWriteBatch: every one
+// answered, a refused one without harm to the others.
 func TestReportPodsTogether(t *testing.T) {
-	for _, tc := range []struct{ batch, writes int }{{maxReportBatch, 1}, {8, 3}} {
+	for _, tc := range []struct{ batch, writes int }{{maxWriteBatch, 1}, {8, 3}} {
 		t.Run(fmt.Sprintf("batch=%d", tc.batch), func(t *testing.T) { testReportPodsTogether(t, tc.batch, tc.writes) })
 	}
 }
 
 func testReportPodsTogether(t *testing.T, batch, writes int) {
 	c, a, st, clk := clusterFixture(t)
-	c.maxReportBatch = batch
+	c.writes.max = batch
 	register(t, c, "n1")
 	if _, err := a.Apply(revision("c1", map[string]string{"web.yaml": strings.Replace(deploy3, "replicas: 3", "replicas: 20", 1)}), clk.t); err != nil {
 		t.Fatal(err)
@@ -957,7 +958,7 @@ func testReportPodsTogether(t *testing.T, batch, writes int) {
 	}
 	before := st.Snapshot().Index(memdb.NewWatchSet(), store.TablePods)
 
-	c.reportToken <- struct{}{} // as if a batch were being written
+	c.writes.token <- struct{}{} // as if a batch were being written
 	errs := make([]error, len(ps)+1)
 	var wg sync.WaitGroup
 	for i, p := range ps {
@@ -968,19 +969,29 @@ func testReportPodsTogether(t *testing.T, batch, writes int) {
 	stranger := ps[0].Object().DeepCopy()
 	stranger.UID = "not-the-one"
 	wg.Go(func() { errs[len(ps)] = c.ReportPod(context.Background(), "n1", stranger) })
+	var renewed, unknown error
+	wg.Go(func() { renewed = c.RenewLease(context.Background(), "n1") })
+	wg.Go(func() { unknown = c.RenewLease(context.Background(), "n9") })
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		c.reportMu.Lock()
-		n := len(c.reports)
-		c.reportMu.Unlock()
-		if n == len(ps)+1 {
+		c.writes.mu.Lock()
+		n := len(c.writes.queue)
+		c.writes.mu.Unlock()
+		if n == len(ps)+3 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d reports queued, want %d", n, len(ps)+1)
+			t.Fatalf("%d writes queued, want %d", n, len(ps)+3)
 		}
 	}
-	<-c.reportToken
+	<-c.writes.token
 	wg.Wait()
+
+	if renewed != nil {
+		t.Errorf("lease renewal of n1: %v", renewed)
+	}
+	if !errors.Is(unknown, store.ErrNotFound) {
+		t.Errorf("lease renewal of a node that never registered: %v, want not found", unknown)
+	}
 
 	for i, err := range errs[:len(ps)] {
 		if err != nil {
@@ -1003,6 +1014,9 @@ func testReportPodsTogether(t *testing.T, batch, writes int) {
 	for idx := range written {
 		if idx <= before {
 			t.Errorf("pods written at index %d, not after %d", idx, before)
+		}
+		if leases := st.Snapshot().Index(memdb.NewWatchSet(), store.TableLeases); writes == 1 && leases != idx {
+			t.Errorf("the lease renewal was written at index %d, the reports at %d: want one transaction", leases, idx)
 		}
 	}
 	if got := eventsOf(t, st, "Node/n1", "UnknownPod"); len(got) != 1 {

@@ -30,8 +30,9 @@
 // changes no Deployment's ReplicaSets until then, and rebuilds the lost
 // ones from those pods, so that a rollout goes on where it was.
 //
-// Agents' status reports (ReportPod) are written in batches: whoever holds
-// the report token writes every report queued so far in one transaction,
-// so that many nodes reporting at once cost one write a batch. A report
-// that says what the store already holds writes nothing.
+// Agents' status reports (ReportPod) and lease renewals (RenewLease) are
+// written in batches (groupWriter): whoever holds the token writes every
+// write queued so far in one transaction, so that many nodes reporting at
+// once cost one write a batch. A report that says what the store already
+// holds writes nothing.
 package reconciler
