@@ -76,8 +76,12 @@ func TestStopStopsIdleShims(t *testing.T) {
 	s := baseSpec(t, busybox, "sleep", "600")
 	c := start(t, rt, s)
 	t.Cleanup(func() {
-		_ = exec.Command("/usr/sbin/runc", "--root", runcRoot, "delete", "--force", c.ID).Run()
+		if _, err := os.Stat(filepath.Join(runcRoot, c.ID)); err == nil { // runc would make its root again
+			_ = exec.Command("/usr/sbin/runc", "--root", runcRoot, "delete", "--force", c.ID).Run()
+		}
 		stopIdleShims(socket)
+		_ = os.Remove(runcRoot)
+		_ = os.Remove(filepath.Dir(runcRoot))
 	})
 	shims := shimsOf(socket)
 	if len(shims) != 1 {
