@@ -497,18 +497,9 @@ func TestListAndInspect(t *testing.T) {
 // container keeps running with the same PID, and a Wait from before sees its exit.
 func TestDaemonRestart(t *testing.T) {
 	needRuntime(t)
-	dir, err := os.MkdirTemp("", "krd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cleanupDir(dir) })
+	d, _ := privateDaemon(t, "krd")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, err := StartDaemon(ctx, dir, env.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Stop() })
 	rt, err := Connect(ctx, d.Socket(), testNamespace, env.log)
 	if err != nil {
 		t.Fatal(err)
@@ -673,17 +664,9 @@ func TestAdoptAfterRestart(t *testing.T) {
 // is stopped by the next StartDaemon, which then starts its own.
 func TestStaleDaemon(t *testing.T) {
 	needRuntime(t)
-	dir, err := os.MkdirTemp("", "krs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cleanupDir(dir) })
+	d, dir := privateDaemon(t, "krs")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d, err := StartDaemon(ctx, dir, env.log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	d.Stop()
 	// An orphan, as if its supervisor had been killed.
 	orphan := exec.Command(ContainerdBinary, "--config", filepath.Join(dir, "config.toml"))

@@ -105,6 +105,25 @@ func rootTestsUnavailable() string {
 	return ""
 }
 
+// privateDaemon starts a containerd of the test's own in a new temporary
+// directory (named from prefix), stopped and removed when the test ends.
+func privateDaemon(t *testing.T, prefix string) (*Daemon, string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cleanupDir(dir) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := StartDaemon(ctx, dir, env.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Stop() })
+	return d, dir
+}
+
 // cleanupDir unmounts anything left under dir and removes it.
 func cleanupDir(dir string) {
 	for _, m := range mountsUnder(dir) {

@@ -50,27 +50,17 @@ func TestUnixSocketPaths(t *testing.T) {
 // left, and leaves a shim alone while its container runs.
 func TestStopStopsIdleShims(t *testing.T) {
 	needRuntime(t)
-	dir, err := os.MkdirTemp("", "kis")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cleanupDir(dir) })
+	d, _ := privateDaemon(t, "kis")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, err := StartDaemon(ctx, dir, env.log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	socket := d.Socket()
 	runcRoot := filepath.Join(RuncRoot(socket), testNamespace)
 	rt, err := Connect(ctx, socket, testNamespace, env.log)
 	if err != nil {
-		d.Stop()
 		t.Fatal(err)
 	}
+	defer rt.Close()
 	if _, err := rt.ImportArchive(ctx, testimages.Busybox(t)); err != nil {
-		rt.Close()
-		d.Stop()
 		t.Fatal(err)
 	}
 	s := baseSpec(t, busybox, "sleep", "600")
@@ -82,6 +72,7 @@ func TestStopStopsIdleShims(t *testing.T) {
 		stopIdleShims(socket)
 		_ = os.Remove(runcRoot)
 		_ = os.Remove(filepath.Dir(runcRoot))
+		RemoveEmptyCgroup(rt.cgroupParent()) // Close left it: the container was still there
 	})
 	shims := shimsOf(socket)
 	if len(shims) != 1 {
