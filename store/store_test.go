@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -498,6 +500,38 @@ func TestAddEvents(t *testing.T) {
 			if len(a) != len(b) {
 				t.Fatalf("events of %s: %d one by one, %d in a batch", key, len(a), len(b))
 			}
+		}
+	}
+}
+
+// Pods come back sorted by key from the index walk alone, keys that are
+// prefixes of others and namespaces that are prefixes of others included.
+func TestPodsInKeyOrder(t *testing.T) {
+	s := newStore(t)
+	keys := []string{"a/b", "a/b-c", "a/ba", "a/b0", "ab/a", "a/a", "a-b/x", "b/", "a/b-c-d", "z/1", "a/b.c"}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	txn := s.Write()
+	for _, k := range keys {
+		ns, name, _ := strings.Cut(k, "/")
+		if err := txn.UpsertPod(&Pod{Key: k, Namespace: ns, Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []PodQuery{{}, {Namespace: "a"}} {
+		pods, err := s.Snapshot().Pods(memdb.NewWatchSet(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, p := range pods {
+			got = append(got, p.Key)
+		}
+		want := slices.Sorted(slices.Values(got))
+		if !slices.Equal(got, want) || (q.Namespace == "" && len(got) != len(keys)) {
+			t.Errorf("pods of %+v: %q, want %q", q, got, want)
 		}
 	}
 }
