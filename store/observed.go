@@ -177,8 +177,8 @@ func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
 	}
 	// Sorted by key already: the id index is the key and a NUL, and a radix
 	// tree walks its keys in byte order (a key that is a prefix of another
-	// comes first, as with strings). A pass reads all pods every 2 s: at
-	// 100,000 pods, sorting them again cost some 30 ms of CPU.
+	// comes first, as with strings). A pass reads all pods every 2 s, and
+	// sorting them again compared 100,000 keys for nothing.
 	return out, nil
 }
 
