@@ -29,7 +29,6 @@ import (
 	"github.com/keelson/keelson/apiserver"
 	"github.com/keelson/keelson/apiserver/api"
 	"github.com/keelson/keelson/apiserver/client"
-	"github.com/keelson/keelson/internal/exepages"
 	"github.com/keelson/keelson/nodeagent"
 	"github.com/keelson/keelson/nodeagent/network"
 	"github.com/keelson/keelson/nodeagent/runtime"
@@ -252,13 +251,7 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
-	// Start-up is over: its code (package initialisers, flag parsing,
-	// archive import) is not run again, so its pages need not stay mapped.
-	if n, err := exepages.Release(); err != nil {
-		log.Debug("release start-up pages", "err", err)
-	} else {
-		log.Debug("released start-up pages", "bytes", n)
-	}
+	releaseStartupPages(log)
 	log.Info("keelson agent started", "node", o.name, "api", "http://"+ln.Addr().String(), "containerd", socket, "pod-cidr", o.podCIDR, "pod-manifests", o.podManifests, "server", o.server)
 
 	ctx, cancel := context.WithCancel(ctx)

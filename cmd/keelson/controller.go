@@ -293,13 +293,7 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
-	// Start-up is over: its code (package initialisers, flag parsing,
-	// archive import) is not run again, so its pages need not stay mapped.
-	if n, err := exepages.Release(); err != nil {
-		log.Debug("release start-up pages", "err", err)
-	} else {
-		log.Debug("released start-up pages", "bytes", n)
-	}
+	releaseStartupPages(log)
 	log.Info("keelson controller started", "api", "http://"+ln.Addr().String(), "repo", o.src.String(), "ref", refLabel(o.src), "path", o.src.Path, "agent-token", tokenFile, "write-notes", o.writeNotes)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -588,6 +582,18 @@ func eachTick(ctx context.Context, every time.Duration, f func() bool) {
 			return
 		}
 	}
+}
+
+// releaseStartupPages drops the executable's pages that start-up mapped
+// (package initialisers, flags, configuration): the code run from now on
+// maps its own again (see exepages).
+func releaseStartupPages(log *slog.Logger) {
+	n, err := exepages.Release()
+	if err != nil {
+		log.Debug("release start-up pages", "err", err)
+		return
+	}
+	log.Debug("released start-up pages", "bytes", n)
 }
 
 // shouldRelease says whether to return free memory now: the process
