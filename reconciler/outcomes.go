@@ -80,12 +80,7 @@ func computeOutcomes(revs []*store.Revision, objs []*store.Object, pods []*store
 			for _, o := range objs {
 				byKey[o.Key] = o
 			}
-			podsByOwner = map[string][]*store.Pod{}
-			for _, p := range pods {
-				if !p.Terminating() {
-					podsByOwner[p.OwnerKey] = append(podsByOwner[p.OwnerKey], p)
-				}
-			}
+			podsByOwner = groupByOwner(pods, func(p *store.Pod) bool { return !p.Terminating() })
 		}
 		rolls := make([]store.Rollout, len(rev.Rollouts))
 		copy(rolls, rev.Rollouts)

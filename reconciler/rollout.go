@@ -115,7 +115,7 @@ func (r *ownedRS) edit() *appsv1.ReplicaSet {
 
 // newOwnedRS reads a ReplicaSet row and its pods.
 func newOwnedRS(o *store.Object, pods []*store.Pod, deleted map[string]bool, now time.Time) *ownedRS {
-	r := &ownedRS{obj: o, rs: o.Obj.(*appsv1.ReplicaSet)}
+	r := &ownedRS{obj: o, rs: o.Obj.(*appsv1.ReplicaSet), live: make([]*store.Pod, 0, len(pods))}
 	for _, p := range pods {
 		if deleted[p.Key] || podEnded(p) {
 			continue

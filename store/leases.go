@@ -26,14 +26,15 @@ func (t *Txn) RenewLease(node string, at time.Time) error {
 	return t.insert(TableLeases, &Lease{Node: node, Renewed: at})
 }
 
-// Leases returns the nodes' last renewals by node name. It adds no watch:
-// renewals are not changes anyone waits for.
-func (r *Snapshot) Leases() (map[string]time.Time, error) {
+// Leases returns the nodes' last renewals by node name, in a map made for
+// sizeHint of them. It adds no watch: renewals are not changes anyone waits
+// for.
+func (r *Snapshot) Leases(sizeHint int) (map[string]time.Time, error) {
 	it, err := r.txn.Get(TableLeases, "id")
 	if err != nil {
 		return nil, fmt.Errorf("store: leases: %w", err)
 	}
-	out := map[string]time.Time{}
+	out := make(map[string]time.Time, sizeHint)
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		l := raw.(*Lease)
 		out[l.Node] = l.Renewed

@@ -43,7 +43,7 @@ func TestLeasesLeaveNodesAlone(t *testing.T) {
 	if got := snap.Index(nil, TableNodes); got != before {
 		t.Errorf("nodes index %d after a renewal, want %d", got, before)
 	}
-	leases, err := snap.Leases()
+	leases, err := snap.Leases(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestLeasesLeaveNodesAlone(t *testing.T) {
 	if err := w.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if leases, _ := s.Snapshot().Leases(); len(leases) != 0 {
+	if leases, _ := s.Snapshot().Leases(0); len(leases) != 0 {
 		t.Errorf("leases after the node was deleted: %v", leases)
 	}
 }

@@ -165,7 +165,11 @@ func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
 		return nil, fmt.Errorf("store: pods: %w", err)
 	}
 	ws.Add(it.WatchCh())
+	all := q == PodQuery{}
 	var out []*Pod
+	if all && r.s != nil {
+		out = make([]*Pod, 0, r.s.podsLen.Load())
+	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		p := raw.(*Pod)
 		if (q.Namespace != "" && p.Namespace != q.Namespace) ||
@@ -174,6 +178,9 @@ func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
 			continue
 		}
 		out = append(out, p)
+	}
+	if all && r.s != nil {
+		r.s.podsLen.Store(int64(len(out)))
 	}
 	// Sorted by key already: the id index is the key and a NUL, and a radix
 	// tree walks its keys in byte order (a key that is a prefix of another

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -18,6 +19,11 @@ var ErrNotFound = errors.New("not found")
 // readers, writes serialised by go-memdb.
 type Store struct {
 	db *memdb.MemDB
+	// podsLen is how many pods the last read of all of them found: the next
+	// one makes its slice that size at once (a pass reads all pods every
+	// 2 s, and growing the slice by appending made twice its size in
+	// garbage).
+	podsLen atomic.Int64
 }
 
 // New returns an empty store.
@@ -39,10 +45,11 @@ type Snapshot struct {
 	// w is the write transaction this is a view of, if it is one: its
 	// node pod lists are written before they are read.
 	w *Txn
+	s *Store
 }
 
 // Snapshot returns a read view that does not change.
-func (s *Store) Snapshot() *Snapshot { return &Snapshot{txn: s.db.Txn(false)} }
+func (s *Store) Snapshot() *Snapshot { return &Snapshot{txn: s.db.Txn(false), s: s} }
 
 // Index returns the modify index of a table: unwrittenIndex if it was never
 // written. It is never 0, which would make a blocking query that passes it

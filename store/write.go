@@ -16,6 +16,7 @@ type Txn struct {
 	// nodePods are the node pod lists this transaction changed, written at
 	// Commit (see nodepods.go).
 	nodePods map[string][]*Pod
+	s        *Store
 }
 
 // Write starts a write transaction; writes are serialised. The transaction's
@@ -29,7 +30,7 @@ func (s *Store) Write() *Txn {
 			idx = max(idx, raw.(*IndexEntry).Value)
 		}
 	}
-	return &Txn{txn: txn, index: idx + 1, dirty: map[string]bool{}}
+	return &Txn{txn: txn, index: idx + 1, dirty: map[string]bool{}, s: s}
 }
 
 // Index is the modify index this transaction writes.
@@ -53,7 +54,7 @@ func (t *Txn) Commit() error {
 }
 
 // Snapshot is a read view of the transaction, including its own writes.
-func (t *Txn) Snapshot() *Snapshot { return &Snapshot{txn: t.txn, w: t} }
+func (t *Txn) Snapshot() *Snapshot { return &Snapshot{txn: t.txn, w: t, s: t.s} }
 
 func (t *Txn) insert(table string, obj any) error {
 	if err := t.txn.Insert(table, obj); err != nil {
