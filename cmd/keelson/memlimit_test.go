@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestMemoryLimit(t *testing.T) {
@@ -99,6 +100,30 @@ func TestShouldRelease(t *testing.T) {
 		if got := shouldRelease(tc.since, tc.lastPeriod, tc.peak, tc.live); got != tc.want {
 			t.Errorf("%s: shouldRelease(%d MiB since, %d KiB last period, %d MiB peak, %d MiB live) = %v, want %v",
 				tc.name, tc.since/mi, tc.lastPeriod>>10, tc.peak/mi, tc.live/mi, got, tc.want)
+		}
+	}
+}
+
+func TestBusyPeriod(t *testing.T) {
+	const mi = 1 << 20
+	for _, tc := range []struct {
+		name      string
+		allocated uint64
+		live      uint64
+		every     time.Duration
+		want      bool
+	}{
+		{"leases and a pass at 100,000 pods", 7 * mi, 135 * mi, time.Second, false},
+		{"5,000 nodes renewing together, over five seconds", 60 * mi, 135 * mi, 5 * time.Second, false},
+		{"agents reporting 100,000 pods", 90 * mi, 135 * mi, time.Second, true},
+		{"just over an eighth of the heap", 17 * mi, 128 * mi, time.Second, true},
+		{"the same over two seconds", 17 * mi, 128 * mi, 2 * time.Second, false},
+		{"a small heap's burst under a MiB a second", 900 << 10, 2 * mi, time.Second, false},
+		{"a small heap's burst", 5 * mi, 6 * mi, time.Second, true},
+		{"nothing", 0, 0, time.Second, false},
+	} {
+		if got := busyPeriod(tc.allocated, tc.live, tc.every); got != tc.want {
+			t.Errorf("%s: busyPeriod(%d KiB, %d MiB live, %v) = %v, want %v", tc.name, tc.allocated>>10, tc.live/mi, tc.every, got, tc.want)
 		}
 	}
 }
