@@ -307,12 +307,12 @@ func (w *podWorker) publish() {
 	if removing {
 		// Being stopped because the controller no longer wants it: shown,
 		// but not reported (a restarted controller must not adopt it).
-		row.TerminatingSince = w.a.now()
+		row.Termination = &store.Termination{Since: w.a.now()}
 		if cur != nil && cur.Terminating() {
-			row.TerminatingSince = cur.TerminatingSince
+			row.Termination = cur.Termination
 		}
 	}
-	if cur != nil && cur.TerminatingSince.Equal(row.TerminatingSince) && equality.Semantic.DeepEqual(cur.Object(), row.Object()) {
+	if cur != nil && cur.TerminatingSince().Equal(row.TerminatingSince()) && equality.Semantic.DeepEqual(cur.Object(), row.Object()) {
 		return
 	}
 	err = txn.UpsertPod(row)

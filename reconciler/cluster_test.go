@@ -795,7 +795,7 @@ func TestReportKeepsReadySince(t *testing.T) {
 			t.Fatal(err)
 		}
 		p, _ = st.Snapshot().Pod(memdb.NewWatchSet(), key)
-		return p.ReadySince
+		return p.ReadySince.Time()
 	}
 	t0 := clk.t
 	for i, tc := range []struct {

@@ -145,7 +145,7 @@ func podAvailable(p *store.Pod, minReady int32, now time.Time) bool {
 	if minReady == 0 {
 		return true
 	}
-	return !p.ReadySince.IsZero() && p.ReadySince.Add(time.Duration(minReady)*time.Second).Before(now)
+	return !p.ReadySince.IsZero() && p.ReadySince.Time().Add(time.Duration(minReady)*time.Second).Before(now)
 }
 
 func int32Or(p *int32, def int32) int32 {
@@ -392,7 +392,7 @@ func (x *deploymentRollout) reconstructReplicaSets(groups map[string][]*store.Po
 				continue
 			}
 			g.live = append(g.live, p)
-			if t := p.Created; g.oldest.IsZero() || t.Before(g.oldest) {
+			if t := p.Created.Time(); g.oldest.IsZero() || t.Before(g.oldest) {
 				g.oldest = t
 			}
 		}

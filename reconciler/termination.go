@@ -69,7 +69,7 @@ func computeTermination(pods []*store.Pod, nodes []*store.Node, deletes []string
 		if !p.Terminating() {
 			continue
 		}
-		if !live[p.NodeName] || now.Sub(p.TerminatingSince) >= terminationWait || acked(p.TerminatingIndex) {
+		if !live[p.NodeName] || now.Sub(p.Termination.Since) >= terminationWait || acked(p.Termination.Index) {
 			t.gone[p.Key] = true
 		}
 	}
@@ -82,7 +82,7 @@ func computeTermination(pods []*store.Pod, nodes []*store.Node, deletes []string
 // running it until the row goes.
 func terminatingCopy(p *store.Pod, now time.Time, index uint64) *store.Pod {
 	c := *p
-	c.TerminatingSince, c.TerminatingIndex = now, index
+	c.Termination = &store.Termination{Since: now, Index: index}
 	return &c
 }
 

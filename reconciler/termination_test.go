@@ -98,14 +98,14 @@ func TestTerminationWaitsForNodes(t *testing.T) {
 				}
 			}
 			if tc.ack {
-				if err := c.ServicesSynced("n1", term.TerminatingIndex); err != nil {
+				if err := c.ServicesSynced("n1", term.Termination.Index); err != nil {
 					t.Fatal(err)
 				}
 				settle(t, c)
 				if got := allPods(t, st); len(got) != 2 {
 					t.Fatalf("gone before every node reported: %v", got)
 				}
-				if err := c.ServicesSynced("n2", term.TerminatingIndex+5); err != nil {
+				if err := c.ServicesSynced("n2", term.Termination.Index+5); err != nil {
 					t.Fatal(err)
 				}
 			} else {

@@ -50,7 +50,7 @@ func podOf(owner *store.Object, base *corev1.Pod, nodeName string, now time.Time
 	kn := owner.Namespace + "/" + owner.Name + "-" + rand.String(5) + uid
 	key, uid := kn[:len(kn)-len(uid)], kn[len(kn)-len(uid):]
 	return &store.Pod{Key: key, Namespace: owner.Namespace, Name: key[len(owner.Namespace)+1:], OwnerKey: owner.Key,
-		NodeName: nodeName, Phase: string(corev1.PodPending), Base: base, UID: types.UID(uid), Created: now}
+		NodeName: nodeName, Phase: string(corev1.PodPending), Base: base, UID: types.UID(uid), Created: store.StampOf(now)}
 }
 
 // setStatus records an object's observed status when it changed.

@@ -88,7 +88,7 @@ func TestPodRoundTrip(t *testing.T) {
 	}
 	ready := p.Status.Conditions[3].LastTransitionTime.Time
 	if row.Key != "shop/web-7d4b9-x2k4q" || row.NodeName != "n1" || row.Phase != "Running" || row.PodIP != "10.244.1.7" ||
-		!row.Ready || !row.ReadySince.Equal(ready) || row.Restarts != 3 || row.UID != p.UID || !row.Created.Equal(p.CreationTimestamp.Time) {
+		!row.Ready || !row.ReadySince.Time().Equal(ready) || row.Restarts != 3 || row.UID != p.UID || !row.Created.Time().Equal(p.CreationTimestamp.Time) {
 		t.Errorf("row fields: %+v", row)
 	}
 	// The Ready condition's time is exact in memory (minReadySeconds counts
@@ -270,9 +270,9 @@ func TestPodShared(t *testing.T) {
 	}
 	before := asJSON(t, base)
 	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	a := &Pod{Key: "shop/web-a", Namespace: "shop", Name: "web-a", Phase: "Pending", Base: base, UID: "ua", Created: now}
-	b := &Pod{Key: "shop/web-b", Namespace: "shop", Name: "web-b", NodeName: "n2", Phase: "Running", Base: base, UID: "ub", Created: now.Add(time.Second),
-		TerminatingSince: now.Add(2 * time.Second)}
+	a := &Pod{Key: "shop/web-a", Namespace: "shop", Name: "web-a", Phase: "Pending", Base: base, UID: "ua", Created: StampOf(now)}
+	b := &Pod{Key: "shop/web-b", Namespace: "shop", Name: "web-b", NodeName: "n2", Phase: "Running", Base: base, UID: "ub", Created: StampOf(now.Add(time.Second)),
+		Termination: &Termination{Since: now.Add(2 * time.Second)}}
 	b.SetStatus(&corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.2"})
 	pa, pb := a.Object(), b.Object()
 	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
@@ -288,5 +288,30 @@ func TestPodShared(t *testing.T) {
 	}
 	if got := asJSON(t, base); got != before {
 		t.Errorf("base changed:\n%s", got)
+	}
+}
+
+func TestStamp(t *testing.T) {
+	at := time.Date(2026, 12, 8, 0, 30, 1, 123456789, time.UTC)
+	for _, tc := range []struct {
+		name string
+		in   time.Time
+		want Stamp
+		back time.Time
+	}{
+		{"zero", time.Time{}, 0, time.Time{}},
+		{"to the nanosecond", at, Stamp(at.UnixNano()), at},
+		{"another zone, the same instant", at.In(time.FixedZone("x", 3600)), Stamp(at.UnixNano()), at},
+		{"the epoch is a nanosecond after it", time.Unix(0, 0), 1, time.Unix(0, 1).UTC()},
+		{"after 2262", time.Date(2771, 3, 5, 12, 58, 46, 0, time.UTC), StampBeyond, time.Time{}},
+		{"before 1678", time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), StampBeyond, time.Time{}},
+	} {
+		got := StampOf(tc.in)
+		if got != tc.want || !got.Time().Equal(tc.back) || got.Time().IsZero() != tc.back.IsZero() {
+			t.Errorf("%s: StampOf(%v) = %d (%v), want %d (%v)", tc.name, tc.in, got, got.Time(), tc.want, tc.back)
+		}
+	}
+	if a, b := StampOf(at), StampOf(at.Add(time.Nanosecond)); !a.Before(b) || b.Before(a) {
+		t.Errorf("%d is not before %d", a, b)
 	}
 }

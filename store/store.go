@@ -177,26 +177,21 @@ func (r *Snapshot) Sync(ws memdb.WatchSet) (*SyncState, error) {
 	return raw.(*SyncState), nil
 }
 
-// Events returns the events of an object (all events when key is empty), oldest first.
+// Events returns the events of an object (all events when key is empty),
+// oldest first.
 func (r *Snapshot) Events(ws memdb.WatchSet, key string) ([]*Event, error) {
-	var (
-		it  memdb.ResultIterator
-		err error
-	)
-	if key == "" {
-		it, err = r.txn.Get(TableEvents, "id")
-	} else {
-		it, err = r.txn.Get(TableEvents, "object", key)
-	}
+	it, err := r.txn.Get(TableEvents, "id")
 	if err != nil {
 		return nil, fmt.Errorf("store: events: %w", err)
 	}
 	ws.Add(it.WatchCh())
 	var out []*Event
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*Event))
+		if e := raw.(*Event); key == "" || e.ObjectKey == key {
+			out = append(out, e)
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	// In ID order already: the id index is the ID, big-endian.
 	return out, nil
 }
 
