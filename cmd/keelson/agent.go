@@ -36,6 +36,10 @@ import (
 )
 
 type agentOptions struct {
+	// sharedProcess is set when the agent runs in the controller's
+	// process (keelson up): the controller looks after the process's
+	// memory (releaseAfterBursts), once.
+	sharedProcess      bool
 	name               string
 	dataDir            string
 	containerdSocket   string
@@ -263,7 +267,9 @@ func runAgent(ctx context.Context, o agentOptions, stderr io.Writer) error {
 		}
 		cancel()
 	})
-	wg.Go(func() { releaseAfterBursts(ctx, time.Second, log) })
+	if !o.sharedProcess {
+		wg.Go(func() { releaseAfterBursts(ctx, time.Second, log, os.Getenv("GOMEMLIMIT") == "") })
+	}
 	var source nodeagent.PodSource
 	if ctl != nil {
 		source = &nodeagent.APISource{Client: ctl, Node: o.name, Log: log.With("component", "controller"),

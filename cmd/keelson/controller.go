@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -311,7 +312,8 @@ func runController(ctx context.Context, o controllerOptions, stderr interface{ W
 	if memoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		wg.Go(func() { followMemoryLimit(ctx, memoryLimit, 5*time.Second) })
 	}
-	wg.Go(func() { releaseAfterBursts(ctx, time.Second, log) })
+	holdQuiet := memoryLimit == 0 && os.Getenv("GOMEMLIMIT") == ""
+	wg.Go(func() { releaseAfterBursts(ctx, time.Second, log, holdQuiet) })
 	errc := make(chan error, 3)
 	wg.Go(func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -541,8 +543,12 @@ func followMemoryLimit(ctx context.Context, limit int64, every time.Duration) {
 //
 // Unless GOGC is set in the environment, it also moves the GC target
 // between defaultGOGC while busy and quietGOGC from a release until a
-// period allocates as a burst does (busyPeriod).
-func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logger) {
+// period allocates as a burst does (busyPeriod). With holdQuiet (no memory
+// limit is configured), it also gives the runtime a soft memory limit
+// while quiet: quietHeadroom above what it held right after the release,
+// so that the pages the steady work frees go back to the system as it
+// runs rather than at the next release.
+func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logger, holdQuiet bool) {
 	ownGOGC := os.Getenv("GOGC") == ""
 	quiet := false
 	setQuiet := func(q bool, allocated uint64) {
@@ -552,16 +558,23 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 				debug.SetGCPercent(quietGOGC)
 			} else {
 				debug.SetGCPercent(defaultGOGC)
+				if holdQuiet {
+					debug.SetMemoryLimit(math.MaxInt64)
+				}
 			}
 			log.Debug("GC target", "quiet", q, "allocated-last-period", allocated)
 		}
 	}
-	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	var cycles uint64
 	read := func() (allocs, live uint64, ok bool) {
 		metrics.Read(samples)
-		if samples[0].Value.Kind() != metrics.KindUint64 || samples[1].Value.Kind() != metrics.KindUint64 {
-			return 0, 0, false
+		for _, s := range samples {
+			if s.Value.Kind() != metrics.KindUint64 {
+				return 0, 0, false
+			}
 		}
+		cycles = samples[2].Value.Uint64()
 		return samples[0].Value.Uint64(), samples[1].Value.Uint64(), true
 	}
 	last, _, ok := read()
@@ -572,8 +585,9 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 	// What the last periods allocated, for busyPeriod: over a few seconds,
 	// so that a moment's work (5,000 nodes renewing their leases together)
 	// is not a burst.
-	var recent [busyWindow]uint64
+	var recent, recentGCs [busyWindow]uint64
 	n := 0
+	lastCycles := cycles
 	eachTick(ctx, every, func() bool {
 		allocs, live, ok := read()
 		if !ok {
@@ -584,18 +598,28 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 		since += delta
 		peak = max(peak, delta)
 		recent[n%len(recent)] = delta
+		recentGCs[n%len(recent)] = cycles - lastCycles
+		lastCycles = cycles
 		n++
-		var window uint64
-		for _, d := range recent {
-			window += d
+		var window, gcs uint64
+		for i := range recent {
+			window += recent[i]
+			gcs += recentGCs[i]
 		}
-		if busyPeriod(window, live, every*time.Duration(len(recent))) {
+		// Quiet, the memory limit makes the runtime collect as often as it
+		// must to stay under it: more than a collection a second is a
+		// burst too (a live heap that grew past it without one).
+		if busyPeriod(window, live, every*time.Duration(len(recent))) || quiet && holdQuiet && gcs > busyWindow {
 			setQuiet(false, window)
 		}
 		if shouldRelease(since, delta, peak, live) {
 			start := time.Now()
 			setQuiet(true, delta)
 			debug.FreeOSMemory()
+			if held := runtimeHeld(); holdQuiet && quiet && held > 0 {
+				debug.SetMemoryLimit(int64(held + quietHeadroom(live)))
+				log.Debug("quiet memory limit", "held", held, "limit", held+quietHeadroom(live))
+			}
 			// The code that did the burst (a revision applied, pods
 			// started) is cold now too; what runs next maps its pages again.
 			code, err := exepages.Release()
@@ -603,7 +627,8 @@ func releaseAfterBursts(ctx context.Context, every time.Duration, log *slog.Logg
 				log.Debug("release executable pages", "err", err)
 			}
 			since, peak = 0, 0
-			recent = [busyWindow]uint64{} // the burst is over: what follows is measured alone
+			// The burst is over: what follows is measured alone.
+			recent, recentGCs = [busyWindow]uint64{}, [busyWindow]uint64{}
 			log.Debug("returned free memory after a burst", "took", time.Since(start), "code-bytes", code)
 		}
 		return true
@@ -648,6 +673,23 @@ func releaseStartupPages(log *slog.Logger) {
 // does, and this asks for at most one per GC cycle.
 func shouldRelease(since, lastPeriod, peak, live uint64) bool {
 	return live > 0 && since >= live/2 && (lastPeriod <= since/16 || lastPeriod <= peak/4)
+}
+
+// quietHeadroom is how far above what the runtime holds right after a
+// release its memory may grow while quiet: a tenth of the live heap, and at
+// least 4 MiB. (The heap's free slots take much of what the steady work
+// allocates: at 100,000 pods, collections came every few seconds.)
+func quietHeadroom(live uint64) uint64 { return max(live/10, 4<<20) }
+
+// runtimeHeld is the memory the Go runtime holds from the system, as its
+// memory limit counts it: all it mapped less what it released.
+func runtimeHeld() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64() - s[1].Value.Uint64()
 }
 
 // busyWindow is how many of releaseAfterBursts' periods busyPeriod looks at.

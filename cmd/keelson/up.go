@@ -77,6 +77,7 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) error {
 	}
 	c.evictionTimeout, c.leaseTimeout = 60*time.Second, 40*time.Second
 	a.logLevel = c.logLevel
+	a.sharedProcess = true
 	a.imageDirs = append(a.imageDirs, filepath.Join(filepath.Dir(a.dataDir), "images"))
 	if a.clusterDomain == "" {
 		a.clusterDomain = "cluster.local"
