@@ -694,6 +694,9 @@ spec:
 			}
 		}
 		heap := liveHeapMB(b, addr)
+		// What the heap's spans hold beyond the live heap after a collection
+		// is fragmentation: free slots in spans that also hold live objects.
+		b.Logf("controller after a GC: %s", memStats(b, addr, true, "HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased"))
 		cpu := cpuSeconds(cmd.Process.Pid)
 		close(stopLeases)
 		lw.Wait()
