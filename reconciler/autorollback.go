@@ -41,9 +41,10 @@ func autoRollbackOn(d *appsv1.Deployment, def bool) bool {
 }
 
 // rolledBackTarget is, for a Deployment whose rollout was rolled back while
-// it is unchanged in Git, the ReplicaSet it runs instead of its template's.
-func rolledBackTarget(o *store.Object, d *appsv1.Deployment, owned []*store.Object) *appsv1.ReplicaSet {
-	failed := d.Name + "-" + templateHash(d)
+// it is unchanged in Git, the ReplicaSet it runs instead of its template's
+// (whose hash is hash).
+func rolledBackTarget(o *store.Object, d *appsv1.Deployment, hash string, owned []*store.Object) *appsv1.ReplicaSet {
+	failed := d.Name + "-" + hash
 	var to string
 	for _, rso := range owned {
 		rs := rso.Obj.(*appsv1.ReplicaSet)

@@ -77,6 +77,8 @@ type Cluster struct {
 	// again; forgotten after deletedMemory.
 	delMu   sync.Mutex
 	deleted map[types.UID]time.Time
+
+	hashes hashMemo // the passes' template hashes
 	// refused are the UIDs of pods a node reported that no one here wants,
 	// already told as an event (one event a pod, not one a report).
 	refused map[types.UID]bool
@@ -657,7 +659,7 @@ func (c *Cluster) reconcileOnce(ws memdb.WatchSet) error {
 		}
 		return slices.ContainsFunc(evs, func(e *store.Event) bool { return e.Reason == reason && e.Message == message })
 	}
-	plan := computeCluster(objs, pods, parked, nodes, now, c.cfg, warm, reported)
+	plan := computeCluster(objs, pods, parked, nodes, now, c.cfg, warm, reported, &c.hashes)
 	outcomes := computeOutcomes(revs, objs, pods, now)
 	term := computeTermination(pods, nodes, plan.deletePods, now, c.cfg)
 	var markWarm *store.SyncState
@@ -800,8 +802,8 @@ func (p *clusterPlan) empty() bool {
 // neither creates nor deletes pods, and leaves Deployments' ReplicaSets
 // alone (the first warm pass rebuilds those a restart lost from the
 // adopted pods).
-func computeCluster(objs []*store.Object, pods []*store.Pod, parked []*store.ParkedPod, nodes []*store.Node, now time.Time, cfg ClusterConfig, warm bool, reported eventLookup) *clusterPlan {
-	templateHashes.rotate()
+func computeCluster(objs []*store.Object, pods []*store.Pod, parked []*store.ParkedPod, nodes []*store.Node, now time.Time, cfg ClusterConfig, warm bool, reported eventLookup, hashes *hashMemo) *clusterPlan {
+	hashes.rotate()
 	plan := &clusterPlan{}
 	defer func() {
 		if !warm {
@@ -861,7 +863,7 @@ func computeCluster(objs []*store.Object, pods []*store.Pod, parked []*store.Par
 
 	// Deployments own ReplicaSets named by their template's hash, and roll
 	// from one to the next (rollout.go).
-	rsList := deployments(plan, objs, byKey, podsByOwner, pk, deleted, deletePod, now, warm, cfg.AutoRollback)
+	rsList := deployments(plan, objs, byKey, podsByOwner, pk, deleted, deletePod, now, warm, cfg.AutoRollback, hashes)
 	running := make(map[string]bool, len(rsList))
 	for _, o := range rsList {
 		running[o.Key] = true
@@ -984,39 +986,34 @@ const debounce = 20 * time.Millisecond
 
 // templateHash names a Deployment's ReplicaSet for its pod template.
 func templateHash(d *appsv1.Deployment) string {
-	return templateHashes.get(d)
-}
-
-// computeTemplateHash is templateHash without the memo: the FNV-32a hash of
-// the template's JSON, as kube-controller-manager names ReplicaSets.
-func computeTemplateHash(d *appsv1.Deployment) string {
 	b, _ := json.Marshal(d.Spec.Template)
 	h := fnv.New32a()
 	h.Write(b)
 	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
 }
 
-// templateHashes remembers the template hashes of the Deployments that the
-// last two passes hashed. Every pass hashes every Deployment (a JSON
+// hashMemo is a Cluster's memory of the template hashes of the Deployments
+// its last two passes hashed. Every pass hashes every Deployment (a JSON
 // encoding of its template each: at 1,000 Deployments, 1.6 MB of garbage a
 // second with nothing changing), and a Deployment read from the store is
 // never changed, so its pointer stands for its template. A pass rotates it
 // (computeCluster), so it holds no Deployment that two passes in a row did
-// not read.
-var templateHashes hashMemo
-
+// not read. A nil memo remembers nothing.
 type hashMemo struct {
 	mu        sync.Mutex
 	cur, prev map[*appsv1.Deployment]string
 }
 
 func (m *hashMemo) get(d *appsv1.Deployment) string {
+	if m == nil {
+		return templateHash(d)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h, ok := m.cur[d]
 	if !ok {
 		if h, ok = m.prev[d]; !ok {
-			h = computeTemplateHash(d)
+			h = templateHash(d)
 		}
 		if m.cur == nil {
 			m.cur = map[*appsv1.Deployment]string{}
@@ -1028,6 +1025,9 @@ func (m *hashMemo) get(d *appsv1.Deployment) string {
 
 // rotate forgets what was not asked for since the rotation before.
 func (m *hashMemo) rotate() {
+	if m == nil {
+		return
+	}
 	m.mu.Lock()
 	m.prev, m.cur = m.cur, make(map[*appsv1.Deployment]string, len(m.cur))
 	m.mu.Unlock()

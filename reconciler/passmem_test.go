@@ -60,8 +60,8 @@ func TestTemplateHashMemo(t *testing.T) {
 	var m hashMemo
 	v1, v2 := d("app:v1"), d("app:v2")
 	h1, h2 := m.get(v1), m.get(v2)
-	if h1 != computeTemplateHash(v1) || h2 != computeTemplateHash(v2) || h1 == h2 {
-		t.Fatalf("hashes %q %q, want %q %q", h1, h2, computeTemplateHash(v1), computeTemplateHash(v2))
+	if h1 != templateHash(v1) || h2 != templateHash(v2) || h1 == h2 {
+		t.Fatalf("hashes %q %q, want %q %q", h1, h2, templateHash(v1), templateHash(v2))
 	}
 	if same := d("app:v1"); m.get(same) != h1 {
 		t.Errorf("an equal template in another object hashes to %q, want %q", m.get(same), h1)

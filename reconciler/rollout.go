@@ -251,7 +251,7 @@ type deploymentRollout struct {
 // warm it changes no Deployment's ReplicaSets: their replicas are rollout
 // state that only the agents' reports can rebuild after a restart.
 func deployments(plan *clusterPlan, objs []*store.Object, byKey map[string]*store.Object, podsByOwner map[string][]*store.Pod, pk *parking,
-	deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time, warm, autoRollback bool) []*store.Object {
+	deleted map[string]bool, deletePod func(*store.Pod, string), now time.Time, warm, autoRollback bool, hashes *hashMemo) []*store.Object {
 	var run []*store.Object
 	ownedBy := map[string][]*store.Object{}
 	for _, o := range objs {
@@ -286,8 +286,8 @@ func deployments(plan *clusterPlan, objs []*store.Object, byKey map[string]*stor
 			run = append(run, ownedBy[o.Key]...)
 			continue
 		}
-		x := &deploymentRollout{plan: plan, now: now, o: o, d: d, want: int32Or(d.Spec.Replicas, 1), hash: templateHash(d)}
-		if to := rolledBackTarget(o, d, ownedBy[o.Key]); to != nil {
+		x := &deploymentRollout{plan: plan, now: now, o: o, d: d, want: int32Or(d.Spec.Replicas, 1), hash: hashes.get(d)}
+		if to := rolledBackTarget(o, d, x.hash, ownedBy[o.Key]); to != nil {
 			// Rolled back (autorollback.go): the previous template, while
 			// Git keeps the failed one.
 			x.d, x.hash = withTemplateOf(d, to)
