@@ -167,7 +167,7 @@ func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
 	ws.Add(it.WatchCh())
 	all := q == PodQuery{}
 	var out []*Pod
-	if all && r.s != nil {
+	if all {
 		out = make([]*Pod, 0, r.s.podsLen.Load())
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
@@ -179,7 +179,7 @@ func (r *Snapshot) Pods(ws memdb.WatchSet, q PodQuery) ([]*Pod, error) {
 		}
 		out = append(out, p)
 	}
-	if all && r.s != nil {
+	if all {
 		r.s.podsLen.Store(int64(len(out)))
 	}
 	// Sorted by key already: the id index is the key and a NUL, and a radix
